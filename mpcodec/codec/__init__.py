@@ -1,0 +1,1 @@
+"""The neural codec: sparse autoencoder, Squeezer, steering."""

@@ -1,0 +1,1 @@
+"""Datasets: synthetic bars, toy sparse features, IDX images, text."""

@@ -1,0 +1,1 @@
+"""Pure, jittable metric functions, vmappable over a leading seed axis."""

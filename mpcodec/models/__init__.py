@@ -1,0 +1,1 @@
+"""Flax linen modules; apply() returns (output, activations by layer name)."""

@@ -1,0 +1,1 @@
+"""Tables, statistics across seeds and plots."""

@@ -1,0 +1,1 @@
+"""Training state, losses, make_train(), seed sweeps and curricula."""

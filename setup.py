@@ -1,0 +1,23 @@
+"""mpcodec: monosemantic-to-polysemantic neurons, training dynamics and the neural codec, in JAX."""
+from setuptools import find_packages, setup
+
+setup(
+    name="mpcodec",
+    version="0.1.0",
+    description="JAX tools to study polysemanticity: mono->poly training, layer dimensionality, SAE + Squeezer codec",
+    packages=find_packages(include=["mpcodec", "mpcodec.*"]),
+    python_requires=">=3.11",
+    install_requires=[
+        "jax>=0.4.35",
+        "flax>=0.10",
+        "optax>=0.2.3",
+        "orbax-checkpoint>=0.10",
+        "numpy>=1.26",
+        "scipy>=1.11",
+        "matplotlib>=3.8",
+        "absl-py>=2.0",
+        "ml_collections>=0.1.1",
+        "tqdm>=4.66",
+    ],
+    extras_require={"test": ["pytest>=8"]},
+)
