@@ -3,8 +3,9 @@
   python -m launch.analyze --workdir=runs/mono_poly
 """
 
-from absl import app, flags
+from absl import flags
 
+from launch import common
 from mpcodec.report import mono_poly_run
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory written by launch.train.")
@@ -17,4 +18,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)

@@ -4,10 +4,11 @@
   python -m launch.train --config=configs/mono_poly.py:smoke --workdir=/tmp/smoke
 """
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 import tqdm
 
+from launch import common
 from mpcodec import sharding
 from mpcodec.report import mono_poly_run
 from mpcodec.train import mono_poly
@@ -33,4 +34,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)
