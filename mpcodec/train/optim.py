@@ -32,6 +32,8 @@ def learning_rate_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule
   """Linear warm-up to the peak rate, then constant or cosine decay to zero at `total_steps`."""
   warmup = min(cfg.warmup_steps, max(total_steps - 1, 0))
   if cfg.schedule == "cosine":
+    if warmup == 0:
+      return optax.cosine_decay_schedule(cfg.learning_rate, max(total_steps, 1))
     return optax.warmup_cosine_decay_schedule(
         0.0, cfg.learning_rate, warmup_steps=warmup, decay_steps=max(total_steps, warmup + 1))
   if warmup == 0:

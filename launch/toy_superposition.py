@@ -1,0 +1,27 @@
+"""Trains the toy superposition models and writes metrics, the phase diagram and a report.
+
+python -m launch.toy_superposition --config=configs/toy_superposition.py --workdir=DIR
+"""
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from mpcodec import configuration
+from mpcodec.report import toy_superposition
+from mpcodec.train.toy_superposition import ToySuperpositionConfig
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file[:variant].")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (metrics/, plots/, report.md).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  del argv
+  cfg = configuration.parse(ToySuperpositionConfig, _CONFIG.value)
+  toy_superposition.run_experiment(cfg, _WORKDIR.value, log=logging.info)
+
+
+if __name__ == "__main__":
+  app.run(main)
