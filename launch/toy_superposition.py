@@ -3,11 +3,11 @@
 python -m launch.toy_superposition --config=configs/toy_superposition.py --workdir=DIR
 """
 
-from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from launch import common
 from mpcodec import configuration
 from mpcodec.report import toy_superposition
 from mpcodec.train.toy_superposition import ToySuperpositionConfig
@@ -24,4 +24,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)

@@ -4,7 +4,8 @@
 `train(key, sparsity, importance_N) -> (params, history)`: the whole run under `lax.scan`, a fresh batch
 per step from `fold_in(data_key, step)`, an optax optimizer from `mpcodec.train.optim` (Adam as in
 the paper), importance-weighted MSE. `make_sweep(cfg)` nests two vmaps, over a flat grid of
-(sparsity, importance) cells and over seeds, inside one jitted program.
+(sparsity, importance) cells and over seeds, inside one jitted program. `cfg.variant` picks the model
+("relu_output" or the privileged-basis "relu_hidden"); the same machinery trains both.
 
 Restarts: the loss is not convex. When two random initial embeddings start nearly collinear (5 random
 directions in a plane often include such a pair), the weaker one is pushed down by interference from the
@@ -144,11 +145,34 @@ class PhaseDiagramConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class PrivilegedBasisConfig:
+  """ReLU-hidden model h = ReLU(Wx) swept over sparsity, importance `importance_decay`**i.
+
+  Elhage et al. 2022, section 7: with a privileged (neuron) basis one can count how many features each
+  neuron carries; dense features get one neuron each, sparse ones share neurons (polysemanticity).
+  """
+
+  sparsities: tuple[float, ...] = (0.0, 0.7, 0.9, 0.97, 0.99)
+  importance_decay: float = 0.9
+  train: ToyTrainConfig = ToyTrainConfig(num_features=10, hidden_dim=5, variant="relu_hidden")
+
+  def checks(self) -> Iterator[tuple[str, bool, str]]:
+    yield "sparsities", len(set(self.sparsities)) >= 2, (
+        f"needs at least two distinct values to compare dense and sparse cells, got {self.sparsities}")
+    yield "sparsities", all(0.0 <= s < 1.0 for s in self.sparsities), (
+        f"every value must lie in [0, 1), got {self.sparsities}")
+    yield "importance_decay", 0.0 < self.importance_decay <= 1.0, (
+        f"must lie in (0, 1], got {self.importance_decay}")
+    yield "train.variant", self.train.variant == "relu_hidden", (
+        f"features per neuron needs the privileged basis: variant 'relu_hidden', got {self.train.variant!r}")
+
+
+@dataclasses.dataclass(frozen=True)
 class ToySuperpositionConfig:
-  """The toy-superposition experiment: pentagon (sparse, uniform importance), dense, phase diagram.
+  """The toy-superposition experiment: pentagon, dense, phase diagram and the privileged-basis sweep.
 
   The pentagon and dense runs share `train` (one compiled program, two grid cells); the phase diagram
-  has its own shapes (n = 2, m = 1) and so its own program.
+  (n = 2, m = 1) and the ReLU-hidden sweep have their own shapes and so their own programs.
   """
 
   seed: int = 0
@@ -157,6 +181,7 @@ class ToySuperpositionConfig:
   pentagon_sparsity: float = 0.9
   dense_importance_decay: float = 0.7
   phase_diagram: PhaseDiagramConfig = PhaseDiagramConfig()
+  privileged_basis: PrivilegedBasisConfig = PrivilegedBasisConfig()
 
   def checks(self) -> Iterator[tuple[str, bool, str]]:
     yield "num_seeds", self.num_seeds >= 1, f"must be >= 1, got {self.num_seeds}"
@@ -205,3 +230,18 @@ def run_phase_diagram(cfg: ToySuperpositionConfig) -> dict[str, jax.Array]:
                                             importance_Gx2)
   unflatten = lambda leaf: leaf.reshape((len(density_P), len(relative_I)) + leaf.shape[1:])
   return jax.tree.map(unflatten, {"params": params, "history": history})
+
+
+def run_privileged_basis(cfg: ToySuperpositionConfig) -> dict[str, jax.Array]:
+  """Trains the ReLU-hidden model at every sparsity for every seed in one program.
+
+  Returns params and history with leading axes (sparsities, seeds), and the (n,) importance.
+  """
+  privileged = cfg.privileged_basis
+  n = privileged.train.num_features
+  sparsity_G = jnp.asarray(privileged.sparsities, jnp.float32)
+  importance_N = privileged.importance_decay ** jnp.arange(n, dtype=jnp.float32)
+  importance_GxN = jnp.tile(importance_N, (len(privileged.sparsities), 1))
+  params, history = make_sweep(privileged.train)(seed_keys(cfg.seed, cfg.num_seeds), sparsity_G,
+                                                 importance_GxN)
+  return {"params": params, "history": history, "importance": importance_N}

@@ -77,6 +77,13 @@ def test_config_rejects_impossible_values_before_training():
     parse(toy_train.ToySuperpositionConfig, dict(phase_diagram=dict(train=dict(num_features=3))))
   with pytest.raises(ConfigError, match=r"config\.train\.optim\.learning_rate"):
     parse(toy_train.ToySuperpositionConfig, dict(train=dict(optim=dict(learning_rate=-1.0))))
+  with pytest.raises(ConfigError, match=r"config\.privileged_basis\.train\.variant"):
+    parse(toy_train.ToySuperpositionConfig,
+          dict(privileged_basis=dict(train=dict(num_features=10, hidden_dim=5, variant="relu_output"))))
+  with pytest.raises(ConfigError, match=r"config\.privileged_basis\.sparsities"):
+    parse(toy_train.ToySuperpositionConfig, dict(privileged_basis=dict(sparsities=(0.9, 0.9))))
+  with pytest.raises(ConfigError, match=r"config\.privileged_basis\.sparsities"):
+    parse(toy_train.ToySuperpositionConfig, dict(privileged_basis=dict(sparsities=(0.0, 1.0))))
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +120,7 @@ def test_dense_features_represent_only_the_m_most_important(smoke_run):
 def test_smoke_run_writes_its_outputs(smoke_run):
   cfg, results, workdir = smoke_run
   for name in ("metrics/toy_superposition.json", "metrics/phase_diagram.csv", "plots/phase_diagram.png",
-               "report.md"):
+               "metrics/privileged_basis.csv", "plots/features_per_neuron.png", "report.md"):
     assert (workdir / name).stat().st_size > 0, name
   saved = json.loads((workdir / "metrics/toy_superposition.json").read_text())
   cells = len(cfg.phase_diagram.feature_densities) * len(cfg.phase_diagram.relative_importances)
@@ -127,6 +134,51 @@ def test_smoke_run_writes_its_outputs(smoke_run):
   assert by_cell[(1.0, 3.0)] == "dedicated dimension"
   report = (workdir / "report.md").read_text()
   assert f"{cfg.num_seeds} of {cfg.num_seeds}" in report
+  sparsities = cfg.privileged_basis.sparsities
+  assert [row["sparsity"] for row in saved["privileged_basis"]["rows"]] == list(sparsities)
+  rows = (workdir / "metrics/privileged_basis.csv").read_text().strip().splitlines()
+  assert len(rows) == len(sparsities) + 1 and rows[0].startswith("sparsity,feature_density,")
+  assert "## Privileged basis" in report
+
+
+def test_privileged_basis_dense_cell_matches_the_closed_form(smoke_run):
+  """Dense features on m ReLU neurons: the m most important features, one neuron each.
+
+  With S = 0 every feature fires, uniform on [0, 1] (variance 1/12). Keeping m features exactly and
+  predicting each dropped one by its mean through the bias costs Σ_{i >= m} I_i / 12, and dropping the
+  least important ones is cheapest. Reconstructing m nonnegative features exactly through m ReLU
+  neurons (no hidden bias) needs W restricted to them to be orthogonal with nonnegative entries, i.e. a
+  permutation: every neuron carries exactly one feature (features per neuron = 1).
+  """
+  cfg, results, _ = smoke_run
+  settings = cfg.privileged_basis
+  n, m = settings.train.num_features, settings.train.hidden_dim
+  privileged = results["privileged_basis"]
+  dense = int(np.argmin(settings.sparsities))
+  importance = settings.importance_decay ** np.arange(n)
+  expected_loss = importance[m:].sum() / 12.0
+  # The logged loss is a mean over the last history block (300 steps x 128 samples): its standard error
+  # is ~0.2% of the loss here, so 1% is about five standard errors.
+  np.testing.assert_allclose(privileged["final_loss"][dense], expected_loss, rtol=0.01)
+  np.testing.assert_array_equal(np.array(privileged["represented"][dense]),
+                                np.tile(np.arange(n) < m, (cfg.num_seeds, 1)))
+  per_neuron = np.array(privileged["features_per_neuron_by_neuron"][dense])
+  assert per_neuron.shape == (cfg.num_seeds, m)
+  np.testing.assert_allclose(per_neuron, 1.0, atol=toy_report.MONOSEMANTIC_TOLERANCE)
+  assert privileged["num_seeds_densest_monosemantic_top_m"] == cfg.num_seeds
+
+
+def test_privileged_basis_sparse_features_share_neurons(smoke_run):
+  """Sparse features: more features than neurons are represented, so neurons turn polysemantic."""
+  cfg, results, _ = smoke_run
+  settings = cfg.privileged_basis
+  privileged = results["privileged_basis"]
+  dense, sparse = int(np.argmin(settings.sparsities)), int(np.argmax(settings.sparsities))
+  np.testing.assert_array_less(settings.train.hidden_dim, privileged["represented_features"][sparse])
+  features_per_neuron = np.array(privileged["features_per_neuron"])
+  np.testing.assert_array_less(features_per_neuron[dense], features_per_neuron[sparse])
+  trend = privileged["features_per_neuron_trend"]
+  assert trend["num_seeds_higher_when_sparsest"] == cfg.num_seeds
 
 
 def test_launch_stops_on_bad_config_naming_the_key(tmp_path):
