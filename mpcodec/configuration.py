@@ -98,7 +98,12 @@ def parse(cls: type[T], cfg: Any, path: str = "config") -> T:
   for name, field in fields.items():
     key = f"{path}.{name}"
     if name in cfg:
-      values[name] = _coerce(cfg[name], hints[name], key)
+      value = cfg[name]
+      default = field.default
+      if dataclasses.is_dataclass(default) and hasattr(value, "items"):
+        # A partly given section keeps the parent's defaults for the keys it leaves out.
+        value = {**to_dict(default), **(value.to_dict() if hasattr(value, "to_dict") else dict(value))}
+      values[name] = _coerce(value, hints[name], key)
     elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
       raise ConfigError(f"{key}: missing required key")
   obj = cls(**values)
