@@ -1,0 +1,131 @@
+"""Metrics of the neural codec (SAE and Squeezer): pure functions of arrays.
+
+All functions but the Hungarian-matching ones are jittable and vmappable over a leading seed axis.
+`matched_pair_correlation` and `matched_cosine_similarity` solve an assignment problem with
+scipy.optimize.linear_sum_assignment on the host (numpy in, float out); they are not jittable.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.optimize
+
+
+def fraction_of_variance_unexplained(x_BxD: jax.Array, x_hat_BxD: jax.Array) -> jax.Array:
+  """FVU = Σ_b ||x_b - x̂_b||² / Σ_b ||x_b - x̄||², with x̄ the mean over the batch."""
+  error = jnp.sum(jnp.square(x_BxD - x_hat_BxD))
+  variance = jnp.sum(jnp.square(x_BxD - jnp.mean(x_BxD, axis=0)))
+  return error / variance
+
+
+def sum_squared_error(x_BxD: jax.Array, x_hat_BxD: jax.Array) -> jax.Array:
+  """Σ_b ||x_b - x̂_b||²."""
+  return jnp.sum(jnp.square(x_BxD - x_hat_BxD))
+
+
+def l0(acts_BxN: jax.Array) -> jax.Array:
+  """Mean number of nonzero latents per token."""
+  return jnp.mean(jnp.sum(acts_BxN != 0, axis=-1))
+
+
+def firing_counts(acts_BxN: jax.Array) -> jax.Array:
+  """(N,) number of tokens on which each latent is nonzero; add them up over a window of batches."""
+  return jnp.sum(acts_BxN != 0, axis=0).astype(jnp.int32)
+
+
+def dead_fraction(counts_N: jax.Array) -> jax.Array:
+  """Fraction of latents that never fired in the window."""
+  return jnp.mean(counts_N == 0)
+
+
+def dense_fraction(counts_N: jax.Array, num_tokens: int | jax.Array, dense_above: float = 0.1
+                   ) -> jax.Array:
+  """Fraction of latents that fire on more than `dense_above` of the window's tokens."""
+  return jnp.mean(counts_N / num_tokens > dense_above)
+
+
+def log10_firing_frequency(counts_N: jax.Array, num_tokens: int | jax.Array) -> jax.Array:
+  """log10(count / num_tokens) per latent; -inf for a latent that never fired."""
+  frequency = counts_N / num_tokens
+  return jnp.where(counts_N > 0, jnp.log10(jnp.maximum(frequency, 1e-38)), -jnp.inf)
+
+
+def latent_density_histogram(counts_N: jax.Array, num_tokens: int | jax.Array, num_bins: int = 40,
+                             low: float = -7.0) -> tuple[jax.Array, jax.Array]:
+  """Histogram of log10 firing frequency over [low, 0] for live latents: (counts (bins,), edges).
+
+  Dead latents are not in the histogram (see `dead_fraction`); frequencies below 10**low fall in the
+  first bin.
+  """
+  edges = jnp.linspace(low, 0.0, num_bins + 1)
+  log_frequency = log10_firing_frequency(counts_N, num_tokens)
+  clipped = jnp.clip(log_frequency, low, 0.0)
+  bins = jnp.clip(jnp.searchsorted(edges, clipped, side="right") - 1, 0, num_bins - 1)
+  hist = jnp.zeros(num_bins, jnp.int32).at[bins].add((counts_N > 0).astype(jnp.int32))
+  return hist, edges
+
+
+def cosine_similarity_matrix(a_MxD: jax.Array, b_NxD: jax.Array) -> jax.Array:
+  """(M, N) cosines between the rows of a and the rows of b."""
+  a = a_MxD / jnp.maximum(jnp.linalg.norm(a_MxD, axis=-1, keepdims=True), 1e-12)
+  b = b_NxD / jnp.maximum(jnp.linalg.norm(b_NxD, axis=-1, keepdims=True), 1e-12)
+  return a @ b.T
+
+
+def mean_max_cosine_similarity(learned_MxD: jax.Array, true_NxD: jax.Array) -> jax.Array:
+  """(1/N) Σ_i max_j cos(true_i, learned_j): how well every true atom is found by some learned row.
+
+  Reference: Sharkey et al. 2022, "Taking features out of superposition with sparse autoencoders" (MMCS).
+  """
+  return jnp.mean(jnp.max(cosine_similarity_matrix(true_NxD, learned_MxD), axis=-1))
+
+
+def pearson_correlation_matrix(a_BxM: jax.Array, b_BxN: jax.Array) -> jax.Array:
+  """(M, N) Pearson correlations between the columns of a and b over the batch; 0 for a constant column."""
+  a = a_BxM - jnp.mean(a_BxM, axis=0)
+  b = b_BxN - jnp.mean(b_BxN, axis=0)
+  norm_a = jnp.sqrt(jnp.sum(a * a, axis=0))
+  norm_b = jnp.sqrt(jnp.sum(b * b, axis=0))
+  covariance = a.T @ b
+  denominator = norm_a[:, None] * norm_b[None, :]
+  return jnp.where(denominator > 0, covariance / jnp.where(denominator > 0, denominator, 1.0), 0.0)
+
+
+def _hungarian_mean(similarity_MxN: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+  """Mean similarity of the one-to-one matching that maximises the total similarity (host side)."""
+  similarity = np.asarray(similarity_MxN, np.float64)
+  rows, cols = scipy.optimize.linear_sum_assignment(similarity, maximize=True)
+  return float(similarity[rows, cols].mean()), rows, cols
+
+
+def matched_pair_correlation(learned_acts_BxM: jax.Array, true_coeffs_BxN: jax.Array) -> float:
+  """Mean Pearson correlation of latent/feature pairs under the best one-to-one (Hungarian) matching.
+
+  Host-side (scipy.optimize.linear_sum_assignment); min(M, N) pairs are matched.
+  """
+  correlation = np.asarray(pearson_correlation_matrix(learned_acts_BxM, true_coeffs_BxN))
+  return _hungarian_mean(correlation)[0]
+
+
+def matched_cosine_similarity(learned_MxD: jax.Array, true_NxD: jax.Array) -> float:
+  """Mean cosine of learned/true atom pairs under the best one-to-one (Hungarian) matching (host side)."""
+  return _hungarian_mean(np.asarray(cosine_similarity_matrix(learned_MxD, true_NxD)))[0]
+
+
+def faithfulness_ratio(x_BxD: jax.Array, x_hat_sae_BxD: jax.Array, x_hat_squeezed_BxD: jax.Array
+                       ) -> jax.Array:
+  """Σ||x - x̂_squeezed||² / Σ||x - x̂_sae||²: error through SAE + Squeezer over the SAE's own (>= 1 ideal)."""
+  return sum_squared_error(x_BxD, x_hat_squeezed_BxD) / sum_squared_error(x_BxD, x_hat_sae_BxD)
+
+
+def features_per_neuron(squeezer_w_enc_MxN: jax.Array, live_latents_N: jax.Array) -> jax.Array:
+  """(M,) number of live SAE latents whose largest Squeezer encoder weight goes to each neuron.
+
+  Latent i is assigned to neuron argmax_m W_enc[m, i] (the neuron it drives most: SAE latents are
+  non-negative and the Squeezer keeps its K largest pre-activations); dead latents are not counted.
+  """
+  num_neurons = squeezer_w_enc_MxN.shape[0]
+  owner_N = jnp.argmax(squeezer_w_enc_MxN, axis=0)
+  return jnp.zeros(num_neurons, jnp.int32).at[owner_N].add(live_latents_N.astype(jnp.int32))

@@ -1,0 +1,149 @@
+"""Top-K / BatchTopK SAE: dictionary recovery, sparse = dense gradients, selection, folding, config errors."""
+
+import dataclasses
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.optimize
+
+from mpcodec import configuration
+from mpcodec.codec import sae
+from mpcodec.codec import train
+from mpcodec.codec.sources import GroundTruthConfig, GroundTruthSource
+from mpcodec.train.optim import OptimConfig
+
+RECOVERY_SEEDS = 3
+
+
+@pytest.fixture(scope="module")
+def recovery_run():
+  """512 atoms in 128 dims, 8 active per token, noise 0.01; SAE 512 latents, k=8, 3 seeds vmapped."""
+  source = GroundTruthSource(GroundTruthConfig(num_atoms=512, dim=128, k_true=8, noise_std=0.01, seed=0))
+  cfg = sae.SAEConfig(num_latents=512, k=8, aux_k=32, dead_tokens_threshold=20_000,
+                      optim=OptimConfig(learning_rate=1e-2, warmup_steps=50, schedule="cosine"))
+  loop = train.LoopConfig(steps=600, batch_size=512, chunk_steps=300, init_batches=2)
+  states = train.init_sae_states(cfg, loop, source, seed=0, num_seeds=RECOVERY_SEEDS)
+  states, history = train.train_loop(train.sae_step_fn(cfg, loop.steps), states, source, loop)
+  return source, cfg, states, history
+
+
+def test_topk_sae_recovers_known_dictionary_on_every_seed(recovery_run):
+  source, _, states, _ = recovery_run
+  true_NxD = np.asarray(source.dictionary_NxD)
+  for seed in range(RECOVERY_SEEDS):
+    learned = np.asarray(states["params"]["w_dec_NxD"][seed])
+    learned = learned / np.linalg.norm(learned, axis=1, keepdims=True)
+    mmcs = float(np.mean(np.max(true_NxD @ learned.T, axis=1)))
+    assert mmcs >= 0.95, f"seed {seed}: mean max cosine similarity {mmcs:.4f} < 0.95"
+
+
+def test_decoder_rows_stay_unit_norm(recovery_run):
+  _, _, states, history = recovery_run
+  norms = np.linalg.norm(np.asarray(states["params"]["w_dec_NxD"]), axis=-1)
+  np.testing.assert_allclose(norms, 1.0, atol=1e-5)
+  assert np.all(np.isfinite(history["loss"]))
+  assert history["loss"].shape == (600, RECOVERY_SEEDS)
+  np.testing.assert_allclose(history["l0"][-1], 8.0, atol=0.05)  # k active (ReLU zeros are rare).
+
+
+@pytest.mark.parametrize("activation", ["topk", "batchtopk"])
+def test_sparse_decoder_gradients_equal_dense_reference(activation):
+  cfg = sae.SAEConfig(num_latents=64, k=4, aux_k=8, activation=activation)
+  x = jax.random.normal(jax.random.PRNGKey(0), (16, 12))
+  params = sae.init_params(jax.random.PRNGKey(1), 12, cfg, jnp.mean(x, 0))
+  params["b_enc_N"] = 0.1 * jax.random.normal(jax.random.PRNGKey(2), (64,))
+  dead = jnp.arange(64) % 3 == 0
+  loss = lambda p, c: sae.loss_fn(p, x, 4, dead, c)[0]
+  sparse_loss, sparse_grads = jax.value_and_grad(loss)(params, cfg)
+  dense_loss, dense_grads = jax.value_and_grad(loss)(params, dataclasses.replace(cfg, decoder="dense"))
+  np.testing.assert_allclose(sparse_loss, dense_loss, rtol=1e-5)
+  for name in params:
+    np.testing.assert_allclose(sparse_grads[name], dense_grads[name], atol=1e-5, err_msg=name)
+    assert np.any(np.asarray(sparse_grads[name]) != 0), name
+
+
+def _stable_top(values, count):
+  """Indices of the `count` largest values, ties broken toward the lower index (numpy reference)."""
+  return np.argsort(-values, kind="stable")[:count]
+
+
+def test_batch_topk_keeps_exactly_k_times_batch_with_ties():
+  batch, n, k = 8, 32, 3
+  # Positive values on a coarse grid: many ties straddle the cut.
+  pre = jnp.asarray(np.random.default_rng(0).integers(1, 5, size=(batch, n)).astype(np.float32))
+  codes = sae.batch_topk_select(pre, k, k)
+  dense = np.asarray(sae.dense_codes(codes, batch, n))
+  assert np.count_nonzero(dense) == k * batch
+  expected = np.zeros(batch * n, bool)
+  expected[_stable_top(np.asarray(pre).reshape(-1), k * batch)] = True
+  np.testing.assert_array_equal(dense.reshape(-1) != 0, expected)
+  again = np.asarray(sae.dense_codes(sae.batch_topk_select(pre, k, k), batch, n))
+  np.testing.assert_array_equal(dense, again)
+
+
+def test_topk_with_traced_k_below_k_max_and_ties():
+  pre = jnp.asarray(np.random.default_rng(1).integers(1, 4, size=(5, 20)).astype(np.float32))
+  select = jax.jit(lambda p, k: sae.dense_codes(sae.topk_select(p, k, 6), 5, 20))
+  for k in (2, 6):
+    dense = np.asarray(select(pre, k))
+    assert np.all(np.count_nonzero(dense, axis=1) == k)
+    for row in range(5):
+      np.testing.assert_array_equal(np.flatnonzero(dense[row]), np.sort(_stable_top(np.asarray(pre[row]), k)))
+
+
+def test_folded_weights_reproduce_trained_sae_on_raw_inputs():
+  cfg = sae.SAEConfig(num_latents=32, k=3, aux_k=4, input_norm="dim")
+  raw = 7.0 * jax.random.normal(jax.random.PRNGKey(0), (64, 10)) + 3.0
+  state = sae.init_state(jax.random.PRNGKey(1), raw, 3, cfg, 10)
+  state, _ = sae.train_step(state, raw, cfg, 10)
+  scale = state["input_scale"]
+  np.testing.assert_allclose(np.mean(np.sum(np.square(np.asarray(raw * scale)), -1)), 10.0, rtol=1e-5)
+  x_hat_scaled, _ = sae.reconstruct(state["params"], raw * scale, 3, cfg)
+  folded, _ = sae.fold_input_scale(state["params"], scale)
+  x_hat_raw, _ = sae.reconstruct(folded, raw, 3, cfg)
+  np.testing.assert_allclose(x_hat_raw, x_hat_scaled / scale, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(np.linalg.norm(np.asarray(folded["w_dec_NxD"]), axis=-1), 1.0, atol=1e-5)
+
+
+def test_tied_init_and_mean_bias():
+  cfg = sae.SAEConfig(num_latents=16, k=2, aux_k=4, b_dec_init="mean", input_norm="none")
+  x = jax.random.normal(jax.random.PRNGKey(0), (50, 6)) + 2.0
+  state = sae.init_state(jax.random.PRNGKey(1), x, 2, cfg, 10)
+  np.testing.assert_array_equal(state["params"]["w_enc_NxD"], state["params"]["w_dec_NxD"])
+  np.testing.assert_allclose(state["params"]["b_dec_D"], np.mean(np.asarray(x), 0), rtol=1e-5)
+
+
+def test_geometric_median_matches_scipy_minimum():
+  points = np.random.default_rng(2).normal(size=(40, 3)).astype(np.float32) ** 3
+  median = np.asarray(sae.geometric_median(jnp.asarray(points), 200))
+  reference = scipy.optimize.minimize(lambda m: np.linalg.norm(points - m, axis=1).sum(),
+                                      points.mean(0), method="Nelder-Mead",
+                                      options={"xatol": 1e-8, "fatol": 1e-10, "maxiter": 20000}).x
+  np.testing.assert_allclose(median, reference, atol=1e-3)
+
+
+def test_aux_loss_is_zero_without_dead_latents_and_trains_dead_ones():
+  cfg = sae.SAEConfig(num_latents=32, k=2, aux_k=4)
+  x = jax.random.normal(jax.random.PRNGKey(0), (20, 8))
+  params = sae.init_params(jax.random.PRNGKey(1), 8, cfg, jnp.zeros(8))
+  _, stats = sae.loss_fn(params, x, 2, jnp.zeros(32, bool), cfg)
+  assert float(stats["aux_loss"]) == 0.0
+  dead = jnp.arange(32) >= 16
+  _, stats = sae.loss_fn(params, x, 2, dead, cfg)
+  assert float(stats["aux_loss"]) > 0.0
+  aux_only = lambda p: sae.loss_fn(p, x, 2, dead, cfg)[1]["aux_loss"]
+  grads = jax.grad(aux_only)(params)
+  row_grad = np.linalg.norm(np.asarray(grads["w_dec_NxD"]), axis=-1)
+  assert np.all(row_grad[:16] == 0) and np.any(row_grad[16:] > 0)
+
+
+@pytest.mark.parametrize("key, values", [("k", dict(k=600)), ("k_grid[1]", dict(k_grid=(8, 513))),
+                                          ("aux_k", dict(aux_k=1000))])
+def test_config_errors_name_the_key(key, values):
+  raw = configuration.to_dict(sae.SAEConfig(num_latents=512))
+  raw.update(values)
+  with pytest.raises(configuration.ConfigError, match=re.escape(f"config.{key}") + ".*num_latents=512"):
+    configuration.parse(sae.SAEConfig, raw)
