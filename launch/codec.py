@@ -6,15 +6,12 @@
       --workdir=runs/codec_mono_poly
 """
 
-import sys
-
 from absl import flags, logging
 from ml_collections import config_flags
 import tqdm
 
 from launch import common
 from mpcodec.codec import train
-from mpcodec.codec.sources import ActivationError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to configs/codec.py[:args].", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics, plots, report.md).")
@@ -25,13 +22,8 @@ def main(argv):
   del argv
   cfg = train.parse_codec_config(_CONFIG.value)
   total = (0 if cfg.sae_checkpoint else cfg.sae_loop.steps) + cfg.squeezer_loop.steps
-  try:
-    with tqdm.tqdm(total=total, desc="codec (SAE, then Squeezer)", unit="step") as progress:
-      train.run_codec(cfg, _WORKDIR.value, on_chunk=progress.update)
-  except ActivationError as e:
-    logging.error("ActivationError: %s", e)
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+  with tqdm.tqdm(total=total, desc="codec (SAE, then Squeezer)", unit="step") as progress:
+    train.run_codec(cfg, _WORKDIR.value, on_chunk=progress.update)
   logging.info("outputs in %s", _WORKDIR.value)
 
 

@@ -5,12 +5,14 @@ import sys
 from absl import app, logging
 
 from mpcodec.checkpoint import CheckpointError
+from mpcodec.codec.sources import ActivationError
 from mpcodec.configuration import ConfigError
 from mpcodec.data.dataset import DataError
 from mpcodec.train.mono_poly import WorkdirConflictError
 from mpcodec.train.sweep import NonFiniteLossError
 
-USER_ERRORS = (ConfigError, CheckpointError, DataError, WorkdirConflictError, NonFiniteLossError)
+USER_ERRORS = (ConfigError, CheckpointError, DataError, WorkdirConflictError, NonFiniteLossError,
+               ActivationError)
 
 
 def run(main):
