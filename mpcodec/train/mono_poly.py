@@ -161,43 +161,53 @@ def make_train(cfg: MonoPolyConfig):
   return train
 
 
+@functools.lru_cache(maxsize=None)
+def _init_fn(cfg: MonoPolyConfig):
+  steps = phase_steps(cfg, "phase1")
+  return jax.jit(jax.vmap(lambda k, example_x: steps.init(jax.random.fold_in(k, 0), example_x),
+                          in_axes=(0, None)))
+
+
+@functools.lru_cache(maxsize=None)
+def _fresh_optimizer_fn(cfg: MonoPolyConfig, phase: str):
+  steps = phase_steps(cfg, phase)
+  return jax.jit(jax.vmap(lambda s: steps.fresh_optimizer(s["params"])))
+
+
+@functools.lru_cache(maxsize=None)
+def _chunk_fn(cfg: MonoPolyConfig, phase: str, num_steps: int):
+  """jit(vmap(run_steps)) of one chunk length, state buffers donated; cached per (config, phase, length)
+  so that a resumed or repeated run in the same process reuses the compiled program."""
+  steps = phase_steps(cfg, phase)
+
+  def one_seed(state, key, start_step, x, y):
+    return steps.run_steps(state, order_key(cfg, phase, key), start_step, x, y, num_steps)
+
+  sweep = jax.vmap(one_seed, in_axes=(0, None if cfg.shared_data_order else 0, None, None, None))
+  return jax.jit(sweep, donate_argnums=0)
+
+
 class SweepRunner:
-  """Jitted, vmapped entry points of one config: init, the chunked steps of each phase, evaluation."""
+  """Jitted, vmapped entry points of one config: init, phase-2 start, the chunked steps of each phase."""
 
   def __init__(self, cfg: MonoPolyConfig, mesh=None):
     self.cfg = cfg
-    self.mesh = mesh
     self.keys = sharding.shard_seeds(jax.vmap(seed_key)(jnp.asarray(cfg.seeds)), mesh)
-    self._chunk_fns = {}
 
   def init(self, train_x: jax.Array) -> Any:
-    steps = phase_steps(self.cfg, "phase1")
-    init = jax.jit(jax.vmap(lambda k: steps.init(jax.random.fold_in(k, 0), train_x)))
-    return init(self.keys)
+    return _init_fn(self.cfg)(self.keys, train_x[:1])
 
   def start_phase2(self, state: Any) -> Any:
-    steps = phase_steps(self.cfg, "phase2")
-    return jax.jit(jax.vmap(lambda s: steps.fresh_optimizer(s["params"])))(state)
-
-  def chunk_fn(self, phase: str, num_steps: int):
-    """jit(vmap(run_steps)) for a chunk length, with the state buffers donated."""
-    cache_key = (phase, num_steps)
-    if cache_key not in self._chunk_fns:
-      steps = phase_steps(self.cfg, phase)
-      shared = self.cfg.shared_data_order
-
-      def one_seed(state, key, start_step, x, y):
-        return steps.run_steps(state, order_key(self.cfg, phase, key), start_step, x, y, num_steps)
-
-      sweep = jax.vmap(one_seed, in_axes=(0, None if shared else 0, None, None, None))
-      self._chunk_fns[cache_key] = jax.jit(sweep, donate_argnums=0)
-    return self._chunk_fns[cache_key]
+    return _fresh_optimizer_fn(self.cfg, "phase2")(state)
 
   def run_chunk(self, phase: str, train_set: dict):
+    # With a shared order the per-seed key is unused; pass one so the argument stays unbatched.
+    key = self.keys[0] if self.cfg.shared_data_order else self.keys
+
     def run(state, start_step, num_steps):
-      key = self.keys[0] if self.cfg.shared_data_order else self.keys
-      return self.chunk_fn(phase, num_steps)(
+      return _chunk_fn(self.cfg, phase, num_steps)(
           state, key, jnp.int32(start_step), train_set["x"], train_set[f"y_{phase}"])
+
     return run
 
 

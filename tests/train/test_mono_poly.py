@@ -25,8 +25,8 @@ def tiny_config(**overrides):
   cfg.batch_size = 8
   cfg.model.hidden_widths = (4,)
   cfg.log_every = 5
-  cfg.phase1.steps = 12
-  cfg.phase1.checkpoint_every = 6
+  cfg.phase1.steps = 10
+  cfg.phase1.checkpoint_every = 5
   cfg.phase2.steps = 10
   cfg.phase2.checkpoint_every = 5
   for key, value in overrides.items():
@@ -84,13 +84,13 @@ def test_host_loop_matches_pure_function_and_resume_is_identical(tmp_path):
   resumed = mono_poly.run_experiment(cfg, resumed_dir)
   for a, b in zip(leaves(full["params"]), leaves(resumed["params"])):
     np.testing.assert_array_equal(a, b)
-  # Mid-phase resume: drop every checkpoint after phase-1 step 6 and run again.
+  # Mid-phase resume: drop every checkpoint after phase-1 step 5 and run again.
   mid_dir = str(tmp_path / "mid")
   mono_poly.run_experiment(cfg, mid_dir)
   shutil.rmtree(os.path.join(mid_dir, "checkpoints", "phase2"))
-  for step in (12,):
+  for step in (10,):
     shutil.rmtree(os.path.join(mid_dir, "checkpoints", "phase1", str(step)))
-  assert CheckpointStore(os.path.join(mid_dir, "checkpoints", "phase1")).latest_step() == 6
+  assert CheckpointStore(os.path.join(mid_dir, "checkpoints", "phase1")).latest_step() == 5
   mid = mono_poly.run_experiment(cfg, mid_dir)
   for a, b in zip(leaves(full["params"]), leaves(mid["params"])):
     np.testing.assert_array_equal(a, b)
@@ -105,7 +105,7 @@ def test_checkpoint_steps_and_metadata(tmp_path):
   mono_poly.run_experiment(cfg, str(tmp_path))
   store1 = CheckpointStore(os.path.join(tmp_path, "checkpoints", "phase1"))
   store2 = CheckpointStore(os.path.join(tmp_path, "checkpoints", "phase2"))
-  assert store1.all_steps() == [0, 6, 12]
+  assert store1.all_steps() == [0, 5, 10]
   assert store2.all_steps() == [0, 5, 10]
   meta = store2.restore_metadata(10)
   assert meta["seeds"] == [0, 1, 2, 3]
