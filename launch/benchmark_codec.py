@@ -13,6 +13,7 @@ work: sparse 2·B·D·N (encoder) + 10·B·k·D (gathered values, decoder and th
 """
 
 import dataclasses
+import os
 import time
 
 from absl import app, flags
@@ -58,7 +59,8 @@ def main(argv):
   }
   flops = {"sparse": 2 * b * d * n + 10 * b * k * d, "dense": 10 * b * d * n}
   print(f"SAE training benchmark: D={d} N={n} k={k} batch={b}, {steps} steps per scan, "
-        f"aux_k={_AUX_K.value}, {jax.device_count()} {jax.devices()[0].platform} device(s)")
+        f"aux_k={_AUX_K.value}, {jax.device_count()} {jax.devices()[0].platform} device(s), "
+        f"load average {os.getloadavg()[0]:.2f} (other processes slow every variant alike)")
   compiled, states, best = {}, {}, {}
   for name, (cfg, seeds) in variants.items():
     states[name] = _init(cfg, batches[0], seeds)

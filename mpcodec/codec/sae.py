@@ -5,11 +5,11 @@ Architecture (Gao et al. 2024, "Scaling and evaluating sparse autoencoders"):
 where s is a fixed input scale (see `estimate_input_scale`). Weights are stored row-per-latent:
 `w_enc_NxD` (encoder rows) and `w_dec_NxD` (decoder rows = dictionary atoms, kept at unit norm).
 
-Speed: the decoder never multiplies the dense (B, N) code. The selected latents' decoder rows are
-gathered into a (B, k, D) block and contracted with the k activations, and the selected pre-activations
-are recomputed from gathered encoder rows, so autodiff writes sparse scatter-adds for both weight
-gradients. Only the forward encoder matmul (B×D)·(D×N), used to choose the latents, is dense; it runs
-under stop_gradient. `decoder="dense"` keeps the straightforward implementation for comparison.
+Speed: only the forward encoder matmul (B×D)·(D×N), which chooses the latents, is dense; it runs once
+per step under stop_gradient and AuxK reuses it. The decoder sums the k active rows, and hand-written
+backward passes (`mpcodec.codec.sparse_ops`) add both weight gradients into the k active rows per token,
+so no dense (B, N) code or gradient is ever formed. `decoder="dense"` keeps the straightforward
+implementation (dense masked code times the full decoder, plain autodiff) as the reference.
 
 k may be a traced scalar: selection always takes the static `k_max` largest entries and masks ranks
 >= k, so one compiled program trains a grid of k values (and seeds) under vmap.
@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from mpcodec.codec import sparse_ops
 from mpcodec.train.optim import OptimConfig, make_optimizer
 
 Params = dict[str, jax.Array]
@@ -94,9 +95,11 @@ class SAEConfig:
 
 
 class Codes(NamedTuple):
-  """Sparse codes as T = B·k_max (value, row, column) triples; masked entries have value 0.
+  """Sparse codes as T = C·B (value, row, column) triples; masked entries have value 0.
 
-  For TopK, entry t belongs to row t // k_max (rows are sorted); for BatchTopK rows are arbitrary.
+  T = k_max·B for both activations, stored chunk-major (C = k_max chunks of B entries): for TopK, entry
+  t = c·B + b is the rank-c choice of row b, so each chunk holds every row once in order; for
+  BatchTopK rows are arbitrary.
   """
 
   values_T: jax.Array
@@ -174,8 +177,8 @@ def topk_select(pre_BxN: jax.Array, k: jax.Array | int, k_max: int) -> Codes:
   values_BxK, cols_BxK = jax.lax.top_k(pre_BxN, k_max)
   keep_K = jnp.arange(k_max) < k
   values_BxK = jnp.where(keep_K, jax.nn.relu(values_BxK), 0.0)
-  rows_BxK = jnp.broadcast_to(jnp.arange(batch)[:, None], (batch, k_max))
-  return Codes(values_BxK.reshape(-1), rows_BxK.reshape(-1), cols_BxK.reshape(-1))
+  rows_KxB = jnp.broadcast_to(jnp.arange(batch), (k_max, batch))
+  return Codes(values_BxK.T.reshape(-1), rows_KxB.reshape(-1), cols_BxK.T.reshape(-1))
 
 
 def batch_topk_select(pre_BxN: jax.Array, k: jax.Array | int, k_max: int) -> Codes:
@@ -212,61 +215,41 @@ def pre_activations(params: Params, x_BxD: jax.Array) -> jax.Array:
   return (x_BxD - params["b_dec_D"]) @ params["w_enc_NxD"].T + params["b_enc_N"]
 
 
+def _chunked(codes: Codes, batch: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+  return tuple(a.reshape(-1, batch) for a in codes)
+
+
+def codes_with_gradients(params: Params, x_BxD: jax.Array, pre_BxN: jax.Array, codes: Codes,
+                         per_row: bool) -> Codes:
+  """Codes whose values a_t = ReLU(pre_t) carry gradients to W_enc, b_enc and b_dec (sparse backward).
+
+  `pre_BxN` holds the stopped-gradient pre-activations the codes were selected from; entries whose
+  selected value is 0 (masked rank or ReLU) stay 0.
+  """
+  batch = x_BxD.shape[0]
+  values_CxB, rows_CxB, cols_CxB = _chunked(codes, batch)
+  pre_CxB = sparse_ops.selected_pre_activations(per_row, params["w_enc_NxD"], params["b_enc_N"],
+                                                params["b_dec_D"], x_BxD, pre_BxN, rows_CxB, cols_CxB)
+  values_CxB = jnp.where(values_CxB > 0, jax.nn.relu(pre_CxB), 0.0)
+  return codes._replace(values_T=values_CxB.reshape(-1))
+
+
 def encode(params: Params, x_BxD: jax.Array, k: jax.Array | int, cfg: SAEConfig) -> Codes:
-  """Sparse codes of x whose values carry gradients to W_enc, b_enc and b_dec (sparse scatter-adds)."""
+  """Sparse codes of x whose values carry gradients to W_enc, b_enc and b_dec (sparse backward)."""
+  return _sparse_encode(params, x_BxD, k, cfg)[0]
+
+
+def _sparse_encode(params: Params, x_BxD: jax.Array, k, cfg: SAEConfig) -> tuple[Codes, jax.Array]:
+  """(codes with gradients, stopped-gradient pre-activations); the dense encoder matmul runs once."""
   pre_BxN = jax.lax.stop_gradient(pre_activations(params, x_BxD))
   codes = select(pre_BxN, k, cfg)
-  per_row_k = cfg.k_max if cfg.activation == "topk" else 0
-  pre_T = selected_pre_activations(per_row_k, params["w_enc_NxD"], params["b_enc_N"], params["b_dec_D"],
-                                   x_BxD, pre_BxN, codes.rows_T, codes.cols_T)
-  return codes._replace(values_T=jnp.where(codes.values_T > 0, jax.nn.relu(pre_T), 0.0))
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def selected_pre_activations(per_row_k: int, w_enc_NxD: jax.Array, b_enc_N: jax.Array, b_dec_D: jax.Array,
-                             x_BxD: jax.Array, pre_BxN: jax.Array, rows_T: jax.Array, cols_T: jax.Array
-                             ) -> jax.Array:
-  """pre[row_t, col_t] read from the dense pre-activations, with a sparse backward pass.
-
-  The backward pass scatter-adds g_t·(x_row - b_dec) into encoder row col_t and g_t into b_enc[col_t];
-  b_dec receives -(Σ_t g_t e_col_t) W_enc, so no (T, D) block of encoder rows is ever gathered.
-  `per_row_k` > 0 says that entry t belongs to row t // per_row_k (Top-K), which avoids gathering x rows.
-  """
-  del per_row_k, w_enc_NxD, b_enc_N, b_dec_D, x_BxD
-  return pre_BxN[rows_T, cols_T]
-
-
-def _selected_pre_fwd(per_row_k, w_enc_NxD, b_enc_N, b_dec_D, x_BxD, pre_BxN, rows_T, cols_T):
-  out = selected_pre_activations(per_row_k, w_enc_NxD, b_enc_N, b_dec_D, x_BxD, pre_BxN, rows_T, cols_T)
-  return out, (w_enc_NxD, b_dec_D, x_BxD, pre_BxN.shape, rows_T, cols_T)
-
-
-def _selected_pre_bwd(per_row_k, residuals, g_T):
-  w_enc_NxD, b_dec_D, x_BxD, pre_shape, rows_T, cols_T = residuals
-  centred_BxD = x_BxD - b_dec_D
-  if per_row_k:
-    batch, dim = centred_BxD.shape
-    updates_TxD = (g_T.reshape(batch, per_row_k, 1) * centred_BxD[:, None, :]).reshape(-1, dim)
-  else:
-    updates_TxD = g_T[:, None] * centred_BxD[rows_T]
-  grad_w_enc_NxD = jnp.zeros_like(w_enc_NxD).at[cols_T].add(updates_TxD)
-  grad_b_enc_N = jnp.zeros(w_enc_NxD.shape[0], g_T.dtype).at[cols_T].add(g_T)
-  grad_b_dec_D = -(grad_b_enc_N @ w_enc_NxD)
-  return (grad_w_enc_NxD, grad_b_enc_N, grad_b_dec_D, jnp.zeros_like(x_BxD),
-          jnp.zeros(pre_shape, g_T.dtype), None, None)
-
-
-selected_pre_activations.defvjp(_selected_pre_fwd, _selected_pre_bwd)
+  return codes_with_gradients(params, x_BxD, pre_BxN, codes, cfg.activation == "topk"), pre_BxN
 
 
 def decode(params: Params, codes: Codes, batch: int, cfg: SAEConfig, with_bias: bool = True) -> jax.Array:
-  """x̂ = Σ_t a_t W_dec[col_t] (+ b_dec), summed per row from the gathered active decoder rows."""
-  w_TxD = params["w_dec_NxD"][codes.cols_T]
-  if cfg.activation == "topk":
-    x_hat_BxD = jnp.einsum("bk,bkd->bd", codes.values_T.reshape(batch, -1),
-                           w_TxD.reshape(batch, -1, w_TxD.shape[-1]))
-  else:
-    x_hat_BxD = jax.ops.segment_sum(codes.values_T[:, None] * w_TxD, codes.rows_T, num_segments=batch)
+  """x̂ = Σ_t a_t W_dec[col_t] (+ b_dec), summed per row from the active decoder rows only."""
+  x_hat_BxD = sparse_ops.sparse_decode(cfg.activation == "topk", batch, *_chunked(codes, batch),
+                                       params["w_dec_NxD"])
   return x_hat_BxD + params["b_dec_D"] if with_bias else x_hat_BxD
 
 
@@ -282,24 +265,28 @@ def encode_with_threshold(params: Params, x_BxD: jax.Array, threshold: jax.Array
   return jnp.where(pre_BxN > threshold, pre_BxN, 0.0)
 
 
-# ----------------------------------------------------------------------------- loss
-
-
-def _dense_reconstruction(params: Params, x_BxD: jax.Array, k, cfg: SAEConfig) -> tuple[jax.Array, Codes]:
-  """Straightforward reference: dense masked activations times the full decoder."""
+def _dense_forward(params: Params, x_BxD: jax.Array, k, cfg: SAEConfig
+                   ) -> tuple[jax.Array, Codes, jax.Array]:
+  """Straightforward reference: dense masked activations times the full decoder, plain autodiff."""
   pre_BxN = pre_activations(params, x_BxD)
   codes = select(jax.lax.stop_gradient(pre_BxN), k, cfg)
   mask_BxN = dense_codes(codes._replace(values_T=(codes.values_T > 0).astype(pre_BxN.dtype)),
                          *pre_BxN.shape) > 0
   acts_BxN = jnp.where(mask_BxN, jax.nn.relu(pre_BxN), 0.0)
-  return acts_BxN @ params["w_dec_NxD"] + params["b_dec_D"], codes
+  return acts_BxN @ params["w_dec_NxD"] + params["b_dec_D"], codes, pre_BxN
+
+
+def _forward(params: Params, x_BxD: jax.Array, k, cfg: SAEConfig) -> tuple[jax.Array, Codes, jax.Array]:
+  """(x̂, codes, pre-activations) through the decoder implementation chosen by `cfg.decoder`."""
+  if cfg.decoder == "dense":
+    return _dense_forward(params, x_BxD, k, cfg)
+  codes, pre_BxN = _sparse_encode(params, x_BxD, k, cfg)
+  return decode(params, codes, x_BxD.shape[0], cfg), codes, pre_BxN
 
 
 def forward(params: Params, x_BxD: jax.Array, k, cfg: SAEConfig) -> tuple[jax.Array, Codes]:
   """(x̂, codes) through the decoder implementation chosen by `cfg.decoder`."""
-  if cfg.decoder == "dense":
-    return _dense_reconstruction(params, x_BxD, k, cfg)
-  return reconstruct(params, x_BxD, k, cfg)
+  return _forward(params, x_BxD, k, cfg)[:2]
 
 
 def apply(state: dict[str, Any], x_BxD: jax.Array, cfg: SAEConfig) -> tuple[jax.Array, Codes]:
@@ -309,16 +296,28 @@ def apply(state: dict[str, Any], x_BxD: jax.Array, cfg: SAEConfig) -> tuple[jax.
   return x_hat_BxD / scale, codes
 
 
-def aux_reconstruction(params: Params, x_BxD: jax.Array, residual_BxD: jax.Array, dead_N: jax.Array,
+def aux_reconstruction(params: Params, x_BxD: jax.Array, pre_BxN: jax.Array, dead_N: jax.Array,
                        cfg: SAEConfig) -> jax.Array:
-  """ê = Σ a_j W_dec[j] over the aux_k largest pre-activations among dead latents (no b_dec)."""
-  pre_BxN = jax.lax.stop_gradient(pre_activations(params, x_BxD))
-  pre_BxN = jnp.where(dead_N, pre_BxN, -jnp.inf)
-  values_BxA, cols_BxA = jax.lax.top_k(pre_BxN, cfg.aux_k)
-  w_enc_BxAxD = params["w_enc_NxD"][cols_BxA]
-  pre_BxA = jnp.einsum("bd,bad->ba", x_BxD - params["b_dec_D"], w_enc_BxAxD) + params["b_enc_N"][cols_BxA]
-  acts_BxA = jnp.where(jnp.isfinite(values_BxA), jax.nn.relu(pre_BxA), 0.0)
-  return jnp.einsum("ba,bad->bd", acts_BxA, params["w_dec_NxD"][cols_BxA])
+  """ê = Σ a_j W_dec[j] over the aux_k largest pre-activations among dead latents (no b_dec).
+
+  `pre_BxN` are the pre-activations of the main forward pass (reused: no second encoder matmul).
+  """
+  dead_pre_BxN = jnp.where(dead_N, jax.lax.stop_gradient(pre_BxN), -jnp.inf)
+  values_BxA, cols_BxA = jax.lax.top_k(dead_pre_BxN, cfg.aux_k)
+  if cfg.decoder == "dense":
+    mask_BxN = jnp.zeros(pre_BxN.shape, bool).at[jnp.arange(x_BxD.shape[0])[:, None], cols_BxA].set(
+        jnp.isfinite(values_BxA))
+    return jnp.where(mask_BxN, jax.nn.relu(pre_BxN), 0.0) @ params["w_dec_NxD"]
+  batch = x_BxD.shape[0]
+  rows_AxB = jnp.broadcast_to(jnp.arange(batch), (cfg.aux_k, batch))
+  # 1 marks a selected dead latent; -inf entries (fewer dead latents than aux_k) stay inactive.
+  selected_AxB = jnp.isfinite(values_BxA.T).astype(pre_BxN.dtype)
+  codes = Codes(selected_AxB.reshape(-1), rows_AxB.reshape(-1), cols_BxA.T.reshape(-1))
+  codes = codes_with_gradients(params, x_BxD, jax.lax.stop_gradient(pre_BxN), codes, per_row=True)
+  return sparse_ops.sparse_decode(True, batch, *_chunked(codes, batch), params["w_dec_NxD"])
+
+
+# ----------------------------------------------------------------------------- loss
 
 
 def normalized_mse(target_BxD: jax.Array, prediction_BxD: jax.Array) -> jax.Array:
@@ -332,18 +331,22 @@ def loss_fn(params: Params, x_BxD: jax.Array, k, dead_N: jax.Array, cfg: SAEConf
             ) -> tuple[jax.Array, dict[str, Any]]:
   """Normalized MSE of x̂ + aux_coef · normalized MSE of the AuxK reconstruction of the residual.
 
-  Both terms are normalized by the batch variance of their target, as in Gao et al. 2024. The AuxK term (Gao et al. 2024, appendix A.2) reconstructs the stopped-gradient residual x - x̂ with
-  the top aux_k dead latents; it is 0 while no latent is dead.
+  Both terms are normalized by the batch variance of their target, as in Gao et al. 2024. The AuxK term
+  (Gao et al. 2024, appendix A.2) reconstructs the stopped-gradient residual x - x̂ with the top aux_k
+  dead latents; it is 0 while no latent is dead (and then not computed).
   """
   batch = x_BxD.shape[0]
-  x_hat_BxD, codes = forward(params, x_BxD, k, cfg)
+  x_hat_BxD, codes, pre_BxN = _forward(params, x_BxD, k, cfg)
   mse = jnp.sum(jnp.square(x_BxD - x_hat_BxD)) / batch
   reconstruction_loss = normalized_mse(x_BxD, x_hat_BxD)
   aux_loss = jnp.zeros((), jnp.float32)
   if cfg.aux_k > 0 and cfg.aux_coef > 0:
     residual_BxD = jax.lax.stop_gradient(x_BxD - x_hat_BxD)
-    aux_hat_BxD = aux_reconstruction(params, x_BxD, residual_BxD, dead_N, cfg)
-    aux_loss = jnp.where(jnp.any(dead_N), normalized_mse(residual_BxD, aux_hat_BxD), 0.0)
+
+    def aux_term(params):
+      return normalized_mse(residual_BxD, aux_reconstruction(params, x_BxD, pre_BxN, dead_N, cfg))
+
+    aux_loss = jax.lax.cond(jnp.any(dead_N), aux_term, lambda _: jnp.zeros((), jnp.float32), params)
   loss = reconstruction_loss + cfg.aux_coef * aux_loss
   stats = {"mse": mse, "fvu": reconstruction_loss, "aux_loss": aux_loss, "x_hat": x_hat_BxD, "codes": codes}
   return loss, stats

@@ -94,6 +94,8 @@ class GroundTruthSource:
     self.dictionary_NxD = make_dictionary(jax.random.fold_in(root, 0), cfg.num_atoms, cfg.dim)
     self._data_key = jax.random.fold_in(root, 1)
     self.width = cfg.dim
+    # One compiled sampler per batch size: `batches` is called once per host batch in some loops.
+    self._compiled_samplers: dict[int, Callable[[jax.Array], jax.Array]] = {}
     self.description = (f"ground truth: {cfg.num_atoms} unit atoms in {cfg.dim} dims, "
                         f"{cfg.k_true} active per token, noise std {cfg.noise_std:g}")
 
@@ -107,7 +109,9 @@ class GroundTruthSource:
     return lambda step: self.sample(step, batch_size)[0]
 
   def batches(self, batch_size: int, start_step: int = 0) -> Iterator[np.ndarray]:
-    sample = jax.jit(self.batch_fn(batch_size))
+    if batch_size not in self._compiled_samplers:
+      self._compiled_samplers[batch_size] = jax.jit(self.batch_fn(batch_size))
+    sample = self._compiled_samplers[batch_size]
     step = start_step
     while True:
       yield np.asarray(sample(step))

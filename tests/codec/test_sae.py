@@ -52,17 +52,53 @@ def test_decoder_rows_stay_unit_norm(recovery_run):
 @pytest.mark.parametrize("activation", ["topk", "batchtopk"])
 def test_sparse_decoder_gradients_equal_dense_reference(activation):
   cfg = sae.SAEConfig(num_latents=64, k=4, aux_k=8, activation=activation)
-  x = jax.random.normal(jax.random.PRNGKey(0), (16, 12))
-  params = sae.init_params(jax.random.PRNGKey(1), 12, cfg, jnp.mean(x, 0))
-  params["b_enc_N"] = 0.1 * jax.random.normal(jax.random.PRNGKey(2), (64,))
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(16, 12)), jnp.float32)
+  params = jax.jit(lambda key: sae.init_params(key, 12, cfg, jnp.mean(x, 0)))(jax.random.PRNGKey(1))
+  params["b_enc_N"] = jnp.asarray(0.1 * rng.normal(size=64), jnp.float32)
   dead = jnp.arange(64) % 3 == 0
-  loss = lambda p, c: sae.loss_fn(p, x, 4, dead, c)[0]
-  sparse_loss, sparse_grads = jax.value_and_grad(loss)(params, cfg)
-  dense_loss, dense_grads = jax.value_and_grad(loss)(params, dataclasses.replace(cfg, decoder="dense"))
+  value_and_grad = lambda c: jax.jit(jax.value_and_grad(lambda p: sae.loss_fn(p, x, 4, dead, c)[0]))(params)
+  sparse_loss, sparse_grads = value_and_grad(cfg)
+  dense_loss, dense_grads = value_and_grad(dataclasses.replace(cfg, decoder="dense"))
   np.testing.assert_allclose(sparse_loss, dense_loss, rtol=1e-5)
   for name in params:
     np.testing.assert_allclose(sparse_grads[name], dense_grads[name], atol=1e-5, err_msg=name)
     assert np.any(np.asarray(sparse_grads[name]) != 0), name
+
+
+def _straightforward_loss(params, x, k, dead, aux_k, aux_coef):
+  """The plain formulation, written here: dense pre-activations, top-k mask, dense decoder, AuxK."""
+  pre = (x - params["b_dec_D"]) @ params["w_enc_NxD"].T + params["b_enc_N"]
+  ranks = jnp.argsort(jnp.argsort(-jax.lax.stop_gradient(pre), axis=-1, stable=True), axis=-1, stable=True)
+  acts = jnp.where(ranks < k, jax.nn.relu(pre), 0.0)
+  x_hat = acts @ params["w_dec_NxD"] + params["b_dec_D"]
+  fvu = lambda t, p: jnp.sum((t - p) ** 2) / jnp.sum((t - t.mean(0)) ** 2)
+  residual = jax.lax.stop_gradient(x - x_hat)
+  dead_pre = jnp.where(dead, jax.lax.stop_gradient(pre), -jnp.inf)
+  dead_ranks = jnp.argsort(jnp.argsort(-dead_pre, axis=-1, stable=True), axis=-1, stable=True)
+  aux_acts = jnp.where((dead_ranks < aux_k) & dead, jax.nn.relu(pre), 0.0)
+  return fvu(x, x_hat) + aux_coef * fvu(residual, aux_acts @ params["w_dec_NxD"])
+
+
+def test_optimised_gradient_equals_autodiff_of_the_straightforward_loss():
+  """Sparse path (custom backward passes, vmapped over a k grid and seeds) = plain autodiff."""
+  n, d, k_max = 48, 10, 5
+  cfg = sae.SAEConfig(num_latents=n, k_grid=(3, k_max), aux_k=6)
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(24, d)), jnp.float32)
+  w_dec = rng.normal(size=(4, n, d))
+  params = {"w_dec_NxD": w_dec / np.linalg.norm(w_dec, axis=-1, keepdims=True),
+            "w_enc_NxD": w_dec + 0.1 * rng.normal(size=(4, n, d)),
+            "b_enc_N": 0.1 * rng.normal(size=(4, n)), "b_dec_D": 0.1 * rng.normal(size=(4, d))}
+  params = {name: jnp.asarray(value, jnp.float32) for name, value in params.items()}
+  ks = jnp.asarray([3, 3, k_max, k_max])
+  dead = jnp.arange(n) % 4 == 1
+  optimised = jax.jit(jax.vmap(jax.grad(lambda p, k: sae.loss_fn(p, x, k, dead, cfg)[0])))(params, ks)
+  reference = jax.jit(jax.vmap(jax.grad(lambda p, k: _straightforward_loss(p, x, k, dead, 6, cfg.aux_coef))))(
+      params, ks)
+  for name in params:
+    np.testing.assert_allclose(optimised[name], reference[name], rtol=1e-4, atol=1e-6, err_msg=name)
+    assert np.all(np.any(np.asarray(optimised[name]).reshape(4, -1) != 0, axis=-1)), name
 
 
 def _stable_top(values, count):
@@ -96,22 +132,23 @@ def test_topk_with_traced_k_below_k_max_and_ties():
 
 def test_folded_weights_reproduce_trained_sae_on_raw_inputs():
   cfg = sae.SAEConfig(num_latents=32, k=3, aux_k=4, input_norm="dim")
-  raw = 7.0 * jax.random.normal(jax.random.PRNGKey(0), (64, 10)) + 3.0
-  state = sae.init_state(jax.random.PRNGKey(1), raw, 3, cfg, 10)
-  state, _ = sae.train_step(state, raw, cfg, 10)
+  raw = jnp.asarray(7.0 * np.random.default_rng(0).normal(size=(64, 10)) + 3.0, jnp.float32)
+  state = jax.jit(lambda key: sae.init_state(key, raw, 3, cfg, 10))(jax.random.PRNGKey(1))
+  state, _ = jax.jit(lambda s: sae.train_step(s, raw, cfg, 10))(state)
   scale = state["input_scale"]
   np.testing.assert_allclose(np.mean(np.sum(np.square(np.asarray(raw * scale)), -1)), 10.0, rtol=1e-5)
-  x_hat_scaled, _ = sae.reconstruct(state["params"], raw * scale, 3, cfg)
+  reconstruct = jax.jit(lambda p, x: sae.reconstruct(p, x, 3, cfg)[0])
+  x_hat_scaled = reconstruct(state["params"], raw * scale)
   folded, _ = sae.fold_input_scale(state["params"], scale)
-  x_hat_raw, _ = sae.reconstruct(folded, raw, 3, cfg)
+  x_hat_raw = reconstruct(folded, raw)
   np.testing.assert_allclose(x_hat_raw, x_hat_scaled / scale, rtol=1e-4, atol=1e-4)
   np.testing.assert_allclose(np.linalg.norm(np.asarray(folded["w_dec_NxD"]), axis=-1), 1.0, atol=1e-5)
 
 
 def test_tied_init_and_mean_bias():
   cfg = sae.SAEConfig(num_latents=16, k=2, aux_k=4, b_dec_init="mean", input_norm="none")
-  x = jax.random.normal(jax.random.PRNGKey(0), (50, 6)) + 2.0
-  state = sae.init_state(jax.random.PRNGKey(1), x, 2, cfg, 10)
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(50, 6)) + 2.0, jnp.float32)
+  state = jax.jit(lambda key: sae.init_state(key, x, 2, cfg, 10))(jax.random.PRNGKey(1))
   np.testing.assert_array_equal(state["params"]["w_enc_NxD"], state["params"]["w_dec_NxD"])
   np.testing.assert_allclose(state["params"]["b_dec_D"], np.mean(np.asarray(x), 0), rtol=1e-5)
 
@@ -127,15 +164,13 @@ def test_geometric_median_matches_scipy_minimum():
 
 def test_aux_loss_is_zero_without_dead_latents_and_trains_dead_ones():
   cfg = sae.SAEConfig(num_latents=32, k=2, aux_k=4)
-  x = jax.random.normal(jax.random.PRNGKey(0), (20, 8))
-  params = sae.init_params(jax.random.PRNGKey(1), 8, cfg, jnp.zeros(8))
-  _, stats = sae.loss_fn(params, x, 2, jnp.zeros(32, bool), cfg)
-  assert float(stats["aux_loss"]) == 0.0
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(20, 8)), jnp.float32)
+  params = jax.jit(lambda key: sae.init_params(key, 8, cfg, jnp.zeros(8)))(jax.random.PRNGKey(1))
+  aux_loss = jax.jit(lambda p, dead: sae.loss_fn(p, x, 2, dead, cfg)[1]["aux_loss"])
+  assert float(aux_loss(params, jnp.zeros(32, bool))) == 0.0
   dead = jnp.arange(32) >= 16
-  _, stats = sae.loss_fn(params, x, 2, dead, cfg)
-  assert float(stats["aux_loss"]) > 0.0
-  aux_only = lambda p: sae.loss_fn(p, x, 2, dead, cfg)[1]["aux_loss"]
-  grads = jax.grad(aux_only)(params)
+  assert float(aux_loss(params, dead)) > 0.0
+  grads = jax.jit(jax.grad(aux_loss))(params, dead)
   row_grad = np.linalg.norm(np.asarray(grads["w_dec_NxD"]), axis=-1)
   assert np.all(row_grad[:16] == 0) and np.any(row_grad[16:] > 0)
 

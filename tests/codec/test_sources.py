@@ -115,7 +115,7 @@ def test_saved_sae_works_on_raw_activations(smoke_workdir):
                                                  metadata["config"]["source"]["ground_truth"]))
   x = source.batch_fn(256)(12345)
   state = jax.tree.map(lambda a: a[0], states)
-  x_hat, _ = sae.apply(state, x, cfg)
+  x_hat = jax.jit(lambda state, x: sae.apply(state, x, cfg)[0])(state, x)
   fvu = float(jnp.sum((x - x_hat) ** 2) / jnp.sum((x - x.mean(0)) ** 2))
   with open(os.path.join(smoke_workdir, "metrics", "sae.json")) as f:
     expected = json.load(f)["runs"][0]["fvu"]

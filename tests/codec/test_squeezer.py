@@ -44,9 +44,11 @@ def test_squeezer_metrics_match_numpy(squeezed):
   assert history["loss"][-1].max() < history["loss"][0].min()  # it learns something
   errors = {"latent": 0.0, "squeezed": 0.0, "sae": 0.0}
   xs, zs, neuron_counts = [], [], 0
+  reconstructions = jax.jit(jax.vmap(lambda s, a, x: squeezer.reconstructions(s, a, x, sae_cfg, sq_cfg),
+                                     in_axes=(0, 0, None)))
   for i in range(2):
     x = jnp.asarray(next(source.batches(128, 2 * 10 ** 8 + i)))
-    out = jax.vmap(lambda s, a: squeezer.reconstructions(s, a, x, sae_cfg, sq_cfg))(sq_states, sae_final)
+    out = reconstructions(sq_states, sae_final, x)
     out = jax.tree.map(lambda a: np.asarray(a, np.float64), out)
     xn = np.asarray(x, np.float64)
     errors["latent"] += ((out["latents"] - out["latents_hat"]) ** 2).sum(axis=(1, 2))
@@ -71,8 +73,9 @@ def test_squeezer_latents_are_the_sae_codes(squeezed):
   source, sae_cfg, sae_final, _, _, _, _, _ = squeezed
   x = source.batch_fn(16)(7)
   state = jax.tree.map(lambda a: a[0], sae_final)
-  z = np.asarray(squeezer.latent_vector(state, x, sae_cfg))
+  z, x_hat = jax.jit(lambda state, x: (squeezer.latent_vector(state, x, sae_cfg),
+                                        sae.apply(state, x, sae_cfg)[0]))(state, x)
+  z = np.asarray(z)
   assert np.all(np.count_nonzero(z, axis=1) <= 3) and np.all(z >= 0)
-  x_hat, _ = sae.apply(state, x, sae_cfg)
   np.testing.assert_allclose(z @ np.asarray(state["params"]["w_dec_NxD"]) + np.asarray(state["params"]["b_dec_D"]),
                              x_hat, rtol=1e-4, atol=1e-5)
