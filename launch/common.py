@@ -9,10 +9,11 @@ from mpcodec.codec.sources import ActivationError
 from mpcodec.configuration import ConfigError
 from mpcodec.data.dataset import DataError
 from mpcodec.train.mono_poly import WorkdirConflictError
+from mpcodec.train.dynamics_sweep import DivergedError, SweepError
 from mpcodec.train.sweep import NonFiniteLossError
 
 USER_ERRORS = (ConfigError, CheckpointError, DataError, WorkdirConflictError, NonFiniteLossError,
-               ActivationError)
+               ActivationError, DivergedError, SweepError)
 
 
 def run(main):

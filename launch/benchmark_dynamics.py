@@ -1,0 +1,134 @@
+"""Benchmark of the dynamics runs: training throughput with and without in-scan measurement.
+
+  python -m launch.benchmark_dynamics
+  python -m launch.benchmark_dynamics --archs=mlp_512x2_256x2@mnist --steps=500
+  python -m launch.benchmark_dynamics --full_grid --workdir=/tmp/dynamics_grid
+
+For one MLP, one CNN and one Transformer at the default grid settings (configs/dynamics.py: same batch,
+probe, measure_every, seeds), prints steps/s and seed-steps/s of the training run with measurement every
+`measure_every` steps and without any measurement, and the overhead of measuring in percent; compile time
+is timed apart. Both runs of a pair are timed alternately, `--repeats` times each, and the fastest time of
+each is kept, so that load from other processes on a shared machine touches both alike. Wall time and this
+process's CPU time are printed (on a machine shared with others, CPU time / cores is the better estimate
+of the unloaded wall time). `--full_grid` times the whole default grid (every configuration trained and
+written as by launch.dynamics) and prints its wall time.
+"""
+
+import dataclasses
+import os
+
+# LAPACK (the spectra of the measures) runs in scipy's OpenBLAS; its own worker threads fight XLA's for
+# the cores and made each decomposition up to 40x slower on a 2-core machine. Set before numpy loads it.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import time
+
+from absl import app, flags
+import jax
+import jax.numpy as jnp
+
+from mpcodec import configuration
+from mpcodec.data import registry
+from mpcodec.train import dynamics, dynamics_sweep
+
+_ARCHS = flags.DEFINE_list(
+    "archs", ["mlp_512x2_256x2@mnist", "cnn_32_64_128@mnist", "transformer_d128_h4_l4@mnist"],
+    "arch@dataset runs to time (one per family by default).")
+_STEPS = flags.DEFINE_integer("steps", 0, "Training steps timed per run (0 = the config's chunk).")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repetitions per variant (fastest kept).")
+_CONFIG_ARG = flags.DEFINE_string("config_arg", "", "Argument passed to configs/dynamics.py get_config.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, f"Data directory (else ${registry.DATA_DIR_ENV}).")
+_FULL_GRID = flags.DEFINE_bool("full_grid", False, "Also time the whole default grid.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of the --full_grid run (must be new).")
+
+
+def _sweep_config():
+  from configs import dynamics as dynamics_config  # pylint: disable=g-import-not-at-top
+  return configuration.parse(dynamics_sweep.SweepConfig,
+                             dynamics_config.get_config(_CONFIG_ARG.value or None))
+
+
+def _time_variant(cfg, dataset, chunks):
+  """(compile seconds, build callable) for one config; the callable runs `chunks` chunks once."""
+  model = dynamics.build_model(cfg, dataset)
+  probe = dynamics.make_probe_sets(cfg, dataset, model)
+  program = dynamics.make_train(cfg, model, probe)
+  fns = dynamics.vmapped(cfg, program)
+  data = jax.tree.map(jnp.asarray, probe.arrays)
+  keys = dynamics.seed_keys(cfg)
+  order = dynamics.order_keys(cfg, keys)
+  state = jax.block_until_ready(fns.init(keys))
+  start = time.perf_counter()
+  run_chunk = fns.run_chunk.lower(state, order, data, jnp.int32(0)).compile()
+  compile_seconds = time.perf_counter() - start
+  # A warm-up chunk: the first call also pays for allocating the program's buffers.
+  state, _ = jax.block_until_ready(run_chunk(state, order, data, jnp.int32(0)))
+  holder = {"state": state}
+
+  def run():
+    for index in range(chunks):
+      holder["state"], out = run_chunk(holder["state"], order, data, jnp.int32(index * program.chunk_blocks))
+    jax.block_until_ready(out)
+
+  return compile_seconds, run, program.chunk_blocks * cfg.measure_every
+
+
+def _timed(fn):
+  wall, cpu = time.perf_counter(), time.process_time()
+  fn()
+  return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def benchmark_run(sweep, run, data_dir, steps, repeats):
+  """Prints and returns the throughput of `run` with and without measurement."""
+  cfg = dynamics_sweep.run_config(sweep, run)
+  dataset = registry.get_dataset(cfg.dataset, data_dir, seed=cfg.data_seed,
+                                 **dynamics.dataset_options(cfg, registry.DATASETS[cfg.dataset].kind))
+  steps = steps or cfg.chunk_blocks * cfg.measure_every
+  steps = max(cfg.measure_every, steps - steps % cfg.measure_every)
+  cfg = dataclasses.replace(cfg, num_steps=steps, measurements_per_chunk=steps // cfg.measure_every)
+  variants = {}
+  for label, measure in (("measured", True), ("train only", False)):
+    variants[label] = _time_variant(dataclasses.replace(cfg, measure=measure), dataset, chunks=1)
+  best = {label: (float("inf"), float("inf")) for label in variants}
+  for _ in range(repeats):
+    for label, (_, run_fn, _) in variants.items():
+      wall, cpu = _timed(run_fn)
+      best[label] = (min(best[label][0], wall), min(best[label][1], cpu))
+  print(f"\n{run}: {cfg.num_seeds} seeds, batch {cfg.batch_size}, probe {cfg.probe_size}, measure every "
+        f"{cfg.measure_every} steps, {steps} steps timed (best of {repeats})")
+  for label, (compile_seconds, _, _) in variants.items():
+    wall, cpu = best[label]
+    print(f"  {label:>10}: {steps / wall:8.1f} steps/s, {cfg.num_seeds * steps / wall:9.1f} seed-steps/s "
+          f"(wall {wall:.2f}s, cpu {cpu:.2f}s); compile {compile_seconds:.1f}s")
+  overhead_wall = 100 * (best["measured"][0] / best["train only"][0] - 1)
+  overhead_cpu = 100 * (best["measured"][1] / best["train only"][1] - 1)
+  print(f"  measurement overhead: {overhead_wall:+.1f}% wall, {overhead_cpu:+.1f}% cpu "
+        f"(limit +25%)")
+  return {"run": run, "measured": best["measured"], "train_only": best["train only"],
+          "overhead_wall_percent": overhead_wall, "overhead_cpu_percent": overhead_cpu,
+          "steps": steps}
+
+
+def main(argv):
+  del argv
+  sweep = _sweep_config()
+  data_dir = registry.resolve_data_dir(_DATA_DIR.value)
+  print(f"devices: {jax.devices()}; cores visible: {os.cpu_count()}")
+  for run in _ARCHS.value:
+    benchmark_run(sweep, run, data_dir, _STEPS.value, _REPEATS.value)
+  if _FULL_GRID.value:
+    if not _WORKDIR.value:
+      raise app.UsageError("--full_grid needs --workdir (a new folder)")
+    if os.path.exists(os.path.join(_WORKDIR.value, "dynamics")):
+      raise app.UsageError(f"{_WORKDIR.value}/dynamics exists; --full_grid times a fresh grid")
+    wall, cpu = time.perf_counter(), time.process_time()
+    records = dynamics_sweep.run_sweep(sweep, _WORKDIR.value, data_dir)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    compile_total = sum(r.get("compile_seconds", 0.0) for r in records.values())
+    print(f"\nfull grid: {len(records)} configurations in {wall / 60:.1f} min wall "
+          f"({cpu / 60:.1f} min process CPU, {compile_total / 60:.1f} min of it compiling)")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,82 @@
+"""Trains the dynamics grid (every seed of a configuration at once) and writes series, table and plots.
+
+  python -m launch.dynamics --config=configs/dynamics.py --workdir=runs/dynamics
+  python -m launch.dynamics --config=configs/dynamics.py:smoke --workdir=/tmp/dynamics_smoke
+  python -m launch.dynamics --config=configs/dynamics.py --workdir=runs/dynamics --arch=cnn_32_64 \
+      --dataset=mnist,kmnist
+"""
+
+import os
+
+# LAPACK (the spectra of the measures) runs in scipy's OpenBLAS; its own worker threads fight XLA's for
+# the cores and made each decomposition up to 40x slower on a 2-core machine. Set before numpy loads it.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+from absl import flags, logging
+from ml_collections import config_flags
+import tqdm
+
+from launch import common
+from mpcodec import configuration, sharding
+from mpcodec.data import registry
+from mpcodec.report import dynamics as report_dynamics
+from mpcodec.train import dynamics_sweep
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to configs/dynamics.py[:arg].",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory; outputs go to <workdir>/dynamics/.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, f"Data directory (else ${registry.DATA_DIR_ENV}).")
+_ARCH = flags.DEFINE_string("arch", "", "Only these architectures (comma-separated).")
+_DATASET = flags.DEFINE_string("dataset", "", "Only these datasets (comma-separated).")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Retrain runs finished with a different config.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  del argv
+  sharding.maybe_initialize_distributed()
+  sweep = configuration.parse(dynamics_sweep.SweepConfig, _CONFIG.value)
+  runs = dynamics_sweep.select_runs(sweep.runs, _ARCH.value, _DATASET.value)
+  if not runs:
+    raise app.UsageError(f"--arch={_ARCH.value!r} --dataset={_DATASET.value!r} select no run of the "
+                         f"config; its runs are {list(sweep.runs)}")
+  sweep = configuration.parse(dynamics_sweep.SweepConfig,
+                              {**configuration.to_dict(sweep), "runs": list(runs)})
+  data_dir = registry.resolve_data_dir(_DATA_DIR.value)
+  num_steps = sweep.base.num_steps
+  runs_bar = tqdm.tqdm(total=len(runs), desc="configurations", unit="run", position=0)
+  steps_bar = tqdm.tqdm(total=num_steps, desc="steps", unit="step", position=1, leave=False)
+
+  def on_run_start(index, total, run):
+    del index, total
+    steps_bar.reset(total=num_steps)
+    steps_bar.set_description(run)
+
+  def on_chunk(done, total):
+    del total
+    steps_bar.n = done
+    steps_bar.refresh()
+
+  def on_run_end(run, record, skipped):
+    runs_bar.update(1)
+    if skipped:
+      logging.info("%s: already finished, skipped", run)
+    elif record.get("status") == "finished":
+      accuracy = record["final_test_accuracy"]
+      logging.info("%s: test accuracy %.3f (%.3f..%.3f) over %d seeds; compile %.1fs, run %.1fs", run,
+                   sum(accuracy) / len(accuracy), min(accuracy), max(accuracy), len(accuracy),
+                   record["compile_seconds"], record["run_seconds"])
+    else:
+      logging.warning("%s: %s", run, record.get("message", record.get("status")))
+
+  hooks = dynamics_sweep.SweepHooks(on_run_start=on_run_start, on_chunk=on_chunk, on_run_end=on_run_end)
+  records = dynamics_sweep.run_sweep(sweep, _WORKDIR.value, data_dir, overwrite=_OVERWRITE.value,
+                                     hooks=hooks)
+  steps_bar.close()
+  runs_bar.close()
+  table = report_dynamics.write_accuracy_table(_WORKDIR.value, records, sweep)
+  print(table)
+
+
+if __name__ == "__main__":
+  common.run(main)

@@ -1,0 +1,183 @@
+"""Reports of the dynamics sweep: per-configuration plots and the final test-accuracy table.
+
+Plots (under <workdir>/dynamics/plots/, one set per configuration):
+- `<arch>__<dataset>_dimensionality.png`: one heatmap per measure, layers x training step, mean over seeds;
+- `<arch>__<dataset>_curves.png`: loss and accuracy against the training step, mean over seeds with a
+  min..max band.
+The table (`accuracy_table.csv` / `.md`) lists every configuration's final held-out accuracy (mean and
+min..max over seeds) beside the chance level, with a status that shows failing seeds instead of hiding them.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np  # pylint: disable=wrong-import-position
+
+from mpcodec.report import io  # pylint: disable=wrong-import-position
+
+TABLE_COLUMNS = ("arch", "dataset", "family", "status", "num_seeds", "mean_accuracy", "min_accuracy",
+                 "max_accuracy", "chance_accuracy", "failed_seeds", "eval_size", "note")
+
+
+def _stem(run: str) -> str:
+  arch, _, dataset = run.partition("@")
+  return f"{arch}__{dataset}"
+
+
+def load_run(workdir: str, run: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+  """(series arrays, JSON record) of a finished run."""
+  stem = os.path.join(workdir, "dynamics", _stem(run))
+  with np.load(stem + ".npz", allow_pickle=False) as data:
+    series = {k: data[k] for k in data.files}
+  with open(stem + ".json", encoding="utf-8") as f:
+    record = json.load(f)
+  return series, record
+
+
+def dimensionality_figure(series: Mapping[str, np.ndarray], measure_names: Sequence[str], title: str):
+  """One heatmap per measure: rows = layers (input side at the top), columns = measured steps."""
+  steps = series["steps"]
+  layers = [str(n) for n in series["layer_names"]]
+  fig, axes = plt.subplots(len(measure_names), 1, figsize=(9, 1.2 + 0.28 * len(layers) * len(measure_names)
+                                                                + 0.6 * len(measure_names)),
+                           squeeze=False)
+  for ax, name in zip(axes[:, 0], measure_names):
+    mean_LxM = np.mean(series[name], axis=0).T
+    image = ax.imshow(mean_LxM, aspect="auto", interpolation="nearest", cmap="viridis",
+                      extent=(steps[0], steps[-1], len(layers) - 0.5, -0.5))
+    ax.set_yticks(range(len(layers)), layers, fontsize=7)
+    ax.set_title(name.replace("_", " "), fontsize=9)
+    fig.colorbar(image, ax=ax, pad=0.01)
+  axes[-1, 0].set_xlabel("training step")
+  fig.suptitle(f"{title}: mean over {series[measure_names[0]].shape[0]} seeds", fontsize=10)
+  fig.tight_layout()
+  return fig
+
+
+def _band(ax, steps, values_SxM, label):
+  mean = values_SxM.mean(axis=0)
+  line, = ax.plot(steps, mean, label=label, lw=1.2)
+  ax.fill_between(steps, values_SxM.min(axis=0), values_SxM.max(axis=0), color=line.get_color(),
+                  alpha=0.25, lw=0)
+
+
+def curves_figure(series: Mapping[str, np.ndarray], title: str):
+  """Loss and accuracy against the training step: mean over seeds, band = min..max over seeds."""
+  fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
+  steps = series["steps"]
+  _band(loss_ax, steps, series["train_loss"], "train probe")
+  _band(loss_ax, steps, series["test_loss"], "held-out probe")
+  loss_ax.set_yscale("log")
+  loss_ax.set_ylabel("cross-entropy")
+  _band(acc_ax, steps, series["train_accuracy"], "train probe")
+  _band(acc_ax, steps, series["test_accuracy"], "held-out probe")
+  acc_ax.set_ylabel("accuracy")
+  for ax in (loss_ax, acc_ax):
+    ax.set_xlabel("training step")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+  fig.suptitle(title, fontsize=10)
+  fig.tight_layout()
+  return fig
+
+
+def plot_run(workdir: str, run: str) -> list[str]:
+  """Writes the run's heatmaps and curves under workdir/dynamics/plots/; returns the paths."""
+  series, record = load_run(workdir, run)
+  folder = os.path.join(workdir, "dynamics", "plots")
+  title = f"{record['arch']} on {record['dataset']}"
+  paths = []
+  if record["measure_names"] and len(series["layer_names"]):
+    path = os.path.join(folder, f"{_stem(run)}_dimensionality.png")
+    io.save_figure(dimensionality_figure(series, record["measure_names"], title), path)
+    paths.append(path)
+  if "train_loss" in series:
+    path = os.path.join(folder, f"{_stem(run)}_curves.png")
+    io.save_figure(curves_figure(series, title), path)
+    paths.append(path)
+  return paths
+
+
+def accuracy_row(run: str, record: Mapping[str, Any] | None, family: str, fail_margin: float,
+                 text_target: float) -> dict[str, Any]:
+  """One table row; status is 'ok', 'some seeds failed', 'mean at chance', 'diverged' or 'not run'."""
+  arch, _, dataset = run.partition("@")
+  row: dict[str, Any] = {"arch": arch, "dataset": dataset, "family": family, "note": ""}
+  if record is None or record.get("status") != "finished":
+    row["status"] = "not run" if record is None else str(record.get("status"))
+    row["note"] = "" if record is None else str(record.get("message", ""))
+    row["chance_accuracy"] = None if record is None else record.get("chance_accuracy")
+    return row
+  accuracy = np.asarray(record["final_test_accuracy"], np.float64)
+  chance = float(record["chance_accuracy"])
+  failed = np.flatnonzero(accuracy < chance + fail_margin)
+  if accuracy.mean() < chance + fail_margin:
+    status = "mean at chance"
+  elif failed.size:
+    status = "some seeds failed"
+  else:
+    status = "ok"
+  notes = []
+  if record.get("dataset_metadata", {}).get("vocab_size") is not None and accuracy.mean() < text_target:
+    notes.append(f"below the {text_target:.0%} text target")
+  if record.get("rank_capped_layers"):
+    notes.append("rank-capped: " + " ".join(record["rank_capped_layers"]))
+  row.update(status=status, num_seeds=int(accuracy.size), mean_accuracy=float(accuracy.mean()),
+             min_accuracy=float(accuracy.min()), max_accuracy=float(accuracy.max()),
+             chance_accuracy=chance, failed_seeds=" ".join(str(s) for s in failed),
+             eval_size=record.get("final_eval_size"), note="; ".join(notes))
+  return row
+
+
+def _finished_records_on_disk(workdir: str) -> dict[str, dict]:
+  records = {}
+  for path in sorted(glob.glob(os.path.join(workdir, "dynamics", "*__*.json"))):
+    with open(path, encoding="utf-8") as f:
+      record = json.load(f)
+    if record.get("status") == "finished":
+      records[f"{record['arch']}@{record['dataset']}"] = record
+  return records
+
+
+def _pct(value: Any) -> str:
+  return "" if value is None else f"{100 * value:.1f}"
+
+
+def accuracy_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
+  """The table as markdown: accuracy in percent, mean and min..max over seeds."""
+  lines = ["| architecture | dataset | status | seeds | test acc. % mean | min..max | chance % | "
+           "failed seeds | note |", "|---|---|---|---|---|---|---|---|---|"]
+  for r in rows:
+    span = (f"{_pct(r.get('min_accuracy'))}..{_pct(r.get('max_accuracy'))}"
+            if r.get("mean_accuracy") is not None else "")
+    lines.append(f"| {r['arch']} | {r['dataset']} | {r['status']} | {r.get('num_seeds') or ''} | "
+                 f"{_pct(r.get('mean_accuracy'))} | {span} | {_pct(r.get('chance_accuracy'))} | "
+                 f"{r.get('failed_seeds') or ''} | {r.get('note') or ''} |")
+  return "\n".join(lines) + "\n"
+
+
+def write_accuracy_table(workdir: str, records: Mapping[str, Mapping[str, Any]], sweep) -> str:
+  """Writes dynamics/accuracy_table.{csv,md} for this sweep's runs and any other finished run found in
+  the workdir; returns the markdown."""
+  from mpcodec.train.dynamics_sweep import family_of  # pylint: disable=g-import-not-at-top
+  merged: dict[str, Mapping[str, Any] | None] = dict(_finished_records_on_disk(workdir))
+  for run in sweep.runs:
+    merged[run] = records.get(run) or merged.get(run)
+  rows = [accuracy_row(run, merged[run], family_of(run.partition("@")[0]), sweep.fail_margin,
+                       sweep.text_accuracy_target) for run in merged]
+  folder = os.path.join(workdir, "dynamics")
+  io.write_csv(os.path.join(folder, "accuracy_table.csv"), rows, TABLE_COLUMNS)
+  markdown = ("# Final held-out accuracy per configuration\n\n"
+              f"Mean and range over seeds. A seed fails when it ends below chance + {sweep.fail_margin:.0%} "
+              "(chance = always predicting the most frequent held-out class).\n\n" + accuracy_markdown(rows))
+  io.write_text(os.path.join(folder, "accuracy_table.md"), markdown)
+  return markdown

@@ -1,0 +1,78 @@
+"""Tests of the dynamics report: plots from a run's files and the accuracy table's statuses."""
+
+import csv
+import json
+import os
+
+import numpy as np
+
+from mpcodec.report import dynamics as report_dynamics
+from mpcodec.train.dynamics_sweep import SweepConfig
+
+MEASURES = ("participation_ratio", "effective_rank", "stable_rank", "num_components_90", "twonn_dimension")
+
+
+def _write_run(workdir, arch, dataset, accuracy, chance=0.1, vocab_size=None):
+  """A finished run's .npz/.json as the sweep writes them, with made-up series."""
+  folder = os.path.join(workdir, "dynamics")
+  os.makedirs(folder, exist_ok=True)
+  rng = np.random.default_rng(0)
+  num_seeds, steps, layers = len(accuracy), np.arange(0, 25, 5), ["hidden_0", "hidden_1"]
+  arrays = {"steps": steps, "layer_names": np.asarray(layers), "final_test_accuracy": np.asarray(accuracy)}
+  for name in MEASURES:
+    arrays[name] = rng.uniform(1, 10, (num_seeds, steps.size, len(layers)))
+  for name in ("train_loss", "test_loss"):
+    arrays[name] = rng.uniform(0.1, 2.0, (num_seeds, steps.size))
+  for name in ("train_accuracy", "test_accuracy"):
+    arrays[name] = rng.uniform(0.2, 1.0, (num_seeds, steps.size))
+  np.savez(os.path.join(folder, f"{arch}__{dataset}.npz"), **arrays)
+  record = {"status": "finished", "arch": arch, "dataset": dataset, "measure_names": list(MEASURES),
+            "final_test_accuracy": list(accuracy), "chance_accuracy": chance, "final_eval_size": 100,
+            "rank_capped_layers": [], "dataset_metadata": {"vocab_size": vocab_size}}
+  with open(os.path.join(folder, f"{arch}__{dataset}.json"), "w") as f:
+    json.dump(record, f)
+  return record
+
+
+def test_plot_run_writes_heatmaps_and_curves(tmp_path):
+  _write_run(str(tmp_path), "mlp_128_64", "mnist", [0.9, 0.92])
+  paths = report_dynamics.plot_run(str(tmp_path), "mlp_128_64@mnist")
+  assert [os.path.basename(p) for p in paths] == ["mlp_128_64__mnist_dimensionality.png",
+                                                  "mlp_128_64__mnist_curves.png"]
+  for path in paths:
+    with open(path, "rb") as f:
+      assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_accuracy_row_flags_failed_seeds_and_chance():
+  ok = report_dynamics.accuracy_row("a@d", {"status": "finished", "final_test_accuracy": [0.9, 0.8],
+                                            "chance_accuracy": 0.1}, "mlp", 0.1, 0.75)
+  assert ok["status"] == "ok" and ok["failed_seeds"] == ""
+  assert np.isclose(ok["mean_accuracy"], 0.85) and ok["min_accuracy"] == 0.8 and ok["max_accuracy"] == 0.9
+  # Seed 1 ends at 0.15 < chance 0.1 + margin 0.1: shown as failed, not averaged away.
+  some = report_dynamics.accuracy_row("a@d", {"status": "finished", "final_test_accuracy": [0.9, 0.15, 0.9],
+                                              "chance_accuracy": 0.1}, "mlp", 0.1, 0.75)
+  assert some["status"] == "some seeds failed" and some["failed_seeds"] == "1"
+  at_chance = report_dynamics.accuracy_row("a@d", {"status": "finished", "final_test_accuracy": [0.26, 0.3],
+                                                   "chance_accuracy": 0.25}, "mlp", 0.1, 0.75)
+  assert at_chance["status"] == "mean at chance"
+  text = report_dynamics.accuracy_row(
+      "a@ag_news", {"status": "finished", "final_test_accuracy": [0.7, 0.72], "chance_accuracy": 0.25,
+                    "dataset_metadata": {"vocab_size": 100}}, "mlp", 0.1, 0.75)
+  assert text["status"] == "ok" and "75% text target" in text["note"]
+  assert report_dynamics.accuracy_row("a@d", None, "mlp", 0.1, 0.75)["status"] == "not run"
+
+
+def test_accuracy_table_lists_every_run_including_missing(tmp_path):
+  workdir = str(tmp_path)
+  records = {"mlp_128_64@mnist": _write_run(workdir, "mlp_128_64", "mnist", [0.95, 0.05], chance=0.11)}
+  sweep = SweepConfig(runs=("mlp_128_64@mnist", "cnn_32_64@mnist"))
+  markdown = report_dynamics.write_accuracy_table(workdir, records, sweep)
+  with open(tmp_path / "dynamics" / "accuracy_table.csv") as f:
+    rows = {(r["arch"], r["dataset"]): r for r in csv.DictReader(f)}
+  assert rows[("mlp_128_64", "mnist")]["status"] == "some seeds failed"
+  assert rows[("mlp_128_64", "mnist")]["failed_seeds"] == "1"
+  assert float(rows[("mlp_128_64", "mnist")]["mean_accuracy"]) == 0.5
+  assert rows[("cnn_32_64", "mnist")]["status"] == "not run"
+  assert "| mlp_128_64 | mnist | some seeds failed | 2 | 50.0 | 5.0..95.0 | 11.0 | 1 |" in markdown
+  assert (tmp_path / "dynamics" / "accuracy_table.md").read_text().endswith(markdown)

@@ -1,0 +1,206 @@
+"""Tests of the dynamics runs: in-scan measurement, seeds vmapped, the sweep's files, resume, bad input."""
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import dynamics as dynamics_config
+from mpcodec import configuration
+from mpcodec.data.dataset import Dataset
+from mpcodec.metrics import dimensionality
+from mpcodec.train import dynamics, dynamics_sweep
+
+DATA_DIR = os.environ.get("MPCODEC_DATA_DIR") or str(
+    Path(__file__).resolve().parents[2].parent / "shared" / "data")
+
+
+def _toy_images(num_train=96, num_test=40, seed=0):
+  """A learnable 3-class image set: the class sets which third of the image is bright."""
+  rng = np.random.default_rng(seed)
+
+  def split(n):
+    labels = rng.integers(0, 3, n).astype(np.int32)
+    images = rng.uniform(0, 0.3, (n, 28, 28, 1)).astype(np.float32)
+    for i, label in enumerate(labels):
+      images[i, :, 9 * label:9 * label + 9] += 0.6
+    return images, labels
+
+  train_x, train_y = split(num_train)
+  test_x, test_y = split(num_test)
+  return Dataset("toy", "image", train_x, train_y, test_x, test_y, num_classes=3)
+
+
+def _toy_config(**overrides):
+  values = dict(arch="mlp_32x4", dataset="mnist", num_seeds=2, num_steps=10, batch_size=8,
+                measure_every=5, probe_size=24, train_probe_size=16, twonn_samples=12,
+                measurements_per_chunk=1, shared_data_order=False)
+  values.update(overrides)
+  cfg = dynamics.DynamicsConfig(**values)
+  configuration.check_values(cfg)
+  return cfg
+
+
+@pytest.fixture(scope="module")
+def toy_run():
+  """One 2-seed run of the toy set through the seed-axis program, and a single-seed run of seed 1."""
+  cfg = _toy_config()
+  dataset = _toy_images()
+  model = dynamics.build_model(cfg, dataset)
+  probe = dynamics.make_probe_sets(cfg, dataset, model)
+  program = dynamics.make_train(cfg, model, probe)
+  fns = dynamics.vmapped(cfg, program)
+  data = jax.tree.map(jnp.asarray, probe.arrays)
+  keys = dynamics.seed_keys(cfg)
+  order = dynamics.order_keys(cfg, keys)
+  state = fns.init(keys)
+  chunks = []
+  for chunk in range(2):
+    state, out = fns.run_chunk(state, order, data, jnp.int32(chunk))
+    chunks.append(jax.device_get(out))
+  series = {k: np.concatenate([c[k] for c in chunks], axis=1) for k in chunks[0]}
+  final = jax.device_get(fns.measure(state["params"], data))
+  for k, v in final.items():
+    series[k] = np.concatenate([series[k], v[:, None]], axis=1)
+  single_state, single_series = jax.jit(program.train)(keys[1], order[1], data)
+  return dict(cfg=cfg, dataset=dataset, model=model, probe=probe, data=data, params=state["params"],
+              series=series, single_params=single_state["params"], single_series=single_series)
+
+
+def test_vmapped_seeds_equal_single_runs(toy_run):
+  series, single = toy_run["series"], toy_run["single_series"]
+  assert set(series) == set(single)
+  for name, values in single.items():
+    np.testing.assert_allclose(series[name][1], values, rtol=2e-4, atol=2e-5, err_msg=name)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a[1], b, rtol=1e-5, atol=1e-6),
+               toy_run["params"], toy_run["single_params"])
+  # The seeds differ from each other (their own init and data order).
+  assert not np.allclose(series["batch_loss"][0], series["batch_loss"][1])
+
+
+def test_series_shapes_and_training_progress(toy_run):
+  series, cfg = toy_run["series"], toy_run["cfg"]
+  layers = toy_run["probe"].layer_names
+  assert layers == ("hidden_0", "hidden_1", "hidden_2", "hidden_3")
+  assert cfg.measured_steps.tolist() == [0, 5, 10]
+  for name in dynamics.MEASURE_NAMES:
+    assert series[name].shape == (2, 3, 4)
+  assert series["test_accuracy"].shape == (2, 3)
+  assert series["batch_loss"].shape == (2, 10) and series["grad_norm"].shape == (2, 10)
+  assert np.all(series["grad_norm"] > 0)
+  # Probe rows (24) < width (32): measured anyway and flagged.
+  assert toy_run["probe"].rank_capped_layers == ("hidden_0", "hidden_1", "hidden_2", "hidden_3")
+
+
+def test_in_scan_measurement_equals_host_recomputation(toy_run):
+  """The final in-scan measurement (step 10) equals measures recomputed outside jit from the params."""
+  cfg, model, probe, data = toy_run["cfg"], toy_run["model"], toy_run["probe"], toy_run["data"]
+  for seed in range(cfg.num_seeds):
+    params = jax.tree.map(lambda a, s=seed: a[s], toy_run["params"])
+    logits, acts = model.apply(params, np.asarray(data["probe_x"]))
+    labels = np.asarray(data["probe_y"])
+    accuracy = np.mean(np.argmax(np.asarray(logits), -1) == labels)
+    shifted = np.asarray(logits, np.float64) - np.max(np.asarray(logits, np.float64), -1, keepdims=True)
+    loss = np.mean(np.log(np.exp(shifted).sum(-1)) - shifted[np.arange(labels.size), labels])
+    assert toy_run["series"]["test_accuracy"][seed, -1] == pytest.approx(accuracy, abs=1e-6)
+    assert toy_run["series"]["test_loss"][seed, -1] == pytest.approx(loss, rel=1e-4)
+    for index, name in enumerate(probe.layer_names):
+      matrix, _ = dimensionality.layer_matrix(acts[name], "dense")
+      expected = dimensionality.all_measures(matrix, jax.random.fold_in(jax.random.PRNGKey(cfg.data_seed),
+                                                                        index), cfg.twonn_samples)
+      for measure in dynamics.MEASURE_NAMES:
+        np.testing.assert_allclose(toy_run["series"][measure][seed, -1, index], expected[measure],
+                                   rtol=1e-3, atol=1e-4, err_msg=f"{name} {measure} seed {seed}")
+    # An independent check of one spectral measure: participation ratio from numpy's eigenvalues.
+    hidden = np.asarray(acts["hidden_0"], np.float64)
+    eigvals = np.linalg.eigvalsh(np.cov(hidden, rowvar=False))
+    assert toy_run["series"]["participation_ratio"][seed, -1, 0] == pytest.approx(
+        eigvals.sum() ** 2 / np.sum(eigvals ** 2), rel=1e-3)
+
+
+def test_token_rows_leave_out_padding():
+  """A text transformer's token matrices take exactly the probe's non-padding positions."""
+  rng = np.random.default_rng(0)
+  lengths = rng.integers(1, 9, 30)
+  tokens = np.zeros((30, 8), np.int32)
+  for i, length in enumerate(lengths):
+    tokens[i, :length] = rng.integers(2, 50, length)
+  labels = rng.integers(0, 2, 30).astype(np.int32)
+  dataset = Dataset("text", "text", tokens, labels, tokens, labels, 2, metadata={"vocab_size": 50})
+  cfg = _toy_config(arch="transformer_d64_h4_l4", probe_size=30)
+  probe = dynamics.make_probe_sets(cfg, dataset, dynamics.build_model(cfg, dataset))
+  assert probe.layer_names == ("block_0", "block_1", "block_2", "block_3")
+  assert probe.skipped_layers == tuple(f"block_{i}/attention" for i in range(4))
+  expected_rows = np.flatnonzero(probe.arrays["probe_x"].reshape(-1) != 0)
+  for name in probe.layer_names:
+    np.testing.assert_array_equal(probe.arrays["rows"][name], expected_rows)
+  assert probe.matrix_shapes[0] == (int(lengths.sum()), 64)
+
+
+def test_bad_names_are_refused_before_compiling():
+  with pytest.raises(configuration.ConfigError, match="valid names are .*mlp_128_64"):
+    configuration.check_values(dynamics.DynamicsConfig(arch="mlp_nope"))
+  with pytest.raises(configuration.ConfigError, match="unknown dataset 'cifar'.*ag_news"):
+    configuration.check_values(dynamics.DynamicsConfig(dataset="cifar"))
+  with pytest.raises(configuration.ConfigError, match="measure_every"):
+    configuration.check_values(dynamics.DynamicsConfig(num_steps=12, measure_every=5))
+  cfg = dynamics_config.get_config("smoke")
+  cfg.runs = ["mlp_128_64@mnist", "mlp_nope@mnist"]
+  with pytest.raises(configuration.ConfigError, match=r"runs\[1\].*unknown architecture 'mlp_nope'"):
+    configuration.parse(dynamics_sweep.SweepConfig, cfg)
+  with pytest.raises(ValueError, match="selects no run.*valid arch names"):
+    dynamics_config.get_config("arch=mlp_nope")
+  with pytest.raises(ValueError, match="expected 'smoke' or key=value"):
+    dynamics_config.get_config("archs=mlp_128_64")
+
+
+def test_default_grid_has_the_55_configurations():
+  runs = configuration.parse(dynamics_sweep.SweepConfig, dynamics_config.get_config()).runs
+  assert len(runs) == 55 and len(set(runs)) == 55
+  families = [dynamics_sweep.family_of(r.split("@")[0]) for r in runs]
+  assert (families.count("mlp"), families.count("cnn"), families.count("transformer")) == (32, 9, 14)
+  assert dynamics_config.get_config("arch=mlp_128_64,dataset=mnist").runs == ["mlp_128_64@mnist"]
+
+
+def test_smoke_sweep_writes_true_steps_and_resumes(tmp_path):
+  cfg = dynamics_config.get_config("smoke,arch=mlp_128_64")
+  cfg.plots = False
+  sweep = configuration.parse(dynamics_sweep.SweepConfig, cfg)
+  assert sweep.runs == ("mlp_128_64@mnist", "mlp_128_64@ag_news")
+  workdir = str(tmp_path)
+  records = dynamics_sweep.run_sweep(sweep, workdir, DATA_DIR)
+  for run in sweep.runs:
+    npz_path, json_path = dynamics_sweep.result_paths(workdir, run)
+    with np.load(npz_path, allow_pickle=False) as data:
+      arrays = {k: data[k] for k in data.files}
+    assert arrays["steps"].tolist() == [0, 5, 10, 15, 20]
+    assert arrays["update_steps"].tolist() == list(range(20))
+    assert arrays["layer_names"].tolist() == ["hidden_0", "hidden_1"]
+    assert arrays["effective_rank"].shape == (2, 5, 2)
+    assert arrays["batch_loss"].shape == (2, 20)
+    assert np.all(np.isfinite(arrays["effective_rank"]))
+    with open(json_path) as f:
+      record = json.load(f)
+    assert record == json.loads(json.dumps(records[run]))
+    assert record["steps"] == [0, 5, 10, 15, 20] and record["status"] == "finished"
+    assert len(record["final_test_accuracy"]) == 2
+    assert record["rank_capped_layers"] == ["hidden_0", "hidden_1"]   # 48 probe rows < 128, 64 units
+  # MNIST learns something in 20 steps; AG News uses the made-up split of its test file.
+  assert np.mean(records["mlp_128_64@mnist"]["final_test_accuracy"]) > 0.3
+  assert records["mlp_128_64@ag_news"]["dataset_metadata"]["split"]["kind"] == "stratified"
+
+  mtimes = {p: os.path.getmtime(p) for run in sweep.runs for p in dynamics_sweep.result_paths(workdir, run)}
+  skipped = []
+  hooks = dynamics_sweep.SweepHooks(on_run_end=lambda run, record, was_skipped: skipped.append(was_skipped))
+  dynamics_sweep.run_sweep(sweep, workdir, DATA_DIR, hooks=hooks)
+  assert skipped == [True, True]
+  assert mtimes == {p: os.path.getmtime(p) for p in mtimes}
+
+  changed = dataclasses.replace(sweep, base=dataclasses.replace(sweep.base, num_steps=10))
+  with pytest.raises(dynamics_sweep.SweepError, match="different config"):
+    dynamics_sweep.run_sweep(changed, workdir, DATA_DIR)
