@@ -12,7 +12,7 @@ import os
 # the cores and made each decomposition up to 40x slower on a 2-core machine. Set before numpy loads it.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from absl import flags, logging
+from absl import app, flags, logging
 from ml_collections import config_flags
 import tqdm
 

@@ -18,7 +18,6 @@ k may be a traced scalar: selection always takes the static `k_max` largest entr
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Iterator
 from typing import Any, Literal, NamedTuple
 

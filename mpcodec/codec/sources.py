@@ -147,7 +147,7 @@ class CheckpointSource:
     # Imported here so the ground-truth path does not load the model-training stack.
     from mpcodec.train import mono_poly  # pylint: disable=g-import-not-at-top
     self.cfg = cfg
-    model_cfg, params, step = mono_poly.latest_complete_phase_state(
+    model_cfg, params, step = mono_poly.restore_phase_params(
         cfg.workdir, cfg.phase, None if cfg.step < 0 else cfg.step)
     names = mono_poly.layer_names(model_cfg)
     if cfg.layer not in names:

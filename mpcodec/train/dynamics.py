@@ -27,7 +27,7 @@ measured anyway (its rank is capped by the row count) and listed in `rank_capped
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Literal
 
 import jax

@@ -15,7 +15,6 @@ from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from absl import logging
 
 from mpcodec import configuration
@@ -289,7 +288,7 @@ def run_experiment(cfg: MonoPolyConfig, workdir: str, overwrite: bool = False, p
   return state
 
 
-def latest_complete_phase_state(workdir: str, phase: str, step: int | None = None):
+def restore_phase_params(workdir: str, phase: str, step: int | None = None):
   """(config, params stacked over seeds, step) restored from a phase's checkpoint (latest by default)."""
   store = CheckpointStore(checkpoint_dir(workdir, phase))
   steps = store.all_steps()
@@ -320,6 +319,3 @@ def hidden_activations(cfg: MonoPolyConfig, params: Any, x_NxD: jax.Array) -> di
 def layer_names(cfg: MonoPolyConfig) -> tuple[str, ...]:
   return tuple(f"hidden_{i}" for i in range(len(cfg.model.hidden_widths)))
 
-
-def numpy_tree(tree: Any) -> Any:
-  return jax.tree.map(np.asarray, tree)

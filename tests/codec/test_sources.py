@@ -143,7 +143,7 @@ def test_checkpoint_source_streams_the_layer_of_the_saved_model(mono_poly_workdi
   from mpcodec.train import mono_poly  # pylint: disable=g-import-not-at-top
   source = CheckpointSource(SourceConfig(kind="checkpoint", workdir=mono_poly_workdir, phase="phase2",
                                          layer="hidden_0", seed_index=1))
-  model_cfg, params, step = mono_poly.latest_complete_phase_state(mono_poly_workdir, "phase2")
+  model_cfg, params, step = mono_poly.restore_phase_params(mono_poly_workdir, "phase2")
   assert source.step == step == 4 and source.width == model_cfg.model.hidden_widths[0]
   batch = next(source.batches(8, start_step=9))
   seed_params = jax.tree.map(lambda a: a[1], params)
