@@ -25,6 +25,7 @@ from mpcodec.codec.sources import (ActivationError, ActivationSource, GroundTrut
                                    check_finite, check_width, make_source)
 from mpcodec.metrics import codec as codec_metrics
 from mpcodec.report import codec as codec_report
+from mpcodec.train import sweep
 
 State = dict[str, Any]
 StepFn = Callable[[State, jax.Array], tuple[State, dict[str, jax.Array]]]
@@ -53,8 +54,7 @@ def run_keys(seed: int, num_seeds: int, k_values: tuple[int, ...]) -> tuple[jax.
 
   A seed's key does not depend on k, so runs that differ only in k start from the same weights.
   """
-  seed_keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(seed), i))(jnp.arange(num_seeds))
-  keys = jnp.tile(seed_keys, (len(k_values), 1))
+  keys = jnp.tile(sweep.sweep_seed_keys(seed, num_seeds), (len(k_values), 1))
   ks = jnp.repeat(jnp.asarray(k_values, jnp.int32), num_seeds)
   return keys, ks
 

@@ -38,6 +38,7 @@ import optax
 from mpcodec.data.dataset import Dataset
 from mpcodec.metrics import dimensionality
 from mpcodec.models import zoo
+from mpcodec.train import losses, sweep
 from mpcodec.train.optim import OptimConfig, make_optimizer
 
 MEASURE_NAMES = dimensionality.MEASURE_NAMES
@@ -132,8 +133,7 @@ def dataset_options(cfg: DynamicsConfig, kind: str) -> dict[str, Any]:
 
 def seed_keys(cfg: DynamicsConfig) -> jax.Array:
   """(num_seeds,) keys: seed i is fold_in(PRNGKey(cfg.seed), i), so seed i is the same in any sweep."""
-  base = jax.random.PRNGKey(cfg.seed)
-  return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(cfg.num_seeds))
+  return sweep.sweep_seed_keys(cfg.seed, cfg.num_seeds)
 
 
 def order_keys(cfg: DynamicsConfig, keys: jax.Array) -> jax.Array:
@@ -223,9 +223,7 @@ def make_probe_sets(cfg: DynamicsConfig, dataset: Dataset, model) -> ProbeSets:
 
 
 def _loss_and_accuracy(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
-  loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-  accuracy = jnp.mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32))
-  return loss, accuracy
+  return losses.cross_entropy(logits, labels), losses.accuracy(logits, labels)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,6 +11,8 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
@@ -39,6 +41,12 @@ class PhaseSchedule:
 
   def is_checkpoint_step(self, step: int) -> bool:
     return step == 0 or step % self.checkpoint_every == 0 or step == self.total_steps
+
+
+def sweep_seed_keys(base_seed: int, num_seeds: int) -> jax.Array:
+  """(num_seeds,) keys; seed i is fold_in(PRNGKey(base_seed), i), so seed i is the same in any sweep size."""
+  base = jax.random.PRNGKey(base_seed)
+  return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(num_seeds))
 
 
 def first_non_finite(losses_SxT: np.ndarray) -> tuple[int, int] | None:
