@@ -11,7 +11,10 @@ is timed apart. Both runs of a pair are timed alternately, `--repeats` times eac
 each is kept, so that load from other processes on a shared machine touches both alike. Wall time and this
 process's CPU time are printed (on a machine shared with others, CPU time / cores is the better estimate
 of the unloaded wall time). `--full_grid` times the whole default grid (every configuration trained and
-written as by launch.dynamics) and prints its wall time.
+written as by launch.dynamics) and prints its wall time. `--estimate_grid` times every architecture of
+the grid once per input kind (images on MNIST, text on AG News) over `--steps` steps, with and without
+measurement, and extrapolates each configuration's and the whole grid's wall time from the per-step and
+per-measurement costs (compile times added).
 """
 
 import dataclasses
@@ -40,6 +43,8 @@ _CONFIG_ARG = flags.DEFINE_string("config_arg", "", "Argument passed to configs/
 _DATA_DIR = flags.DEFINE_string("data_dir", None, f"Data directory (else ${registry.DATA_DIR_ENV}).")
 _FULL_GRID = flags.DEFINE_bool("full_grid", False, "Also time the whole default grid.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of the --full_grid run (must be new).")
+_ESTIMATE_GRID = flags.DEFINE_bool("estimate_grid", False,
+                                   "Estimate the default grid's wall time from short timed runs.")
 
 
 def _sweep_config():
@@ -79,11 +84,15 @@ def _timed(fn):
   return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def benchmark_run(sweep, run, data_dir, steps, repeats):
+def _load(cfg, data_dir):
+  return registry.get_dataset(cfg.dataset, data_dir, seed=cfg.data_seed,
+                              **dynamics.dataset_options(cfg, registry.DATASETS[cfg.dataset].kind))
+
+
+def benchmark_run(sweep, run, data_dir, steps, repeats, quiet=False):
   """Prints and returns the throughput of `run` with and without measurement."""
   cfg = dynamics_sweep.run_config(sweep, run)
-  dataset = registry.get_dataset(cfg.dataset, data_dir, seed=cfg.data_seed,
-                                 **dynamics.dataset_options(cfg, registry.DATASETS[cfg.dataset].kind))
+  dataset = _load(cfg, data_dir)
   steps = steps or cfg.chunk_blocks * cfg.measure_every
   steps = max(cfg.measure_every, steps - steps % cfg.measure_every)
   cfg = dataclasses.replace(cfg, num_steps=steps, measurements_per_chunk=steps // cfg.measure_every)
@@ -95,19 +104,62 @@ def benchmark_run(sweep, run, data_dir, steps, repeats):
     for label, (_, run_fn, _) in variants.items():
       wall, cpu = _timed(run_fn)
       best[label] = (min(best[label][0], wall), min(best[label][1], cpu))
+  overhead_wall = 100 * (best["measured"][0] / best["train only"][0] - 1)
+  overhead_cpu = 100 * (best["measured"][1] / best["train only"][1] - 1)
+  result = {"run": run, "measured": best["measured"], "train_only": best["train only"],
+            "overhead_wall_percent": overhead_wall, "overhead_cpu_percent": overhead_cpu,
+            "steps": steps, "measurements": steps // cfg.measure_every,
+            "compile_seconds": variants["measured"][0]}
+  if quiet:
+    return result
   print(f"\n{run}: {cfg.num_seeds} seeds, batch {cfg.batch_size}, probe {cfg.probe_size}, measure every "
         f"{cfg.measure_every} steps, {steps} steps timed (best of {repeats})")
   for label, (compile_seconds, _, _) in variants.items():
     wall, cpu = best[label]
     print(f"  {label:>10}: {steps / wall:8.1f} steps/s, {cfg.num_seeds * steps / wall:9.1f} seed-steps/s "
           f"(wall {wall:.2f}s, cpu {cpu:.2f}s); compile {compile_seconds:.1f}s")
-  overhead_wall = 100 * (best["measured"][0] / best["train only"][0] - 1)
-  overhead_cpu = 100 * (best["measured"][1] / best["train only"][1] - 1)
   print(f"  measurement overhead: {overhead_wall:+.1f}% wall, {overhead_cpu:+.1f}% cpu "
         f"(limit +25%)")
-  return {"run": run, "measured": best["measured"], "train_only": best["train only"],
-          "overhead_wall_percent": overhead_wall, "overhead_cpu_percent": overhead_cpu,
-          "steps": steps}
+  return result
+
+
+def estimate_grid(sweep, data_dir, steps, repeats):
+  """Extrapolates every configuration's wall time from one timed short run per architecture and kind."""
+  probes = {}
+  for run in sweep.runs:
+    arch, dataset = run.split("@")
+    kind = registry.DATASETS[dataset].kind
+    probes.setdefault((arch, kind), f"{arch}@{'ag_news' if kind == 'text' else 'mnist'}")
+  print(f"\ngrid estimate: {len(probes)} architecture/input-kind pairs timed over {steps or 'a chunk of'} "
+        f"steps each, extrapolated to {len(sweep.runs)} configurations")
+  costs = {}
+  for (arch, kind), timed_run in probes.items():
+    r = benchmark_run(sweep, timed_run, data_dir, steps, repeats, quiet=True)
+    step_seconds = r["train_only"][0] / r["steps"]
+    measure_seconds = max(r["measured"][0] - r["train_only"][0], 0.0) / r["measurements"]
+    costs[(arch, kind)] = (step_seconds, measure_seconds, r["compile_seconds"])
+    print(f"  [{len(costs)}/{len(probes)}] {timed_run:36s} {1e3 * step_seconds:8.1f} ms/step, "
+          f"{1e3 * measure_seconds:8.1f} ms/measurement ({r['measurements']} timed), compile "
+          f"{r['compile_seconds']:.1f}s", flush=True)
+  estimates, by_family = {}, {}
+  for run in sweep.runs:
+    arch, dataset = run.split("@")
+    cfg = dynamics_sweep.run_config(sweep, run)
+    step_seconds, measure_seconds, compile_seconds = costs[(arch, registry.DATASETS[dataset].kind)]
+    train = cfg.num_steps * step_seconds
+    measure = cfg.num_measurements * measure_seconds
+    estimates[run] = {"train_seconds": train, "measure_seconds": measure,
+                      "compile_seconds": compile_seconds, "seconds": train + measure + compile_seconds}
+    family = dynamics_sweep.family_of(arch)
+    by_family[family] = by_family.get(family, 0.0) + estimates[run]["seconds"]
+    print(f"  {run:36s} {estimates[run]['seconds'] / 60:6.2f} min (train {train:7.1f}s, measure "
+          f"{measure:7.1f}s, compile {compile_seconds:4.1f}s; overhead {100 * measure / max(train, 1e-9):+6.0f}%)")
+  for family, seconds in sorted(by_family.items()):
+    print(f"  {family:12s} {seconds / 60:6.1f} min")
+  total = sum(e["seconds"] for e in estimates.values())
+  print(f"  estimated grid wall time: {total / 60:.2f} min (compiles counted per configuration, so a "
+        f"little high; target < 90 min on 2 CPU cores)")
+  return {"runs": estimates, "total_seconds": total}
 
 
 def main(argv):
@@ -117,6 +169,8 @@ def main(argv):
   print(f"devices: {jax.devices()}; cores visible: {os.cpu_count()}")
   for run in _ARCHS.value:
     benchmark_run(sweep, run, data_dir, _STEPS.value, _REPEATS.value)
+  if _ESTIMATE_GRID.value:
+    estimate_grid(sweep, data_dir, _STEPS.value, _REPEATS.value)
   if _FULL_GRID.value:
     if not _WORKDIR.value:
       raise app.UsageError("--full_grid needs --workdir (a new folder)")

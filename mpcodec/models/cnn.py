@@ -1,11 +1,48 @@
-"""Convolutional network: stages of 3x3 conv (SAME) + ReLU + 2x2 max-pool, then flatten, linear head."""
+"""Convolutional network: stages of 3x3 conv (SAME) + ReLU + 2x2 max-pool, then flatten, linear head.
+
+The convolutions are written as im2col: the nine shifted copies of the zero-padded input are laid side
+by side, (N, H, W, 9*C), and one matmul with the (9*C, F) kernel does the rest. The result equals
+`lax.conv_general_dilated` with SAME padding (tested), with the same parameters as `flax.linen.Conv`
+(`kernel` (3, 3, C, F), `bias` (F,)). Why: XLA's CPU convolution ran this network's training step about
+10x slower than the matmul form (measured on a 2-core CPU, 5 seeds vmapped, batch 16: 1.2 against
+12.5-16 steps/s), and under vmap over seeds a matmul stays a plain batched matmul.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+
+KERNEL_SIZE = 3
+
+
+def conv3x3_same(images_NxHxWxC: jax.Array, kernel_3x3xCxF: jax.Array) -> jax.Array:
+  """3x3 convolution, stride 1, SAME (zero) padding, NHWC by HWIO, as one im2col matmul."""
+  n, height, width, channels = images_NxHxWxC.shape
+  if kernel_3x3xCxF.shape[:3] != (KERNEL_SIZE, KERNEL_SIZE, channels):
+    raise ValueError(f"kernel shape {kernel_3x3xCxF.shape} does not fit {channels} input channels")
+  padded = jnp.pad(images_NxHxWxC, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  # Column order (dy, dx, c) matches the row-major flattening of the (3, 3, C, F) kernel.
+  patches = jnp.concatenate([padded[:, dy:dy + height, dx:dx + width, :]
+                             for dy in range(KERNEL_SIZE) for dx in range(KERNEL_SIZE)], axis=-1)
+  return patches @ jnp.reshape(kernel_3x3xCxF, (KERNEL_SIZE * KERNEL_SIZE * channels, -1))
+
+
+class Conv3x3(nn.Module):
+  """3x3 SAME convolution with bias; parameters named and shaped as flax.linen.Conv's."""
+
+  features: int
+
+  @nn.compact
+  def __call__(self, images_NxHxWxC):
+    channels = images_NxHxWxC.shape[-1]
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (KERNEL_SIZE, KERNEL_SIZE, channels, self.features))
+    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+    return conv3x3_same(images_NxHxWxC, kernel) + bias
 
 
 class CNN(nn.Module):
@@ -32,7 +69,7 @@ class CNN(nn.Module):
         raise ValueError(
             f"CNN stage {i}: feature map {h.shape[1:3]} is too small to pool; input {images.shape} "
             f"cannot go through {len(self.channels)} stages")
-      h = nn.Conv(num_channels, kernel_size=(3, 3), padding="SAME", name=f"conv_{i}")(h)
+      h = Conv3x3(num_channels, name=f"conv_{i}")(h)
       h = nn.max_pool(nn.relu(h), window_shape=(2, 2), strides=(2, 2), padding="VALID")
       activations[f"conv_{i}"] = h
     h = jnp.reshape(h, (h.shape[0], -1))

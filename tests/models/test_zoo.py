@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from mpcodec.models.cnn import Conv3x3, conv3x3_same
 from mpcodec.models import transformer, zoo
 
 NUM_CLASSES = 10
@@ -183,3 +184,36 @@ def test_attention_naming_rule():
   assert zoo.layer_layout("hidden_0", jax.ShapeDtypeStruct((4, 8), jnp.float32)) == "dense"
   with pytest.raises(ValueError, match="no layout"):
     zoo.layer_layout("odd", jax.ShapeDtypeStruct((4,), jnp.float32))
+
+
+def test_conv3x3_matches_lax_convolution_and_numpy():
+  rng = np.random.default_rng(5)
+  images = rng.normal(size=(2, 6, 5, 3)).astype(np.float32)
+  kernel = rng.normal(size=(3, 3, 3, 4)).astype(np.float32)
+  ours = np.asarray(conv3x3_same(jnp.asarray(images), jnp.asarray(kernel)))
+  reference = jax.lax.conv_general_dilated(
+      jnp.asarray(images), jnp.asarray(kernel), window_strides=(1, 1), padding="SAME",
+      dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=jax.lax.Precision.HIGHEST)
+  np.testing.assert_allclose(ours, np.asarray(reference), rtol=1e-5, atol=1e-5)
+  # Independent numpy loop: out[n, y, x, f] = sum over the 3x3 window (zero outside) of in * kernel.
+  padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  expected = np.zeros((2, 6, 5, 4), np.float64)
+  for y in range(6):
+    for x in range(5):
+      window = padded[:, y:y + 3, x:x + 3, :].astype(np.float64)
+      expected[:, y, x, :] = np.einsum("nijc,ijcf->nf", window, kernel.astype(np.float64))
+  np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_cnn_parameters_match_flax_conv():
+  """Conv3x3 keeps flax.linen.Conv's parameter names and shapes, and computes the same function."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  images = jnp.asarray(np.random.default_rng(6).normal(size=(2, 8, 8, 2)).astype(np.float32))
+  ours = Conv3x3(5)
+  theirs = nn.Conv(5, kernel_size=(3, 3), padding="SAME")
+  params = ours.init(jax.random.PRNGKey(0), images)
+  assert jax.tree.map(np.shape, params) == jax.tree.map(
+      np.shape, theirs.init(jax.random.PRNGKey(0), images))
+  params = jax.tree.map(lambda a: a + 0.1, params)   # a nonzero bias too
+  np.testing.assert_allclose(np.asarray(ours.apply(params, images)),
+                             np.asarray(theirs.apply(params, images)), rtol=1e-4, atol=1e-4)

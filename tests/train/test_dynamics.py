@@ -204,3 +204,22 @@ def test_smoke_sweep_writes_true_steps_and_resumes(tmp_path):
   changed = dataclasses.replace(sweep, base=dataclasses.replace(sweep.base, num_steps=10))
   with pytest.raises(dynamics_sweep.SweepError, match="different config"):
     dynamics_sweep.run_sweep(changed, workdir, DATA_DIR)
+
+
+def test_benchmark_estimates_the_grid_from_short_runs():
+  """The benchmark's grid estimate runs end to end and adds up its per-configuration figures."""
+  import re  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  root = Path(__file__).resolve().parents[2]
+  out = subprocess.run(
+      [sys.executable, "-m", "launch.benchmark_dynamics", "--archs=", "--estimate_grid", "--steps=10",
+       "--repeats=1", "--config_arg=smoke,arch=mlp_128_64", f"--data_dir={DATA_DIR}"],
+      cwd=root, capture_output=True, text=True, timeout=600, check=False)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert "[1/2] mlp_128_64@mnist" in out.stdout and "[2/2] mlp_128_64@ag_news" in out.stdout
+  minutes = {m.group(1): float(m.group(2)) for m in re.finditer(
+      r"^\s+(mlp_128_64@\w+)\s+([\d.]+) min \(train", out.stdout, re.MULTILINE)}
+  assert set(minutes) == {"mlp_128_64@mnist", "mlp_128_64@ag_news"} and min(minutes.values()) > 0
+  total = float(re.search(r"estimated grid wall time: ([\d.]+) min", out.stdout).group(1))
+  assert abs(total - sum(minutes.values())) <= 0.02
