@@ -182,3 +182,35 @@ def test_config_errors_name_the_key(key, values):
   raw.update(values)
   with pytest.raises(configuration.ConfigError, match=re.escape(f"config.{key}") + ".*num_latents=512"):
     configuration.parse(sae.SAEConfig, raw)
+
+
+def test_batch_topk_inference_threshold_tracks_smallest_kept_activation():
+  """The threshold is the EMA (first value taken as is) of the smallest kept activation per batch, read
+  off an independent numpy selection; thresholded inference and its folding to raw units match numpy."""
+  cfg = sae.SAEConfig(num_latents=48, k=3, aux_k=0, activation="batchtopk", threshold_decay=0.7,
+                      b_dec_init="mean", optim=OptimConfig(learning_rate=1e-2, warmup_steps=0))
+  rng = np.random.default_rng(3)
+  batches = rng.normal(size=(4, 20, 10)).astype(np.float32) * 2.0 + 0.5
+  state = jax.jit(lambda key: sae.init_state(key, jnp.asarray(batches[0]), cfg.k, cfg, 4))(
+      jax.random.PRNGKey(2))
+  step = jax.jit(lambda s, x: sae.train_step(s, x, cfg, 4))
+  expected = None
+  for batch in batches:
+    p = {name: np.asarray(v, np.float64) for name, v in state["params"].items()}
+    x = batch.astype(np.float64) * float(state["input_scale"])
+    pre = (x - p["b_dec_D"]) @ p["w_enc_NxD"].T + p["b_enc_N"]
+    kept = np.sort(pre.reshape(-1))[::-1][:cfg.k * batch.shape[0]]
+    smallest = kept[kept > 0].min()
+    expected = smallest if expected is None else 0.7 * expected + 0.3 * smallest
+    state, _ = step(state, jnp.asarray(batch))
+    np.testing.assert_allclose(float(state["threshold"]), expected, rtol=2e-4)
+
+  threshold, scale = state["threshold"], state["input_scale"]
+  raw = jnp.asarray(batches[0])
+  dense = np.asarray(sae.encode_with_threshold(state["params"], raw * scale, threshold))
+  pre = np.asarray(sae.pre_activations(state["params"], raw * scale))
+  np.testing.assert_allclose(dense, np.where(pre > float(threshold), pre, 0.0), rtol=1e-6)
+  assert 0 < np.count_nonzero(dense) < dense.size
+  folded, folded_threshold = sae.fold_input_scale(state["params"], scale, threshold)
+  np.testing.assert_allclose(np.asarray(sae.encode_with_threshold(folded, raw, folded_threshold)),
+                             dense / float(scale), rtol=1e-4, atol=1e-6)
