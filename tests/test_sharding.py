@@ -56,3 +56,41 @@ def test_eight_device_checkpoint_restores_on_one_device(tmp_path):
   for a, b in zip(jax.tree.leaves(restored["params"]), jax.tree.leaves(local["params"])):
     assert len(a.sharding.device_set) == 1
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+TWO_DEVICE_DYNAMICS = textwrap.dedent("""
+    import json, sys
+    import jax
+    jax.config.update("jax_num_cpu_devices", 2)
+    from configs import dynamics as dynamics_config
+    from mpcodec import configuration
+    from mpcodec.train import dynamics_sweep
+    cfg = dynamics_config.get_config("smoke,arch=mlp_128_64,dataset=mnist")
+    cfg.plots = False
+    sweep = configuration.parse(dynamics_sweep.SweepConfig, cfg)
+    records = dynamics_sweep.run_sweep(sweep, sys.argv[1], sys.argv[2])
+    print(json.dumps({"devices": jax.device_count(),
+                      "accuracy": records["mlp_128_64@mnist"]["final_test_accuracy"]}))
+""")
+
+
+def test_dynamics_sweep_shards_seeds_over_two_devices(tmp_path):
+  """A dynamics run with its seed axis over 2 devices matches the same run on one device."""
+  from configs import dynamics as dynamics_config  # pylint: disable=g-import-not-at-top
+  from mpcodec import configuration  # pylint: disable=g-import-not-at-top
+  from mpcodec.train import dynamics_sweep  # pylint: disable=g-import-not-at-top
+  from tests.train.test_dynamics import DATA_DIR  # pylint: disable=g-import-not-at-top
+  env = dict(os.environ, PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  out = subprocess.run([sys.executable, "-c", TWO_DEVICE_DYNAMICS, str(tmp_path / "two"), DATA_DIR],
+                       cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  info = json.loads(out.stdout.strip().splitlines()[-1])
+  assert info["devices"] == 2
+  cfg = dynamics_config.get_config("smoke,arch=mlp_128_64,dataset=mnist")
+  cfg.plots = False
+  sweep = configuration.parse(dynamics_sweep.SweepConfig, cfg)
+  local = dynamics_sweep.run_sweep(sweep, str(tmp_path / "one"), DATA_DIR)["mlp_128_64@mnist"]
+  np.testing.assert_allclose(info["accuracy"], local["final_test_accuracy"], atol=0.011)
+  two = dynamics_sweep.load_series(dynamics_sweep.result_paths(str(tmp_path / "two"), "mlp_128_64@mnist")[0])
+  one = dynamics_sweep.load_series(dynamics_sweep.result_paths(str(tmp_path / "one"), "mlp_128_64@mnist")[0])
+  np.testing.assert_allclose(two["participation_ratio"], one["participation_ratio"], rtol=1e-3)

@@ -83,15 +83,18 @@ def run_seeds(cfg: DynamicsConfig, dataset: Dataset, mesh=None,
   cache_key = (dataclasses.replace(cfg, dataset=""), dataset.kind, dataset.num_classes,
                dataset.vocab_size, dataset.max_length, probe.layer_names, probe.layer_layouts,
                _signature(data), None if mesh is None else tuple(mesh.devices.shape))
+  # The state is placed seed-sharded explicitly: jit may choose another layout for init's output, and
+  # the AOT-compiled functions accept only the shardings they were lowered with.
+  init_state = lambda: sharding.shard_seeds(fns.init(keys), mesh)
   if cache_key not in cache:
     program = dynamics.make_train(cfg, model, probe)
     fns = dynamics.vmapped(cfg, program)
-    state = fns.init(keys)
+    state = init_state()
     run_chunk = fns.run_chunk.lower(state, data_order, data, jnp.int32(0)).compile()
     measure = fns.measure.lower(state["params"], data).compile() if cfg.measure else None
     cache[cache_key] = (program, fns, run_chunk, measure)
   program, fns, run_chunk, measure = cache[cache_key]
-  state = jax.block_until_ready(fns.init(keys))
+  state = jax.block_until_ready(init_state())
   compile_seconds = time.perf_counter() - start
 
   start = time.perf_counter()
