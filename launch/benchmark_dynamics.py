@@ -55,14 +55,9 @@ def _sweep_config():
 
 def _time_variant(cfg, dataset, chunks):
   """(compile seconds, build callable) for one config; the callable runs `chunks` chunks once."""
-  model = dynamics.build_model(cfg, dataset)
-  probe = dynamics.make_probe_sets(cfg, dataset, model)
-  program = dynamics.make_train(cfg, model, probe)
-  fns = dynamics.vmapped(cfg, program)
-  data = jax.tree.map(jnp.asarray, probe.arrays)
-  keys = dynamics.seed_keys(cfg)
-  order = dynamics.order_keys(cfg, keys)
-  state = jax.block_until_ready(fns.init(keys))
+  prepared = dynamics.prepare(cfg, dataset)
+  program, fns, data, order = prepared.program, prepared.fns, prepared.data, prepared.order
+  state = jax.block_until_ready(fns.init(prepared.keys))
   start = time.perf_counter()
   run_chunk = fns.run_chunk.lower(state, order, data, jnp.int32(0)).compile()
   compile_seconds = time.perf_counter() - start

@@ -377,3 +377,26 @@ def vmapped(cfg: DynamicsConfig, program: DynamicsProgram) -> VmappedProgram:
       measure=jax.jit(measure_seeds),
       logits=jax.jit(jax.vmap(program.logits, in_axes=(0, None))),
   )
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+  """One configuration ready to run on one device: program, jitted seed-axis functions and inputs."""
+
+  model: Any
+  probe: ProbeSets
+  program: DynamicsProgram
+  fns: VmappedProgram
+  data: dict            # probe.arrays as device arrays
+  keys: jax.Array       # (num_seeds,) seed keys
+  order: jax.Array      # data-order key(s), see `order_keys`
+
+
+def prepare(cfg: DynamicsConfig, dataset: Dataset) -> Prepared:
+  """Model, probe sets, program, jitted functions, data and keys of `cfg` on `dataset` (no sharding)."""
+  model = build_model(cfg, dataset)
+  probe = make_probe_sets(cfg, dataset, model)
+  program = make_train(cfg, model, probe)
+  keys = seed_keys(cfg)
+  return Prepared(model=model, probe=probe, program=program, fns=vmapped(cfg, program),
+                  data=jax.tree.map(jnp.asarray, probe.arrays), keys=keys, order=order_keys(cfg, keys))

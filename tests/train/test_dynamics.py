@@ -51,13 +51,10 @@ def toy_run():
   """One 2-seed run of the toy set through the seed-axis program, and a single-seed run of seed 1."""
   cfg = _toy_config()
   dataset = _toy_images()
-  model = dynamics.build_model(cfg, dataset)
-  probe = dynamics.make_probe_sets(cfg, dataset, model)
-  program = dynamics.make_train(cfg, model, probe)
-  fns = dynamics.vmapped(cfg, program)
-  data = jax.tree.map(jnp.asarray, probe.arrays)
-  keys = dynamics.seed_keys(cfg)
-  order = dynamics.order_keys(cfg, keys)
+  prepared = dynamics.prepare(cfg, dataset)
+  model, program, fns, probe = prepared.model, prepared.program, prepared.fns, prepared.probe
+  data = prepared.data
+  keys, order = prepared.keys, prepared.order
   state = fns.init(keys)
   chunks = []
   for chunk in range(2):
