@@ -1,7 +1,8 @@
 """Reports of the dynamics sweep: per-configuration plots and the final test-accuracy table.
 
 Plots (under <workdir>/dynamics/plots/, one set per configuration):
-- `<arch>__<dataset>_dimensionality.png`: one heatmap per measure, layers x training step, mean over seeds;
+- `<arch>__<dataset>_dimensionality.png`: one heatmap per measure, layers x training step (symlog axis,
+  so the early steps stay visible), mean over seeds;
 - `<arch>__<dataset>_curves.png`: loss and accuracy against the training step, mean over seeds with a
   min..max band.
 The table (`accuracy_table.csv` / `.md`) lists every configuration's final held-out accuracy (mean and
@@ -43,21 +44,46 @@ def load_run(workdir: str, run: str) -> tuple[dict[str, np.ndarray], dict[str, A
   return series, record
 
 
+# The step axis of the heatmaps is linear over the first HEATMAP_LINEAR_MEASUREMENTS measurement intervals
+# and logarithmic after them: most of the change in dimensionality happens early, and a linear axis over
+# thousands of steps squeezes it into a sliver.
+HEATMAP_LINEAR_MEASUREMENTS = 10
+
+
+def step_cell_edges(steps: np.ndarray) -> np.ndarray:
+  """Edges of the heatmap cells: each measured step owns the span halfway to its neighbours."""
+  steps = np.asarray(steps, np.float64)
+  if steps.size == 1:
+    return np.array([steps[0] - 0.5, steps[0] + 0.5])
+  middles = (steps[:-1] + steps[1:]) / 2
+  return np.concatenate([[steps[0]], middles, [steps[-1]]])
+
+
 def dimensionality_figure(series: Mapping[str, np.ndarray], measure_names: Sequence[str], title: str):
-  """One heatmap per measure: rows = layers (input side at the top), columns = measured steps."""
+  """One heatmap per measure: rows = layers (input side at the top), columns = measured steps.
+
+  Each measured step is one cell; the step axis is symlog (linear over the first
+  HEATMAP_LINEAR_MEASUREMENTS measurement intervals, logarithmic beyond).
+  """
   steps = series["steps"]
   layers = [str(n) for n in series["layer_names"]]
+  edges = step_cell_edges(steps)
+  linear_span = HEATMAP_LINEAR_MEASUREMENTS * (float(steps[1] - steps[0]) if len(steps) > 1 else 1.0)
   fig, axes = plt.subplots(len(measure_names), 1, figsize=(9, 1.2 + 0.28 * len(layers) * len(measure_names)
                                                                 + 0.6 * len(measure_names)),
                            squeeze=False)
   for ax, name in zip(axes[:, 0], measure_names):
     mean_LxM = np.mean(series[name], axis=0).T
-    image = ax.imshow(mean_LxM, aspect="auto", interpolation="nearest", cmap="viridis",
-                      extent=(steps[0], steps[-1], len(layers) - 0.5, -0.5))
+    image = ax.pcolormesh(edges, np.arange(len(layers) + 1) - 0.5, mean_LxM, cmap="viridis",
+                          shading="flat")
+    ax.set_ylim(len(layers) - 0.5, -0.5)
+    if edges[-1] > linear_span:
+      ax.set_xscale("symlog", linthresh=linear_span)
+    ax.set_xlim(edges[0], edges[-1])
     ax.set_yticks(range(len(layers)), layers, fontsize=7)
     ax.set_title(name.replace("_", " "), fontsize=9)
     fig.colorbar(image, ax=ax, pad=0.01)
-  axes[-1, 0].set_xlabel("training step")
+  axes[-1, 0].set_xlabel("training step (linear, then log scale)")
   fig.suptitle(f"{title}: mean over {series[measure_names[0]].shape[0]} seeds", fontsize=10)
   fig.tight_layout()
   return fig

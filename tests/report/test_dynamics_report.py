@@ -44,6 +44,30 @@ def test_plot_run_writes_heatmaps_and_curves(tmp_path):
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+def test_heatmap_cells_hold_the_seed_mean_at_the_true_steps():
+  rng = np.random.default_rng(1)
+  steps = np.arange(0, 2001, 5)
+  series = {"steps": steps, "layer_names": np.asarray(["hidden_0", "hidden_1", "hidden_2"])}
+  series["effective_rank"] = rng.uniform(1, 10, (4, steps.size, 3))
+  fig = report_dynamics.dimensionality_figure(series, ["effective_rank"], "t")
+  ax = fig.axes[0]
+  mesh = ax.collections[0]
+  # Rows are layers in order, columns measured steps; each cell is the mean over the 4 seeds.
+  np.testing.assert_allclose(np.asarray(mesh.get_array()).reshape(3, steps.size),
+                             series["effective_rank"].mean(axis=0).T)
+  edges = report_dynamics.step_cell_edges(steps)
+  assert edges[0] == 0 and edges[-1] == 2000 and edges.size == steps.size + 1
+  # Every interior cell is centred on its measured step.
+  np.testing.assert_allclose((edges[1:-1][:-1] + edges[1:-1][1:]) / 2, steps[1:-1])
+  assert ax.get_xscale() == "symlog"
+  assert ax.xaxis.get_transform().linthresh == report_dynamics.HEATMAP_LINEAR_MEASUREMENTS * 5
+  # A short run stays on a linear axis.
+  series_short = {k: (v[:, :5] if k == "effective_rank" else v) for k, v in series.items()}
+  series_short["steps"] = steps[:5]
+  ax_short = report_dynamics.dimensionality_figure(series_short, ["effective_rank"], "t").axes[0]
+  assert ax_short.get_xscale() == "linear"
+
+
 def test_accuracy_row_flags_failed_seeds_and_chance():
   ok = report_dynamics.accuracy_row("a@d", {"status": "finished", "final_test_accuracy": [0.9, 0.8],
                                             "chance_accuracy": 0.1}, "mlp", 0.1, 0.75)
