@@ -161,6 +161,7 @@ class FamilySettings:
   learning_rate: float = 1e-3
   warmup_steps: int = 0
   final_eval_size: int = 0
+  measurements_per_chunk: int = 0   # measurements per host call; 0 = the base config's
 
   def checks(self):
     yield "batch_size", self.batch_size >= 1, f"must be >= 1, got {self.batch_size}"
@@ -169,6 +170,8 @@ class FamilySettings:
     yield "learning_rate", self.learning_rate > 0, f"must be > 0, got {self.learning_rate}"
     yield "warmup_steps", self.warmup_steps >= 0, f"must be >= 0, got {self.warmup_steps}"
     yield "final_eval_size", self.final_eval_size >= 0, f"must be >= 0, got {self.final_eval_size}"
+    yield ("measurements_per_chunk", self.measurements_per_chunk >= 0,
+           f"must be >= 0 (0 = the base config's), got {self.measurements_per_chunk}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,6 +219,8 @@ def run_config(sweep: SweepConfig, run: str) -> DynamicsConfig:
   cfg = dataclasses.replace(sweep.base, arch=arch, dataset=dataset, batch_size=family.batch_size,
                             probe_size=family.probe_size, train_probe_size=family.train_probe_size,
                             final_eval_size=family.final_eval_size, optim=optim)
+  if family.measurements_per_chunk:
+    cfg = dataclasses.replace(cfg, measurements_per_chunk=family.measurements_per_chunk)
   configuration.check_values(cfg, f"config for {run}")
   return cfg
 
@@ -242,9 +247,20 @@ def result_paths(workdir: str, run: str) -> tuple[str, str]:
   return stem + ".npz", stem + ".json"
 
 
+# Config fields that change how a run is executed but not its results: the chunk length only sets how
+# often the host sees progress (the steps, measurements and random streams do not depend on it).
+EXECUTION_ONLY_FIELDS = ("measurements_per_chunk",)
+
+
+def _result_defining(config_dict: Mapping[str, Any] | None) -> dict | None:
+  if config_dict is None:
+    return None
+  return {k: v for k, v in config_dict.items() if k not in EXECUTION_ONLY_FIELDS}
+
+
 def finished_record(workdir: str, run: str, cfg: DynamicsConfig) -> dict | None:
   """The run's JSON record if it finished with this config; None if not finished; SweepError if the
-  finished result was made by another config."""
+  finished result was made by another config (fields in EXECUTION_ONLY_FIELDS may differ)."""
   import json  # pylint: disable=g-import-not-at-top
   npz_path, json_path = result_paths(workdir, run)
   if not os.path.exists(json_path):
@@ -253,7 +269,7 @@ def finished_record(workdir: str, run: str, cfg: DynamicsConfig) -> dict | None:
     record = json.load(f)
   if record.get("status") != "finished" or not os.path.exists(npz_path):
     return None
-  if record.get("config") != configuration.to_dict(cfg):
+  if _result_defining(record.get("config")) != _result_defining(configuration.to_dict(cfg)):
     raise SweepError(f"{json_path} holds a finished run of a different config; use another workdir or "
                      f"pass --overwrite to retrain it")
   return record

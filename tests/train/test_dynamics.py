@@ -156,12 +156,27 @@ def test_bad_names_are_refused_before_compiling():
     dynamics_config.get_config("archs=mlp_128_64")
 
 
+def test_chunk_length_does_not_change_results():
+  """Runs differing only in measurements per host call give the same series, step for step."""
+  dataset = _toy_images()
+  results = [dynamics_sweep.run_seeds(_toy_config(measurements_per_chunk=chunk), dataset)
+             for chunk in (1, 2)]
+  assert set(results[0].series) == set(results[1].series)
+  for name, values in results[0].series.items():
+    np.testing.assert_allclose(results[1].series[name], values, rtol=1e-6, atol=1e-7, err_msg=name)
+  np.testing.assert_array_equal(results[0].final_test_accuracy, results[1].final_test_accuracy)
+
+
 def test_default_grid_has_the_55_configurations():
   runs = configuration.parse(dynamics_sweep.SweepConfig, dynamics_config.get_config()).runs
   assert len(runs) == 55 and len(set(runs)) == 55
   families = [dynamics_sweep.family_of(r.split("@")[0]) for r in runs]
   assert (families.count("mlp"), families.count("cnn"), families.count("transformer")) == (32, 9, 14)
   assert dynamics_config.get_config("arch=mlp_128_64,dataset=mnist").runs == ["mlp_128_64@mnist"]
+  sweep = configuration.parse(dynamics_sweep.SweepConfig, dynamics_config.get_config())
+  chunks = {f: dynamics_sweep.run_config(sweep, r).chunk_blocks
+            for r, f in zip(runs, families)}
+  assert chunks == {"mlp": 100, "cnn": 50, "transformer": 20}
 
 
 def test_smoke_sweep_writes_true_steps_and_resumes(tmp_path):
@@ -197,6 +212,12 @@ def test_smoke_sweep_writes_true_steps_and_resumes(tmp_path):
   dynamics_sweep.run_sweep(sweep, workdir, DATA_DIR, hooks=hooks)
   assert skipped == [True, True]
   assert mtimes == {p: os.path.getmtime(p) for p in mtimes}
+
+  # The chunk length changes only how often progress is reported: finished runs still count.
+  rechunked = dataclasses.replace(sweep, base=dataclasses.replace(sweep.base, measurements_per_chunk=4))
+  skipped.clear()
+  dynamics_sweep.run_sweep(rechunked, workdir, DATA_DIR, hooks=hooks)
+  assert skipped == [True, True]
 
   changed = dataclasses.replace(sweep, base=dataclasses.replace(sweep.base, num_steps=10))
   with pytest.raises(dynamics_sweep.SweepError, match="different config"):
