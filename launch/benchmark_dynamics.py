@@ -79,15 +79,10 @@ def _timed(fn):
   return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def _load(cfg, data_dir):
-  return registry.get_dataset(cfg.dataset, data_dir, seed=cfg.data_seed,
-                              **dynamics.dataset_options(cfg, registry.DATASETS[cfg.dataset].kind))
-
-
 def benchmark_run(sweep, run, data_dir, steps, repeats, quiet=False):
   """Prints and returns the throughput of `run` with and without measurement."""
   cfg = dynamics_sweep.run_config(sweep, run)
-  dataset = _load(cfg, data_dir)
+  dataset = dynamics.load_dataset(cfg, data_dir)
   steps = steps or cfg.chunk_blocks * cfg.measure_every
   steps = max(cfg.measure_every, steps - steps % cfg.measure_every)
   cfg = dataclasses.replace(cfg, num_steps=steps, measurements_per_chunk=steps // cfg.measure_every)

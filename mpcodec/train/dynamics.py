@@ -131,6 +131,13 @@ def dataset_options(cfg: DynamicsConfig, kind: str) -> dict[str, Any]:
   return {}
 
 
+def load_dataset(cfg: DynamicsConfig, data_dir: str | None) -> Dataset:
+  """`cfg.dataset` from the registry, split with `cfg.data_seed`, with the options `cfg` implies."""
+  from mpcodec.data import registry  # pylint: disable=g-import-not-at-top
+  kind = registry.DATASETS[cfg.dataset].kind
+  return registry.get_dataset(cfg.dataset, data_dir, seed=cfg.data_seed, **dataset_options(cfg, kind))
+
+
 def seed_keys(cfg: DynamicsConfig) -> jax.Array:
   """(num_seeds,) keys: seed i is fold_in(PRNGKey(cfg.seed), i), so seed i is the same in any sweep."""
   return sweep.sweep_seed_keys(cfg.seed, cfg.num_seeds)

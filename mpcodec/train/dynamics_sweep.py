@@ -68,14 +68,11 @@ def run_seeds(cfg: DynamicsConfig, dataset: Dataset, mesh=None,
   config and input shapes (MNIST and Fashion-MNIST share one).
   """
   cache = {} if cache is None else cache
-  model = dynamics.build_model(cfg, dataset)
-  probe = dynamics.make_probe_sets(cfg, dataset, model)
-  data = sharding.replicate(jax.tree.map(jnp.asarray, probe.arrays), mesh)
-  keys = dynamics.seed_keys(cfg)
-  data_order = dynamics.order_keys(cfg, keys)
-  keys = sharding.shard_seeds(keys, mesh)
-  if not cfg.shared_data_order:
-    data_order = sharding.shard_seeds(data_order, mesh)
+  prepared = dynamics.prepare(cfg, dataset)
+  probe = prepared.probe
+  data = sharding.replicate(prepared.data, mesh)
+  keys = sharding.shard_seeds(prepared.keys, mesh)
+  data_order = prepared.order if cfg.shared_data_order else sharding.shard_seeds(prepared.order, mesh)
 
   start = time.perf_counter()
   # What the traced program depends on besides the arrays' values: the config without the dataset
@@ -85,16 +82,14 @@ def run_seeds(cfg: DynamicsConfig, dataset: Dataset, mesh=None,
                _signature(data), None if mesh is None else tuple(mesh.devices.shape))
   # The state is placed seed-sharded explicitly: jit may choose another layout for init's output, and
   # the AOT-compiled functions accept only the shardings they were lowered with.
-  init_state = lambda: sharding.shard_seeds(fns.init(keys), mesh)
   if cache_key not in cache:
-    program = dynamics.make_train(cfg, model, probe)
-    fns = dynamics.vmapped(cfg, program)
-    state = init_state()
+    fns = prepared.fns
+    state = sharding.shard_seeds(fns.init(keys), mesh)
     run_chunk = fns.run_chunk.lower(state, data_order, data, jnp.int32(0)).compile()
     measure = fns.measure.lower(state["params"], data).compile() if cfg.measure else None
-    cache[cache_key] = (program, fns, run_chunk, measure)
+    cache[cache_key] = (prepared.program, fns, run_chunk, measure)
   program, fns, run_chunk, measure = cache[cache_key]
-  state = jax.block_until_ready(init_state())
+  state = jax.block_until_ready(sharding.shard_seeds(fns.init(keys), mesh))
   compile_seconds = time.perf_counter() - start
 
   start = time.perf_counter()
@@ -353,7 +348,6 @@ def run_sweep(sweep: SweepConfig, workdir: str, data_dir: str | None = None,
 
   Every run's config is built and validated, and every dataset name checked, before anything trains.
   """
-  from mpcodec.data import registry  # pylint: disable=g-import-not-at-top
   hooks = hooks or SweepHooks()
   configs = {run: run_config(sweep, run) for run in sweep.runs}
   records: dict[str, dict] = {}
@@ -376,9 +370,7 @@ def run_sweep(sweep: SweepConfig, workdir: str, data_dir: str | None = None,
     cfg = configs[run]
     hooks.on_run_start(index, len(order), run)
     if cfg.dataset not in datasets:
-      kind = registry.DATASETS[cfg.dataset].kind
-      datasets[cfg.dataset] = registry.get_dataset(cfg.dataset, data_dir, seed=cfg.data_seed,
-                                                   **dynamics.dataset_options(cfg, kind))
+      datasets[cfg.dataset] = dynamics.load_dataset(cfg, data_dir)
     dataset = datasets[cfg.dataset]
     try:
       result = run_seeds(cfg, dataset, mesh=mesh, on_chunk=hooks.on_chunk, cache=cache)
