@@ -4,6 +4,9 @@
   python -m launch.dynamics --config=configs/dynamics.py:smoke --workdir=/tmp/dynamics_smoke
   python -m launch.dynamics --config=configs/dynamics.py --workdir=runs/dynamics --arch=cnn_32_64 \
       --dataset=mnist,kmnist
+  # the same grid split over two processes (or machines sharing the workdir): each trains its own runs
+  python -m launch.dynamics --config=configs/dynamics.py --workdir=runs/dynamics --shard=1/2
+  python -m launch.dynamics --config=configs/dynamics.py --workdir=runs/dynamics --shard=2/2
 """
 
 import os
@@ -28,6 +31,10 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory; outputs go to <w
 _DATA_DIR = flags.DEFINE_string("data_dir", None, f"Data directory (else ${registry.DATA_DIR_ENV}).")
 _ARCH = flags.DEFINE_string("arch", "", "Only these architectures (comma-separated).")
 _DATASET = flags.DEFINE_string("dataset", "", "Only these datasets (comma-separated).")
+_SHARD = flags.DEFINE_string(
+    "shard", "1/1", "I/N: train only the I-th of N disjoint parts of the selected runs (1-based, balanced "
+    "by estimated FLOPs), so N processes or machines sharing the workdir split the grid; the table "
+    "covers all selected runs.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Retrain runs finished with a different config.")
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -40,8 +47,21 @@ def main(argv):
   if not runs:
     raise app.UsageError(f"--arch={_ARCH.value!r} --dataset={_DATASET.value!r} select no run of the "
                          f"config; its runs are {list(sweep.runs)}")
+  try:
+    shard_index, num_shards = dynamics_sweep.parse_shard(_SHARD.value)
+  except ValueError as e:
+    raise app.UsageError(f"--shard: {e}") from e
+  grid = configuration.parse(dynamics_sweep.SweepConfig,
+                             {**configuration.to_dict(sweep), "runs": list(runs)})
+  if num_shards > 1:
+    runs = dynamics_sweep.sweep_shard(grid, shard_index, num_shards)
+  if not runs:
+    raise app.UsageError(f"--shard={_SHARD.value} gets no run: the selection has only {len(grid.runs)}")
   sweep = configuration.parse(dynamics_sweep.SweepConfig,
                               {**configuration.to_dict(sweep), "runs": list(runs)})
+  if num_shards > 1:
+    logging.info("shard %d/%d: %d of the %d selected runs: %s", shard_index, num_shards, len(runs),
+                 len(grid.runs), ", ".join(runs))
   data_dir = registry.resolve_data_dir(_DATA_DIR.value)
   num_steps = sweep.base.num_steps
   runs_bar = tqdm.tqdm(total=len(runs), desc="configurations", unit="run", position=0)
@@ -74,7 +94,8 @@ def main(argv):
                                      hooks=hooks)
   steps_bar.close()
   runs_bar.close()
-  table = report_dynamics.write_accuracy_table(_WORKDIR.value, records, sweep)
+  # The table lists every selected run, so a shard shows the others' runs as finished or not run yet.
+  table = report_dynamics.write_accuracy_table(_WORKDIR.value, records, grid)
   print(table)
 
 

@@ -38,17 +38,19 @@ class DatasetInfo:
   num_classes: int
   class_names: tuple[str, ...]
   official_test_only: bool    # only the test split is required; train is split off it when absent
+  example_shape: tuple[int, ...] | None = None   # one image (H, W, C); None for text (set by max_length)
 
 
 DATASETS: dict[str, DatasetInfo] = {
-    "mnist": DatasetInfo("image", "mnist", 10, tuple(str(d) for d in range(10)), False),
+    "mnist": DatasetInfo("image", "mnist", 10, tuple(str(d) for d in range(10)), False, (28, 28, 1)),
     "fashion_mnist": DatasetInfo("image", "fashion-mnist", 10, (
         "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-        "Ankle boot"), False),
+        "Ankle boot"), False, (28, 28, 1)),
     "kmnist": DatasetInfo("image", "kmnist", 10,
-                          ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"), True),
+                          ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"), True, (28, 28, 1)),
     "ag_news": DatasetInfo("text", "ag_news", 4, text.AG_NEWS_CLASS_NAMES, True),
-    "bars": DatasetInfo("image", None, 2, ("vertical", "horizontal"), False),
+    # Bars images are BarsConfig.image_size (default 32) square; the module is not imported here.
+    "bars": DatasetInfo("image", None, 2, ("vertical", "horizontal"), False, (32, 32, 3)),
 }
 
 _IDX_STEMS = {

@@ -6,7 +6,9 @@ Plots (under <workdir>/dynamics/plots/, one set per configuration):
 - `<arch>__<dataset>_curves.png`: loss and accuracy against the training step, mean over seeds with a
   min..max band.
 The table (`accuracy_table.csv` / `.md`) lists every configuration's final held-out accuracy (mean and
-min..max over seeds) beside the chance level, with a status that shows failing seeds instead of hiding them.
+min..max over seeds) beside the chance level, with a status that shows failing seeds instead of hiding them,
+and each run's wall time (compile + train, all seeds) with their total, the grid's cost on the machines
+that ran it.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import numpy as np  # pylint: disable=wrong-import-position
 from mpcodec.report import io  # pylint: disable=wrong-import-position
 
 TABLE_COLUMNS = ("arch", "dataset", "family", "status", "num_seeds", "mean_accuracy", "min_accuracy",
-                 "max_accuracy", "chance_accuracy", "failed_seeds", "eval_size", "note")
+                 "max_accuracy", "chance_accuracy", "failed_seeds", "eval_size", "minutes", "note")
 
 
 def _stem(run: str) -> str:
@@ -160,8 +162,16 @@ def accuracy_row(run: str, record: Mapping[str, Any] | None, family: str, fail_m
   row.update(status=status, num_seeds=int(accuracy.size), mean_accuracy=float(accuracy.mean()),
              min_accuracy=float(accuracy.min()), max_accuracy=float(accuracy.max()),
              chance_accuracy=chance, failed_seeds=" ".join(str(s) for s in failed),
-             eval_size=record.get("final_eval_size"), note="; ".join(notes))
+             eval_size=record.get("final_eval_size"), minutes=run_minutes(record), note="; ".join(notes))
   return row
+
+
+def run_minutes(record: Mapping[str, Any]) -> float | None:
+  """A finished run's wall time in minutes (compile + train of all its seeds), None if not recorded."""
+  seconds = [record.get(k) for k in ("compile_seconds", "run_seconds")]
+  if any(s is None for s in seconds):
+    return None
+  return sum(seconds) / 60
 
 
 def _finished_records_on_disk(workdir: str) -> dict[str, dict]:
@@ -178,16 +188,31 @@ def _pct(value: Any) -> str:
   return "" if value is None else f"{100 * value:.1f}"
 
 
+def _minutes(value: float | None) -> str:
+  return "" if value is None else f"{value:.1f}"
+
+
+def time_summary(rows: Sequence[Mapping[str, Any]]) -> str:
+  """'K of N runs finished; their wall time adds up to X min ...' from the rows' recorded times."""
+  finished = [r for r in rows if r.get("mean_accuracy") is not None]
+  timed = [r["minutes"] for r in finished if r.get("minutes") is not None]
+  text = f"{len(finished)} of {len(rows)} runs finished"
+  if timed:
+    text += (f"; the wall times of {len(timed)} of them (compile + train, all seeds) add up to "
+             f"{sum(timed):.1f} min, on the machine(s) and under the load they ran with")
+  return text + "."
+
+
 def accuracy_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
   """The table as markdown: accuracy in percent, mean and min..max over seeds."""
   lines = ["| architecture | dataset | status | seeds | test acc. % mean | min..max | chance % | "
-           "failed seeds | note |", "|---|---|---|---|---|---|---|---|---|"]
+           "failed seeds | minutes | note |", "|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     span = (f"{_pct(r.get('min_accuracy'))}..{_pct(r.get('max_accuracy'))}"
             if r.get("mean_accuracy") is not None else "")
     lines.append(f"| {r['arch']} | {r['dataset']} | {r['status']} | {r.get('num_seeds') or ''} | "
                  f"{_pct(r.get('mean_accuracy'))} | {span} | {_pct(r.get('chance_accuracy'))} | "
-                 f"{r.get('failed_seeds') or ''} | {r.get('note') or ''} |")
+                 f"{r.get('failed_seeds') or ''} | {_minutes(r.get('minutes'))} | {r.get('note') or ''} |")
   return "\n".join(lines) + "\n"
 
 
@@ -204,6 +229,7 @@ def write_accuracy_table(workdir: str, records: Mapping[str, Mapping[str, Any]],
   io.write_csv(os.path.join(folder, "accuracy_table.csv"), rows, TABLE_COLUMNS)
   markdown = ("# Final held-out accuracy per configuration\n\n"
               f"Mean and range over seeds. A seed fails when it ends below chance + {sweep.fail_margin:.0%} "
-              "(chance = always predicting the most frequent held-out class).\n\n" + accuracy_markdown(rows))
+              "(chance = always predicting the most frequent held-out class). "
+              f"{time_summary(rows)}\n\n" + accuracy_markdown(rows))
   io.write_text(os.path.join(folder, "accuracy_table.md"), markdown)
   return markdown

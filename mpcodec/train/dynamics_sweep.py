@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -21,6 +21,7 @@ import numpy as np
 
 from mpcodec import configuration, sharding
 from mpcodec.data.dataset import Dataset
+from mpcodec.models import zoo
 from mpcodec.report import io
 from mpcodec.train import dynamics
 from mpcodec.train.dynamics import DynamicsConfig, ProbeSets
@@ -231,6 +232,78 @@ def select_runs(runs: tuple[str, ...], archs: str = "", datasets: str = "") -> t
   return selected
 
 
+def training_order(runs: Sequence[str]) -> list[str]:
+  """The order runs train in: by architecture, then dataset, so one architecture's compiled programs are
+  reused by its runs one after another."""
+  return sorted(runs, key=lambda r: (r.partition("@")[0], r.partition("@")[2]))
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+  """'I/N' (1 <= I <= N) -> (I, N); ValueError naming the expected form otherwise."""
+  index, sep, count = text.partition("/")
+  try:
+    index_value, count_value = int(index), int(count)
+  except ValueError:
+    index_value = count_value = 0
+  if not sep or not 1 <= index_value <= count_value:
+    raise ValueError(f"shard {text!r}: expected I/N with 1 <= I <= N, e.g. 1/2 and 2/2 for two processes")
+  return index_value, count_value
+
+
+def estimated_cost(cfg: DynamicsConfig) -> float:
+  """A run's relative cost, for balancing shards: the model's forward FLOPs on one example (XLA's cost
+  analysis of the lowered forward pass; no data are loaded) times the examples that pass through it,
+  3 x batch per update (forward and backward) plus both probes at every measurement, for all seeds.
+
+  The spectra of a measurement are left out; they matter for the cheap MLPs only.
+  """
+  from mpcodec.data import registry  # pylint: disable=g-import-not-at-top
+  info = registry.DATASETS[cfg.dataset]
+  if info.kind == "text":
+    model = zoo.build_model(cfg.arch, info.num_classes, "text", vocab_size=cfg.vocab_size,
+                            max_length=cfg.max_length, embed_dim=cfg.embed_dim)
+    example = jax.ShapeDtypeStruct((1, cfg.max_length), jnp.int32)
+  else:
+    model = zoo.build_model(cfg.arch, info.num_classes, "image", embed_dim=cfg.embed_dim)
+    example = jax.ShapeDtypeStruct((1,) + tuple(info.example_shape), jnp.float32)
+  params = jax.eval_shape(model.init, jax.random.PRNGKey(0), example)
+  analysis = jax.jit(model.apply).lower(params, example).cost_analysis()
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0]
+  examples = (3 * cfg.batch_size * cfg.num_steps
+              + cfg.num_measurements * (cfg.probe_size + cfg.train_probe_size))
+  return float(analysis["flops"]) * examples * cfg.num_seeds
+
+
+def shard_runs(runs: Sequence[str], index: int, count: int,
+               cost: Callable[[str], float] | None = None) -> tuple[str, ...]:
+  """The runs that shard `index` (1-based) of `count` trains, in training order.
+
+  The runs are dealt out by cost, largest first, each to the shard with the least cost so far (ties to
+  the lower shard), so `count` processes started together finish at about the same time. `cost(run)`
+  is e.g. `estimated_cost` of the run's config; without it every run costs the same. The split depends
+  on the grid and the costs alone, not on what has finished, so shards never overlap and a restarted
+  shard picks up exactly its own runs.
+  """
+  if not 1 <= index <= count:
+    raise ValueError(f"shard index must lie in 1..{count}, got {index}")
+  order = training_order(runs)
+  costs = {run: (cost(run) if cost else 1.0) for run in order}
+  loads, assigned = [0.0] * count, [[] for _ in range(count)]
+  # Sorting is stable, so runs of equal cost keep the training order.
+  for run in sorted(order, key=lambda r: -costs[r]):
+    shard = min(range(count), key=lambda s: (loads[s], s))
+    loads[shard] += costs[run]
+    assigned[shard].append(run)
+  mine = set(assigned[index - 1])
+  return tuple(r for r in order if r in mine)
+
+
+def sweep_shard(sweep: SweepConfig, index: int, count: int) -> tuple[str, ...]:
+  """`shard_runs` of the sweep's runs, balanced by `estimated_cost` of each run's config."""
+  return shard_runs(sweep.runs, index, count, lambda run: estimated_cost(run_config(sweep, run)))
+
+
 # ----------------------------------------------------------------------------------------------------
 # Outputs.
 
@@ -362,7 +435,7 @@ def run_sweep(sweep: SweepConfig, workdir: str, data_dir: str | None = None,
   cache: dict = {}
   mesh = sharding.seed_mesh(sweep.base.num_seeds)
   # Same architecture next to each other, so compiled programs are reused while they are cached.
-  order = sorted(pending, key=lambda r: (r.partition("@")[0], r.partition("@")[2]))
+  order = training_order(pending)
   for run in sweep.runs:
     if run in records:
       hooks.on_run_end(run, records[run], True)

@@ -28,7 +28,8 @@ def _write_run(workdir, arch, dataset, accuracy, chance=0.1, vocab_size=None):
   np.savez(os.path.join(folder, f"{arch}__{dataset}.npz"), **arrays)
   record = {"status": "finished", "arch": arch, "dataset": dataset, "measure_names": list(MEASURES),
             "final_test_accuracy": list(accuracy), "chance_accuracy": chance, "final_eval_size": 100,
-            "rank_capped_layers": [], "dataset_metadata": {"vocab_size": vocab_size}}
+            "rank_capped_layers": [], "dataset_metadata": {"vocab_size": vocab_size},
+            "compile_seconds": 1.5, "run_seconds": 58.5}
   with open(os.path.join(folder, f"{arch}__{dataset}.json"), "w") as f:
     json.dump(record, f)
   return record
@@ -87,6 +88,17 @@ def test_accuracy_row_flags_failed_seeds_and_chance():
   assert report_dynamics.accuracy_row("a@d", None, "mlp", 0.1, 0.75)["status"] == "not run"
 
 
+def test_time_summary_adds_the_recorded_minutes():
+  rows = [{"mean_accuracy": 0.9, "minutes": 2.25}, {"mean_accuracy": 0.8, "minutes": 0.5},
+          {"mean_accuracy": 0.7, "minutes": None}, {"mean_accuracy": None}]
+  assert report_dynamics.time_summary(rows) == (
+      "3 of 4 runs finished; the wall times of 2 of them (compile + train, all seeds) add up to 2.8 min, "
+      "on the machine(s) and under the load they ran with.")
+  assert report_dynamics.time_summary([{"mean_accuracy": None}]) == "0 of 1 runs finished."
+  assert report_dynamics.run_minutes({"compile_seconds": 30.0, "run_seconds": 90.0}) == 2.0
+  assert report_dynamics.run_minutes({"run_seconds": 90.0}) is None
+
+
 def test_accuracy_table_lists_every_run_including_missing(tmp_path):
   workdir = str(tmp_path)
   records = {"mlp_128_64@mnist": _write_run(workdir, "mlp_128_64", "mnist", [0.95, 0.05], chance=0.11)}
@@ -98,5 +110,7 @@ def test_accuracy_table_lists_every_run_including_missing(tmp_path):
   assert rows[("mlp_128_64", "mnist")]["failed_seeds"] == "1"
   assert float(rows[("mlp_128_64", "mnist")]["mean_accuracy"]) == 0.5
   assert rows[("cnn_32_64", "mnist")]["status"] == "not run"
-  assert "| mlp_128_64 | mnist | some seeds failed | 2 | 50.0 | 5.0..95.0 | 11.0 | 1 |" in markdown
+  assert "| mlp_128_64 | mnist | some seeds failed | 2 | 50.0 | 5.0..95.0 | 11.0 | 1 | 1.0 |" in markdown
+  assert float(rows[("mlp_128_64", "mnist")]["minutes"]) == 1.0   # (1.5 + 58.5) s
+  assert "1 of 2 runs finished; the wall times of 1 of them" in markdown and "add up to 1.0 min" in markdown
   assert (tmp_path / "dynamics" / "accuracy_table.md").read_text().endswith(markdown)

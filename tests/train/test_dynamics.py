@@ -179,6 +179,85 @@ def test_default_grid_has_the_55_configurations():
   assert chunks == {"mlp": 100, "cnn": 50, "transformer": 20}
 
 
+def test_shards_split_the_grid_without_overlap():
+  runs = configuration.parse(dynamics_sweep.SweepConfig, dynamics_config.get_config()).runs
+  assert dynamics_sweep.parse_shard("2/3") == (2, 3) and dynamics_sweep.parse_shard("1/1") == (1, 1)
+  for bad in ("0/2", "3/2", "2", "a/b", "1/0", ""):
+    with pytest.raises(ValueError, match="expected I/N"):
+      dynamics_sweep.parse_shard(bad)
+  for count in (1, 2, 3, 7):
+    shards = [dynamics_sweep.shard_runs(runs, i, count) for i in range(1, count + 1)]
+    assert sorted(r for shard in shards for r in shard) == sorted(runs)   # every run, exactly once
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1   # equal costs: equal counts
+    for shard in shards:
+      assert list(shard) == dynamics_sweep.training_order(shard)
+  # The split depends on the grid alone, not on the order the runs are listed in.
+  assert dynamics_sweep.shard_runs(runs[::-1], 2, 3) == dynamics_sweep.shard_runs(runs, 2, 3)
+  with pytest.raises(ValueError, match="1..2"):
+    dynamics_sweep.shard_runs(runs, 3, 2)
+  # By cost, largest first to the least loaded shard: 5 -> 1, 4 -> 2, 3 -> 2 (7), 3 -> 1 (8), 3 -> 2 (10).
+  costs = {"a@x": 3.0, "b@x": 5.0, "c@x": 3.0, "d@x": 4.0, "e@x": 3.0}
+  assert dynamics_sweep.shard_runs(list(costs), 1, 2, costs.get) == ("b@x", "c@x")
+  assert dynamics_sweep.shard_runs(list(costs), 2, 2, costs.get) == ("a@x", "d@x", "e@x")
+
+
+def test_estimated_cost_counts_forward_flops_times_examples():
+  cfg = dynamics.DynamicsConfig(arch="mlp_128_64", dataset="mnist", num_seeds=2, num_steps=10,
+                                batch_size=8, measure=False)
+  per_example = dynamics_sweep.estimated_cost(cfg) / (3 * 8 * 10 * 2)
+  matmul_flops = 2 * (784 * 128 + 128 * 64 + 64 * 10)
+  assert matmul_flops <= per_example <= 1.1 * matmul_flops
+  # Both probes pass once per measurement: 6 measurements (steps 0, 2, ..., 10) of 30 + 10 examples.
+  measured = dataclasses.replace(cfg, measure=True, measure_every=2, probe_size=30, train_probe_size=10)
+  extra = dynamics_sweep.estimated_cost(measured) - dynamics_sweep.estimated_cost(cfg)
+  np.testing.assert_allclose(extra, per_example * 6 * 40 * 2, rtol=1e-6)
+  # Text runs cost by their token length: a Transformer on 48 tokens costs more than on 16 patches.
+  text = dynamics.DynamicsConfig(arch="transformer_d64_h4_l4", dataset="ag_news", max_length=48)
+  image = dataclasses.replace(text, dataset="mnist")
+  assert dynamics_sweep.estimated_cost(text) > 2 * dynamics_sweep.estimated_cost(image)
+
+
+def test_launch_shards_share_a_workdir_and_table(tmp_path):
+  """Two shards of the smoke grid, one after the other in one workdir: each trains only its own run, and
+  the table shows the other shard's run as not run until it has finished."""
+  import csv  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  root = Path(__file__).resolve().parents[2]
+  workdir = tmp_path / "grid"
+
+  def launch(shard):
+    return subprocess.run(
+        [sys.executable, "-m", "launch.dynamics", "--config=configs/dynamics.py:smoke,arch=mlp_128_64",
+         "--config.plots=False", f"--workdir={workdir}", f"--data_dir={DATA_DIR}", f"--shard={shard}"],
+        cwd=root, capture_output=True, text=True, timeout=600, check=False)
+
+  def table():
+    with open(workdir / "dynamics" / "accuracy_table.csv") as f:
+      return {f"{r['arch']}@{r['dataset']}": r for r in csv.DictReader(f)}
+
+  bad = launch("3/2")
+  assert bad.returncode != 0 and "expected I/N with 1 <= I <= N" in bad.stderr
+  assert not workdir.exists()
+  # The MNIST run is the costlier (784 inputs against a 64-wide mean embedding): shard 1 gets it.
+  sweep = configuration.parse(dynamics_sweep.SweepConfig, dynamics_config.get_config("smoke,arch=mlp_128_64"))
+  assert dynamics_sweep.sweep_shard(sweep, 1, 2) == ("mlp_128_64@mnist",)
+  assert dynamics_sweep.sweep_shard(sweep, 2, 2) == ("mlp_128_64@ag_news",)
+  second = launch("2/2")
+  assert second.returncode == 0, second.stderr[-2000:]
+  assert (workdir / "dynamics" / "mlp_128_64__ag_news.json").exists()
+  assert not (workdir / "dynamics" / "mlp_128_64__mnist.json").exists()
+  rows = table()
+  assert rows["mlp_128_64@mnist"]["status"] == "not run"
+  assert rows["mlp_128_64@ag_news"]["status"] != "not run"
+  assert float(rows["mlp_128_64@ag_news"]["minutes"]) > 0
+  first = launch("1/2")
+  assert first.returncode == 0, first.stderr[-2000:]
+  rows = table()
+  assert all(rows[r]["status"] != "not run" for r in ("mlp_128_64@ag_news", "mlp_128_64@mnist"))
+  assert "2 of 2 runs finished" in (workdir / "dynamics" / "accuracy_table.md").read_text()
+
+
 def test_smoke_sweep_writes_true_steps_and_resumes(tmp_path):
   cfg = dynamics_config.get_config("smoke,arch=mlp_128_64")
   cfg.plots = False
