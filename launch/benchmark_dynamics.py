@@ -3,6 +3,7 @@
   python -m launch.benchmark_dynamics
   python -m launch.benchmark_dynamics --archs=mlp_512x2_256x2@mnist --steps=500
   python -m launch.benchmark_dynamics --full_grid --workdir=/tmp/dynamics_grid
+  python -m launch.benchmark_dynamics --archs= --flops
 
 For one MLP, one CNN and one Transformer at the default grid settings (configs/dynamics.py: same batch,
 probe, measure_every, seeds), prints steps/s and seed-steps/s of the training run with measurement every
@@ -14,7 +15,10 @@ of the unloaded wall time). `--full_grid` times the whole default grid (every co
 written as by launch.dynamics) and prints its wall time. `--estimate_grid` times every architecture of
 the grid once per input kind (images on MNIST, text on AG News) over `--steps` steps, with and without
 measurement, and extrapolates each configuration's and the whole grid's wall time from the per-step and
-per-measurement costs (compile times added).
+per-measurement costs (compile times added). `--flops` prints the grid's FLOP budget per family without
+training: training against the measurement's forward passes (both from XLA's cost analysis of each
+model), the minutes they need at this machine's matmul rate, and the batch size at which the forward
+passes alone stay within +25%.
 """
 
 import dataclasses
@@ -45,6 +49,9 @@ _FULL_GRID = flags.DEFINE_bool("full_grid", False, "Also time the whole default 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of the --full_grid run (must be new).")
 _ESTIMATE_GRID = flags.DEFINE_bool("estimate_grid", False,
                                    "Estimate the default grid's wall time from short timed runs.")
+_FLOPS = flags.DEFINE_bool("flops", False, "Print the grid's FLOP budget: training against measurement "
+                           "forward passes per family, and the minutes they take at this machine's "
+                           "matmul rate (no training; seconds to run).")
 
 
 def _sweep_config():
@@ -152,13 +159,84 @@ def estimate_grid(sweep, data_dir, steps, repeats):
   return {"runs": estimates, "total_seconds": total}
 
 
+def matmul_gflops(size=1024, repeats=5):
+  """This machine's float32 matmul rate in GFLOP/s (size x size x size, jitted, best of `repeats`)."""
+  a = jnp.ones((size, size), jnp.float32)
+  matmul = jax.jit(jnp.matmul)
+  jax.block_until_ready(matmul(a, a))
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(matmul(a, a))
+    best = min(best, time.perf_counter() - start)
+  return 2 * size**3 / best / 1e9
+
+
+def forward_overhead(cfg) -> float:
+  """Measurement's forward passes over training's, in FLOPs: num_measurements x (probe + train probe)
+  examples forward against 3 x batch x steps (forward and backward); spectra and TwoNN not counted."""
+  return (cfg.num_measurements * (cfg.probe_size + cfg.train_probe_size)
+          / (3 * cfg.batch_size * cfg.num_steps))
+
+
+# The probe size the dynamics study asks for by default; the grid's CNNs and Transformers use less.
+ISSUE_PROBE_SIZE = 512
+
+
+def batch_for_overhead(cfg, overhead: float) -> float:
+  """The batch size at which `forward_overhead(cfg)` equals `overhead` (it falls as 1 / batch)."""
+  return forward_overhead(cfg) * cfg.batch_size / overhead
+
+
+def flop_budget(sweep, gflops):
+  """Prints and returns, per family, the training and measurement-forward TFLOPs of the grid (XLA's cost
+  analysis of each model's forward pass) and the minutes they need at `gflops`."""
+  budget = {}
+  for run in sweep.runs:
+    cfg = dynamics_sweep.run_config(sweep, run)
+    train = dynamics_sweep.estimated_cost(dataclasses.replace(cfg, measure=False))
+    measure = dynamics_sweep.estimated_cost(cfg) - train
+    entry = budget.setdefault(dynamics_sweep.family_of(cfg.arch), {"train": 0.0, "measure": 0.0, "runs": 0})
+    entry["train"] += train
+    entry["measure"] += measure
+    entry["runs"] += 1
+  print(f"\nFLOP budget of {len(sweep.runs)} configurations (forward FLOPs of each model by XLA's cost "
+        f"analysis x examples; spectra and TwoNN not counted); matmul rate here {gflops:.1f} GFLOP/s")
+  print(f"  {'family':12s} {'runs':>4s} {'train TFLOP':>12s} {'measure-fwd TFLOP':>18s} "
+        f"{'fwd overhead':>12s} {'train min':>10s} {'total min':>10s}")
+  total_minutes = 0.0
+  for family, entry in sorted(budget.items()):
+    entry["train_minutes"] = entry["train"] / (gflops * 1e9) / 60
+    entry["minutes"] = (entry["train"] + entry["measure"]) / (gflops * 1e9) / 60
+    entry["overhead_percent"] = 100 * entry["measure"] / entry["train"]
+    total_minutes += entry["minutes"]
+    print(f"  {family:12s} {entry['runs']:4d} {entry['train'] / 1e12:12.2f} {entry['measure'] / 1e12:18.2f} "
+          f"{entry['overhead_percent']:+11.0f}% {entry['train_minutes']:10.2f} {entry['minutes']:10.2f}")
+  print(f"  the grid's forward and backward passes alone need {total_minutes:.2f} min at {gflops:.1f} "
+        f"GFLOP/s (target < 90 min on 2 CPU cores)")
+  for family in sorted(budget):
+    cfg = dynamics_sweep.run_config(sweep, next(r for r in sweep.runs
+                                                if dynamics_sweep.family_of(r.split("@")[0]) == family))
+    for probe_size in sorted({cfg.probe_size, ISSUE_PROBE_SIZE}):
+      probed = dataclasses.replace(cfg, probe_size=probe_size)
+      print(f"  {family}: batch {cfg.batch_size}, probe {probe_size} + train probe {cfg.train_probe_size}, "
+            f"every {cfg.measure_every} steps: forward overhead {100 * forward_overhead(probed):+.0f}%; "
+            f"+25% needs a batch of >= {batch_for_overhead(probed, 0.25):.0f}"
+            + (" (the configured probe)" if probe_size == cfg.probe_size else ""))
+  budget["total_minutes"] = total_minutes
+  return budget
+
+
 def main(argv):
   del argv
   sweep = _sweep_config()
-  data_dir = registry.resolve_data_dir(_DATA_DIR.value)
+  needs_data = bool(_ARCHS.value) or _ESTIMATE_GRID.value or _FULL_GRID.value
+  data_dir = registry.resolve_data_dir(_DATA_DIR.value) if needs_data else None   # --flops alone: none
   print(f"devices: {jax.devices()}; cores visible: {os.cpu_count()}")
   for run in _ARCHS.value:
     benchmark_run(sweep, run, data_dir, _STEPS.value, _REPEATS.value)
+  if _FLOPS.value:
+    flop_budget(sweep, matmul_gflops())
   if _ESTIMATE_GRID.value:
     estimate_grid(sweep, data_dir, _STEPS.value, _REPEATS.value)
   if _FULL_GRID.value:

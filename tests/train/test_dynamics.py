@@ -303,6 +303,23 @@ def test_smoke_sweep_writes_true_steps_and_resumes(tmp_path):
     dynamics_sweep.run_sweep(changed, workdir, DATA_DIR)
 
 
+def test_flop_budget_matches_the_closed_form():
+  """Smoke grid: 5 measurements of 48 + 32 probe examples against 3 x 16 x 20 training examples."""
+  from launch import benchmark_dynamics  # pylint: disable=g-import-not-at-top
+  sweep = configuration.parse(dynamics_sweep.SweepConfig, dynamics_config.get_config("smoke"))
+  cfg = dynamics_sweep.run_config(sweep, sweep.runs[0])
+  expected = 5 * (48 + 32) / (3 * 16 * 20)
+  assert benchmark_dynamics.forward_overhead(cfg) == pytest.approx(expected)
+  assert benchmark_dynamics.batch_for_overhead(cfg, 0.25) == pytest.approx(expected * 16 / 0.25)
+  budget = benchmark_dynamics.flop_budget(sweep, gflops=2.0)
+  mlp = budget["mlp"]
+  assert mlp["runs"] == 2
+  assert mlp["overhead_percent"] == pytest.approx(100 * expected, rel=1e-6)
+  costs = [dynamics_sweep.estimated_cost(dynamics_sweep.run_config(sweep, r)) for r in sweep.runs]
+  assert mlp["minutes"] == pytest.approx(sum(costs) / 2e9 / 60, rel=1e-6)
+  assert budget["total_minutes"] == pytest.approx(mlp["minutes"])
+
+
 def test_benchmark_estimates_the_grid_from_short_runs():
   """The benchmark's grid estimate runs end to end and adds up its per-configuration figures."""
   import re  # pylint: disable=g-import-not-at-top
