@@ -15,7 +15,8 @@ of the unloaded wall time). `--full_grid` times the whole default grid (every co
 written as by launch.dynamics) and prints its wall time. `--estimate_grid` times every architecture of
 the grid once per input kind (images on MNIST, text on AG News) over `--steps` steps, with and without
 measurement, and extrapolates each configuration's and the whole grid's wall time from the per-step and
-per-measurement costs (compile times added). `--flops` prints the grid's FLOP budget per family without
+per-measurement costs (compile times added); with `--shards=N`, also each shard's wall time when the grid
+is split as `launch.dynamics --shard=I/N` splits it. `--flops` prints the grid's FLOP budget per family without
 training: training against the measurement's forward passes (both from XLA's cost analysis of each
 model), the minutes they need at this machine's matmul rate, and the batch size at which the forward
 passes alone stay within +25%.
@@ -49,6 +50,9 @@ _FULL_GRID = flags.DEFINE_bool("full_grid", False, "Also time the whole default 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of the --full_grid run (must be new).")
 _ESTIMATE_GRID = flags.DEFINE_bool("estimate_grid", False,
                                    "Estimate the default grid's wall time from short timed runs.")
+_SHARDS = flags.DEFINE_integer("shards", 1, "With --estimate_grid: also estimate each shard's wall time "
+                               "when the grid is split as launch.dynamics --shard=I/N splits it, one "
+                               "machine like this one per shard.")
 _FLOPS = flags.DEFINE_bool("flops", False, "Print the grid's FLOP budget: training against measurement "
                            "forward passes per family, and the minutes they take at this machine's "
                            "matmul rate (no training; seconds to run).")
@@ -120,7 +124,7 @@ def benchmark_run(sweep, run, data_dir, steps, repeats, quiet=False):
   return result
 
 
-def estimate_grid(sweep, data_dir, steps, repeats):
+def estimate_grid(sweep, data_dir, steps, repeats, shards=1):
   """Extrapolates every configuration's wall time from one timed short run per architecture and kind."""
   probes = {}
   for run in sweep.runs:
@@ -156,7 +160,15 @@ def estimate_grid(sweep, data_dir, steps, repeats):
   total = sum(e["seconds"] for e in estimates.values())
   print(f"  estimated grid wall time: {total / 60:.2f} min (compiles counted per configuration, so a "
         f"little high; target < 90 min on 2 CPU cores)")
-  return {"runs": estimates, "total_seconds": total}
+  shard_seconds = []
+  if shards > 1:
+    for index in range(1, shards + 1):
+      runs = dynamics_sweep.sweep_shard(sweep, index, shards)
+      shard_seconds.append(sum(estimates[r]["seconds"] for r in runs))
+      print(f"  shard {index}/{shards}: {len(runs)} configurations, {shard_seconds[-1] / 60:.2f} min")
+    print(f"  with {shards} shards on {shards} machines like this one the grid takes "
+          f"{max(shard_seconds) / 60:.2f} min (its slowest shard)")
+  return {"runs": estimates, "total_seconds": total, "shard_seconds": shard_seconds}
 
 
 def matmul_gflops(size=1024, repeats=5):
@@ -235,10 +247,12 @@ def main(argv):
   print(f"devices: {jax.devices()}; cores visible: {os.cpu_count()}")
   for run in _ARCHS.value:
     benchmark_run(sweep, run, data_dir, _STEPS.value, _REPEATS.value)
+  if _SHARDS.value < 1:
+    raise app.UsageError(f"--shards must be >= 1, got {_SHARDS.value}")
   if _FLOPS.value:
     flop_budget(sweep, matmul_gflops())
   if _ESTIMATE_GRID.value:
-    estimate_grid(sweep, data_dir, _STEPS.value, _REPEATS.value)
+    estimate_grid(sweep, data_dir, _STEPS.value, _REPEATS.value, _SHARDS.value)
   if _FULL_GRID.value:
     if not _WORKDIR.value:
       raise app.UsageError("--full_grid needs --workdir (a new folder)")

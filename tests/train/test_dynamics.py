@@ -328,7 +328,7 @@ def test_benchmark_estimates_the_grid_from_short_runs():
   root = Path(__file__).resolve().parents[2]
   out = subprocess.run(
       [sys.executable, "-m", "launch.benchmark_dynamics", "--archs=", "--estimate_grid", "--steps=10",
-       "--repeats=1", "--config_arg=smoke,arch=mlp_128_64", f"--data_dir={DATA_DIR}"],
+       "--repeats=1", "--config_arg=smoke,arch=mlp_128_64", f"--data_dir={DATA_DIR}", "--shards=2"],
       cwd=root, capture_output=True, text=True, timeout=600, check=False)
   assert out.returncode == 0, out.stderr[-2000:]
   assert "[1/2] mlp_128_64@mnist" in out.stdout and "[2/2] mlp_128_64@ag_news" in out.stdout
@@ -337,3 +337,9 @@ def test_benchmark_estimates_the_grid_from_short_runs():
   assert set(minutes) == {"mlp_128_64@mnist", "mlp_128_64@ag_news"} and min(minutes.values()) > 0
   total = float(re.search(r"estimated grid wall time: ([\d.]+) min", out.stdout).group(1))
   assert abs(total - sum(minutes.values())) <= 0.02
+  # Each of the two shards gets one run (the costlier MNIST one goes to shard 1).
+  shard_minutes = [float(m) for m in re.findall(r"shard \d/2: 1 configurations, ([\d.]+) min", out.stdout)]
+  assert shard_minutes == pytest.approx([minutes["mlp_128_64@mnist"], minutes["mlp_128_64@ag_news"]], abs=0.011)
+  slowest = float(re.search(r"with 2 shards on 2 machines like this one the grid takes ([\d.]+) min",
+                            out.stdout).group(1))
+  assert slowest == pytest.approx(max(shard_minutes), abs=0.011)
