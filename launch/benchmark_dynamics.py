@@ -16,8 +16,8 @@ written as by launch.dynamics) and prints its wall time. `--estimate_grid` times
 the grid once per input kind (images on MNIST, text on AG News) over `--steps` steps, with and without
 measurement, and extrapolates each configuration's and the whole grid's wall time from the per-step and
 per-measurement costs (compile times added); with `--shards=N`, also each shard's wall time when the grid
-is split as `launch.dynamics --shard=I/N` splits it. `--flops` prints the grid's FLOP budget per family without
-training: training against the measurement's forward passes (both from XLA's cost analysis of each
+is split as `launch.dynamics --shard=I/N` splits it. `--flops` prints the grid's FLOP budget per family
+without training: training against the measurement's forward passes (both from XLA's cost analysis of each
 model), the minutes they need at this machine's matmul rate, and the batch size at which the forward
 passes alone stay within +25%.
 """
@@ -162,10 +162,10 @@ def estimate_grid(sweep, data_dir, steps, repeats, shards=1):
         f"little high; target < 90 min on 2 CPU cores)")
   shard_seconds = []
   if shards > 1:
-    for index in range(1, shards + 1):
-      runs = dynamics_sweep.sweep_shard(sweep, index, shards)
+    flops = {run: dynamics_sweep.estimated_cost(dynamics_sweep.run_config(sweep, run)) for run in sweep.runs}
+    for index, runs in enumerate(dynamics_sweep.shard_plan(sweep.runs, shards, flops.get), start=1):
       shard_seconds.append(sum(estimates[r]["seconds"] for r in runs))
-      print(f"  shard {index}/{shards}: {len(runs)} configurations, {shard_seconds[-1] / 60:.2f} min")
+      print(f"  shard {index}/{shards}: {len(runs)} run(s), {shard_seconds[-1] / 60:.2f} min")
     print(f"  with {shards} shards on {shards} machines like this one the grid takes "
           f"{max(shard_seconds) / 60:.2f} min (its slowest shard)")
   return {"runs": estimates, "total_seconds": total, "shard_seconds": shard_seconds}
@@ -184,34 +184,13 @@ def matmul_gflops(size=1024, repeats=5):
   return 2 * size**3 / best / 1e9
 
 
-def forward_overhead(cfg) -> float:
-  """Measurement's forward passes over training's, in FLOPs: num_measurements x (probe + train probe)
-  examples forward against 3 x batch x steps (forward and backward); spectra and TwoNN not counted."""
-  return (cfg.num_measurements * (cfg.probe_size + cfg.train_probe_size)
-          / (3 * cfg.batch_size * cfg.num_steps))
-
-
 # The probe size the dynamics study asks for by default; the grid's CNNs and Transformers use less.
 ISSUE_PROBE_SIZE = 512
 
 
-def batch_for_overhead(cfg, overhead: float) -> float:
-  """The batch size at which `forward_overhead(cfg)` equals `overhead` (it falls as 1 / batch)."""
-  return forward_overhead(cfg) * cfg.batch_size / overhead
-
-
-def flop_budget(sweep, gflops):
-  """Prints and returns, per family, the training and measurement-forward TFLOPs of the grid (XLA's cost
-  analysis of each model's forward pass) and the minutes they need at `gflops`."""
-  budget = {}
-  for run in sweep.runs:
-    cfg = dynamics_sweep.run_config(sweep, run)
-    train = dynamics_sweep.estimated_cost(dataclasses.replace(cfg, measure=False))
-    measure = dynamics_sweep.estimated_cost(cfg) - train
-    entry = budget.setdefault(dynamics_sweep.family_of(cfg.arch), {"train": 0.0, "measure": 0.0, "runs": 0})
-    entry["train"] += train
-    entry["measure"] += measure
-    entry["runs"] += 1
+def print_flop_budget(sweep, gflops):
+  """Prints and returns `dynamics_sweep.flop_budget` with the minutes each family needs at `gflops`."""
+  budget = dynamics_sweep.flop_budget(sweep)
   print(f"\nFLOP budget of {len(sweep.runs)} configurations (forward FLOPs of each model by XLA's cost "
         f"analysis x examples; spectra and TwoNN not counted); matmul rate here {gflops:.1f} GFLOP/s")
   print(f"  {'family':12s} {'runs':>4s} {'train TFLOP':>12s} {'measure-fwd TFLOP':>18s} "
@@ -224,16 +203,17 @@ def flop_budget(sweep, gflops):
     total_minutes += entry["minutes"]
     print(f"  {family:12s} {entry['runs']:4d} {entry['train'] / 1e12:12.2f} {entry['measure'] / 1e12:18.2f} "
           f"{entry['overhead_percent']:+11.0f}% {entry['train_minutes']:10.2f} {entry['minutes']:10.2f}")
-  print(f"  the grid's forward and backward passes alone need {total_minutes:.2f} min at {gflops:.1f} "
-        f"GFLOP/s (target < 90 min on 2 CPU cores)")
+  print(f"  the grid's forward and backward passes alone need at least {total_minutes:.2f} min at "
+        f"{gflops:.1f} GFLOP/s, this machine's rate on a large matmul (target < 90 min on 2 CPU cores)")
   for family in sorted(budget):
     cfg = dynamics_sweep.run_config(sweep, next(r for r in sweep.runs
                                                 if dynamics_sweep.family_of(r.split("@")[0]) == family))
     for probe_size in sorted({cfg.probe_size, ISSUE_PROBE_SIZE}):
       probed = dataclasses.replace(cfg, probe_size=probe_size)
       print(f"  {family}: batch {cfg.batch_size}, probe {probe_size} + train probe {cfg.train_probe_size}, "
-            f"every {cfg.measure_every} steps: forward overhead {100 * forward_overhead(probed):+.0f}%; "
-            f"+25% needs a batch of >= {batch_for_overhead(probed, 0.25):.0f}"
+            f"every {cfg.measure_every} steps: forward overhead "
+            f"{100 * dynamics_sweep.forward_overhead(probed):+.0f}%; +25% needs a batch of >= "
+            f"{dynamics_sweep.batch_for_overhead(probed, 0.25):.0f}"
             + (" (the configured probe)" if probe_size == cfg.probe_size else ""))
   budget["total_minutes"] = total_minutes
   return budget
@@ -242,15 +222,17 @@ def flop_budget(sweep, gflops):
 def main(argv):
   del argv
   sweep = _sweep_config()
+  if _SHARDS.value < 1:
+    raise app.UsageError(f"--shards must be >= 1, got {_SHARDS.value}")
+  if _SHARDS.value > 1 and not _ESTIMATE_GRID.value:
+    raise app.UsageError("--shards splits the grid estimate: pass --estimate_grid too")
   needs_data = bool(_ARCHS.value) or _ESTIMATE_GRID.value or _FULL_GRID.value
   data_dir = registry.resolve_data_dir(_DATA_DIR.value) if needs_data else None   # --flops alone: none
   print(f"devices: {jax.devices()}; cores visible: {os.cpu_count()}")
   for run in _ARCHS.value:
     benchmark_run(sweep, run, data_dir, _STEPS.value, _REPEATS.value)
-  if _SHARDS.value < 1:
-    raise app.UsageError(f"--shards must be >= 1, got {_SHARDS.value}")
   if _FLOPS.value:
-    flop_budget(sweep, matmul_gflops())
+    print_flop_budget(sweep, matmul_gflops())
   if _ESTIMATE_GRID.value:
     estimate_grid(sweep, data_dir, _STEPS.value, _REPEATS.value, _SHARDS.value)
   if _FULL_GRID.value:

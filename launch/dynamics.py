@@ -32,9 +32,11 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, f"Data directory (else ${regis
 _ARCH = flags.DEFINE_string("arch", "", "Only these architectures (comma-separated).")
 _DATASET = flags.DEFINE_string("dataset", "", "Only these datasets (comma-separated).")
 _SHARD = flags.DEFINE_string(
-    "shard", "1/1", "I/N: train only the I-th of N disjoint parts of the selected runs (1-based, balanced "
-    "by estimated FLOPs), so N processes or machines sharing the workdir split the grid; the table "
-    "covers all selected runs.")
+    "shard", "1/1", "I/N: train only the I-th of N disjoint parts of the selected runs (1-based), so N "
+    "processes or machines sharing the workdir split the grid. Parts are balanced by estimated FLOPs "
+    "(compile, data loading and spectra not counted); the first shard writes the plan to the workdir and "
+    "the others read it, so all shards must run the same config and selection. The table covers all "
+    "selected runs.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Retrain runs finished with a different config.")
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -54,7 +56,7 @@ def main(argv):
   grid = configuration.parse(dynamics_sweep.SweepConfig,
                              {**configuration.to_dict(sweep), "runs": list(runs)})
   if num_shards > 1:
-    runs = dynamics_sweep.sweep_shard(grid, shard_index, num_shards)
+    runs = dynamics_sweep.sweep_shard(grid, shard_index, num_shards, _WORKDIR.value)
   if not runs:
     raise app.UsageError(f"--shard={_SHARD.value} gets no run: the selection has only {len(grid.runs)}")
   sweep = configuration.parse(dynamics_sweep.SweepConfig,
@@ -94,7 +96,8 @@ def main(argv):
                                      hooks=hooks)
   steps_bar.close()
   runs_bar.close()
-  # The table lists every selected run, so a shard shows the others' runs as finished or not run yet.
+  # The table lists every selected run, so a shard shows the others' runs as finished or not run yet;
+  # running any shard again once all have finished (everything is skipped) rewrites the whole table.
   table = report_dynamics.write_accuracy_table(_WORKDIR.value, records, grid)
   print(table)
 

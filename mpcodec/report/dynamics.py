@@ -7,8 +7,7 @@ Plots (under <workdir>/dynamics/plots/, one set per configuration):
   min..max band.
 The table (`accuracy_table.csv` / `.md`) lists every configuration's final held-out accuracy (mean and
 min..max over seeds) beside the chance level, with a status that shows failing seeds instead of hiding them,
-and each run's wall time (compile + train, all seeds) with their total, the grid's cost on the machines
-that ran it.
+and each run's wall time (compile + train, all seeds) with their total over the table's runs.
 """
 
 from __future__ import annotations
@@ -174,12 +173,13 @@ def run_minutes(record: Mapping[str, Any]) -> float | None:
   return sum(seconds) / 60
 
 
-def _finished_records_on_disk(workdir: str) -> dict[str, dict]:
+def _records_on_disk(workdir: str) -> dict[str, dict]:
+  """The finished and diverged runs' records under workdir/dynamics/ (other shards' runs included)."""
   records = {}
   for path in sorted(glob.glob(os.path.join(workdir, "dynamics", "*__*.json"))):
     with open(path, encoding="utf-8") as f:
       record = json.load(f)
-    if record.get("status") == "finished":
+    if record.get("status") in ("finished", "diverged"):
       records[f"{record['arch']}@{record['dataset']}"] = record
   return records
 
@@ -193,7 +193,12 @@ def _minutes(value: float | None) -> str:
 
 
 def time_summary(rows: Sequence[Mapping[str, Any]]) -> str:
-  """'K of N runs finished; their wall time adds up to X min ...' from the rows' recorded times."""
+  """'K of N runs finished; the wall times of J of them ... add up to X min ...' over the table's rows.
+
+  A run's time is its recorded compile and training time (data loading, writing and plots left out; the
+  compile time is near 0 where a compiled program was reused); summed over shards it is machine time,
+  not the elapsed time of the whole grid.
+  """
   finished = [r for r in rows if r.get("mean_accuracy") is not None]
   timed = [r["minutes"] for r in finished if r.get("minutes") is not None]
   text = f"{len(finished)} of {len(rows)} runs finished"
@@ -220,7 +225,7 @@ def write_accuracy_table(workdir: str, records: Mapping[str, Mapping[str, Any]],
   """Writes dynamics/accuracy_table.{csv,md} for this sweep's runs and any other finished run found in
   the workdir; returns the markdown."""
   from mpcodec.train.dynamics_sweep import family_of  # pylint: disable=g-import-not-at-top
-  merged: dict[str, Mapping[str, Any] | None] = dict(_finished_records_on_disk(workdir))
+  merged: dict[str, Mapping[str, Any] | None] = dict(_records_on_disk(workdir))
   for run in sweep.runs:
     merged[run] = records.get(run) or merged.get(run)
   rows = [accuracy_row(run, merged[run], family_of(run.partition("@")[0]), sweep.fail_margin,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -275,33 +276,106 @@ def estimated_cost(cfg: DynamicsConfig) -> float:
   return float(analysis["flops"]) * examples * cfg.num_seeds
 
 
-def shard_runs(runs: Sequence[str], index: int, count: int,
-               cost: Callable[[str], float] | None = None) -> tuple[str, ...]:
-  """The runs that shard `index` (1-based) of `count` trains, in training order.
+def forward_overhead(cfg: DynamicsConfig) -> float:
+  """Measurement's forward passes over training's, in FLOPs of the same model: num_measurements x
+  (probe + train probe) examples forward against 3 x batch x steps (forward and backward); the spectra
+  and TwoNN come on top."""
+  return (cfg.num_measurements * (cfg.probe_size + cfg.train_probe_size)
+          / (3 * cfg.batch_size * cfg.num_steps))
+
+
+def batch_for_overhead(cfg: DynamicsConfig, overhead: float) -> float:
+  """The batch size at which `forward_overhead(cfg)` equals `overhead` (it falls as 1 / batch)."""
+  return forward_overhead(cfg) * cfg.batch_size / overhead
+
+
+def flop_budget(sweep: SweepConfig) -> dict[str, dict[str, float]]:
+  """Per family: {'runs', 'train', 'measure'}, the FLOPs of training and of the measurements' forward
+  passes summed over the sweep's runs (`estimated_cost`; spectra and TwoNN not counted)."""
+  budget: dict[str, dict[str, float]] = {}
+  for run in sweep.runs:
+    cfg = run_config(sweep, run)
+    train = estimated_cost(dataclasses.replace(cfg, measure=False))
+    entry = budget.setdefault(family_of(cfg.arch), {"runs": 0, "train": 0.0, "measure": 0.0})
+    entry["runs"] += 1
+    entry["train"] += train
+    entry["measure"] += estimated_cost(cfg) - train
+  return budget
+
+
+def shard_plan(runs: Sequence[str], count: int,
+               cost: Callable[[str], float] | None = None) -> list[tuple[str, ...]]:
+  """The runs of each of `count` shards, each in training order.
 
   The runs are dealt out by cost, largest first, each to the shard with the least cost so far (ties to
   the lower shard), so `count` processes started together finish at about the same time. `cost(run)`
-  is e.g. `estimated_cost` of the run's config; without it every run costs the same. The split depends
-  on the grid and the costs alone, not on what has finished, so shards never overlap and a restarted
-  shard picks up exactly its own runs.
+  is e.g. `estimated_cost` of the run's config; without it every run costs the same, and the shards get
+  equal counts. The plan depends on the runs and costs alone, not on their listed order or on what has
+  finished, so shards never overlap and a restarted shard picks up exactly its own runs. With more
+  shards than runs, some shards get none.
   """
-  if not 1 <= index <= count:
-    raise ValueError(f"shard index must lie in 1..{count}, got {index}")
+  if count < 1:
+    raise ValueError(f"the number of shards must be >= 1, got {count}")
   order = training_order(runs)
   costs = {run: (cost(run) if cost else 1.0) for run in order}
-  loads, assigned = [0.0] * count, [[] for _ in range(count)]
+  loads, assigned = [0.0] * count, [set() for _ in range(count)]
   # Sorting is stable, so runs of equal cost keep the training order.
   for run in sorted(order, key=lambda r: -costs[r]):
     shard = min(range(count), key=lambda s: (loads[s], s))
     loads[shard] += costs[run]
-    assigned[shard].append(run)
-  mine = set(assigned[index - 1])
-  return tuple(r for r in order if r in mine)
+    assigned[shard].add(run)
+  return [tuple(r for r in order if r in mine) for mine in assigned]
 
 
-def sweep_shard(sweep: SweepConfig, index: int, count: int) -> tuple[str, ...]:
-  """`shard_runs` of the sweep's runs, balanced by `estimated_cost` of each run's config."""
-  return shard_runs(sweep.runs, index, count, lambda run: estimated_cost(run_config(sweep, run)))
+def shard_runs(runs: Sequence[str], index: int, count: int,
+               cost: Callable[[str], float] | None = None) -> tuple[str, ...]:
+  """The runs that shard `index` (1-based) of `count` trains (see `shard_plan`)."""
+  if not 1 <= index <= count:
+    raise ValueError(f"shard index must lie in 1..{count}, got {index}")
+  return shard_plan(runs, count, cost)[index - 1]
+
+
+def shard_plan_path(workdir: str, runs: Sequence[str], count: int) -> str:
+  """Where the plan of splitting `runs` into `count` shards is kept under workdir/dynamics/."""
+  import hashlib  # pylint: disable=g-import-not-at-top
+  import json  # pylint: disable=g-import-not-at-top
+  key = hashlib.sha256(json.dumps([sorted(runs), count]).encode()).hexdigest()[:16]
+  return os.path.join(workdir, "dynamics", "shard_plans", f"{count}_shards_{key}.json")
+
+
+def sweep_shard(sweep: SweepConfig, index: int, count: int,
+                workdir: str | None = None) -> tuple[str, ...]:
+  """The sweep's runs for shard `index` of `count`, balanced by `estimated_cost` of each run's config.
+
+  With a workdir, the first shard to get there writes the plan (`shard_plan_path`, created only if
+  absent) and every shard then reads it: processes on machines whose cost estimates differ (another
+  backend or JAX version) still split the grid the same way.
+  """
+  import json  # pylint: disable=g-import-not-at-top
+  if not 1 <= index <= count:
+    raise ValueError(f"shard index must lie in 1..{count}, got {index}")
+  if workdir is None:
+    return shard_runs(sweep.runs, index, count, lambda run: estimated_cost(run_config(sweep, run)))
+  path = shard_plan_path(workdir, sweep.runs, count)
+  if not os.path.exists(path):
+    costs = {run: estimated_cost(run_config(sweep, run)) for run in sweep.runs}
+    plan = {"runs": sorted(sweep.runs), "count": count, "estimated_flops": costs,
+            "shards": [list(s) for s in shard_plan(sweep.runs, count, costs.get)]}
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+    try:
+      with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(plan, f, indent=2)
+      os.link(tmp, path)   # Creates the plan only if no other shard has: the first one wins.
+    except FileExistsError:
+      pass
+    finally:
+      os.remove(tmp)
+  with open(path, encoding="utf-8") as f:
+    plan = json.load(f)
+  if plan.get("runs") != sorted(sweep.runs) or plan.get("count") != count:
+    raise SweepError(f"{path} is the plan of another selection of runs or number of shards; delete it")
+  return tuple(plan["shards"][index - 1])
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -449,7 +523,10 @@ def run_sweep(sweep: SweepConfig, workdir: str, data_dir: str | None = None,
       result = run_seeds(cfg, dataset, mesh=mesh, on_chunk=hooks.on_chunk, cache=cache)
     except DivergedError as e:
       records[run] = {"status": "diverged", "arch": cfg.arch, "dataset": cfg.dataset,
-                      "message": str(e), "chance_accuracy": chance_accuracy(dataset)}
+                      "message": str(e), "chance_accuracy": chance_accuracy(dataset),
+                      "config": configuration.to_dict(cfg)}
+      # On disk for the tables of other shards; not a finished run, so the next sweep tries it again.
+      io.write_json(result_paths(workdir, run)[1], records[run])
       hooks.on_run_end(run, records[run], False)
       continue
     records[run] = write_result(workdir, run, cfg, dataset, result, sweep.fail_margin)

@@ -154,6 +154,16 @@ def test_bars_wraps_the_synthetic_generator():
     registry.get_dataset("bars", num_trains=8)
 
 
+def test_registry_example_shapes_match_the_loaded_images(mnist):
+  """The shape the registry states before loading (used to estimate costs) is what loading gives."""
+  assert registry.DATASETS["mnist"].example_shape == mnist.input_shape
+  for name in ("fashion_mnist", "kmnist"):
+    assert registry.DATASETS[name].example_shape == registry.get_dataset(name, DATA).input_shape
+  bars = registry.get_dataset("bars", seed=0, num_train=8, num_test=8)   # default image size
+  assert registry.DATASETS["bars"].example_shape == bars.input_shape
+  assert registry.DATASETS["ag_news"].example_shape is None   # text: set by max_length
+
+
 def test_unknown_dataset_lists_valid_names():
   with pytest.raises(ValueError) as error:
     registry.get_dataset("cifar10", DATA)

@@ -305,19 +305,68 @@ def test_smoke_sweep_writes_true_steps_and_resumes(tmp_path):
 
 def test_flop_budget_matches_the_closed_form():
   """Smoke grid: 5 measurements of 48 + 32 probe examples against 3 x 16 x 20 training examples."""
-  from launch import benchmark_dynamics  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
   sweep = configuration.parse(dynamics_sweep.SweepConfig, dynamics_config.get_config("smoke"))
   cfg = dynamics_sweep.run_config(sweep, sweep.runs[0])
   expected = 5 * (48 + 32) / (3 * 16 * 20)
-  assert benchmark_dynamics.forward_overhead(cfg) == pytest.approx(expected)
-  assert benchmark_dynamics.batch_for_overhead(cfg, 0.25) == pytest.approx(expected * 16 / 0.25)
-  budget = benchmark_dynamics.flop_budget(sweep, gflops=2.0)
-  mlp = budget["mlp"]
-  assert mlp["runs"] == 2
-  assert mlp["overhead_percent"] == pytest.approx(100 * expected, rel=1e-6)
+  assert dynamics_sweep.forward_overhead(cfg) == pytest.approx(expected)
+  assert dynamics_sweep.batch_for_overhead(cfg, 0.25) == pytest.approx(expected * 16 / 0.25)
+  budget = dynamics_sweep.flop_budget(sweep)
+  assert set(budget) == {"mlp"} and budget["mlp"]["runs"] == 2
+  assert budget["mlp"]["measure"] / budget["mlp"]["train"] == pytest.approx(expected, rel=1e-6)
   costs = [dynamics_sweep.estimated_cost(dynamics_sweep.run_config(sweep, r)) for r in sweep.runs]
-  assert mlp["minutes"] == pytest.approx(sum(costs) / 2e9 / 60, rel=1e-6)
-  assert budget["total_minutes"] == pytest.approx(mlp["minutes"])
+  assert budget["mlp"]["train"] + budget["mlp"]["measure"] == pytest.approx(sum(costs), rel=1e-6)
+  # The benchmark prints the same figures; it needs no data for --flops alone.
+  out = subprocess.run([sys.executable, "-m", "launch.benchmark_dynamics", "--archs=", "--flops",
+                        "--config_arg=smoke"], cwd=Path(__file__).resolve().parents[2], capture_output=True,
+                       text=True, timeout=600, check=False, env={**os.environ, "MPCODEC_DATA_DIR": ""})
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert "forward overhead +42%; +25% needs a batch of >= 27 (the configured probe)" in out.stdout
+  # 5 x (512 + 32) / 960 = 2.83; 2.83 x 16 / 0.25 = 181.
+  assert ("probe 512 + train probe 32, every 5 steps: forward overhead +283%; +25% needs a batch of >= 181"
+          in out.stdout)
+
+
+def test_shard_plan_is_written_once_and_read_by_every_shard(tmp_path, monkeypatch):
+  sweep = configuration.parse(dynamics_sweep.SweepConfig, dynamics_config.get_config("smoke"))
+  workdir = str(tmp_path)
+  first = [dynamics_sweep.sweep_shard(sweep, i, 2, workdir) for i in (1, 2)]
+  assert first == [("mlp_128_64@mnist",), ("mlp_128_64@ag_news",)]   # MNIST has 784 inputs: costlier
+  path = dynamics_sweep.shard_plan_path(workdir, sweep.runs, 2)
+  with open(path) as f:
+    assert json.load(f)["shards"] == [list(s) for s in first]
+  # A machine whose cost estimates come out the other way round still follows the plan on disk.
+  monkeypatch.setattr(dynamics_sweep, "estimated_cost",
+                      lambda cfg: 1.0 if cfg.dataset == "mnist" else 2.0)
+  assert dynamics_sweep.sweep_shard(sweep, 1, 2) == ("mlp_128_64@ag_news",)   # no workdir: its own
+  assert [dynamics_sweep.sweep_shard(sweep, i, 2, workdir) for i in (1, 2)] == first
+  # More shards than runs: the extra shards get none.
+  assert dynamics_sweep.shard_plan(sweep.runs, 3)[2] == ()
+  with open(path, "w") as f:
+    json.dump({"runs": ["other@mnist"], "count": 2, "shards": [[], []]}, f)
+  with pytest.raises(dynamics_sweep.SweepError, match="another selection"):
+    dynamics_sweep.sweep_shard(sweep, 1, 2, workdir)
+
+
+def test_diverged_run_is_recorded_for_the_table_and_tried_again(tmp_path):
+  cfg = dynamics_config.get_config("smoke,arch=mlp_128_64,dataset=mnist")
+  cfg.plots = False
+  cfg.mlp.learning_rate = 1e30   # Adam moves every weight by ~1e30 at once: logits overflow to inf.
+  sweep = configuration.parse(dynamics_sweep.SweepConfig, cfg)
+  workdir = str(tmp_path)
+  records = dynamics_sweep.run_sweep(sweep, workdir, DATA_DIR)
+  assert records["mlp_128_64@mnist"]["status"] == "diverged"
+  with open(dynamics_sweep.result_paths(workdir, "mlp_128_64@mnist")[1]) as f:
+    on_disk = json.load(f)
+  assert on_disk["status"] == "diverged" and "loss is" in on_disk["message"]
+  from mpcodec.report import dynamics as report_dynamics  # pylint: disable=g-import-not-at-top
+  markdown = report_dynamics.write_accuracy_table(workdir, {}, sweep)   # as another shard sees it
+  assert "| mlp_128_64 | mnist | diverged |" in markdown
+  started = []
+  hooks = dynamics_sweep.SweepHooks(on_run_start=lambda index, total, run: started.append(run))
+  dynamics_sweep.run_sweep(sweep, workdir, DATA_DIR, hooks=hooks)
+  assert started == ["mlp_128_64@mnist"]   # not a finished run: tried again
 
 
 def test_benchmark_estimates_the_grid_from_short_runs():
@@ -338,8 +387,9 @@ def test_benchmark_estimates_the_grid_from_short_runs():
   total = float(re.search(r"estimated grid wall time: ([\d.]+) min", out.stdout).group(1))
   assert abs(total - sum(minutes.values())) <= 0.02
   # Each of the two shards gets one run (the costlier MNIST one goes to shard 1).
-  shard_minutes = [float(m) for m in re.findall(r"shard \d/2: 1 configurations, ([\d.]+) min", out.stdout)]
-  assert shard_minutes == pytest.approx([minutes["mlp_128_64@mnist"], minutes["mlp_128_64@ag_news"]], abs=0.011)
+  shard_minutes = [float(m) for m in re.findall(r"shard \d/2: 1 run\(s\), ([\d.]+) min", out.stdout)]
+  expected_minutes = [minutes["mlp_128_64@mnist"], minutes["mlp_128_64@ag_news"]]
+  assert shard_minutes == pytest.approx(expected_minutes, abs=0.011)
   slowest = float(re.search(r"with 2 shards on 2 machines like this one the grid takes ([\d.]+) min",
                             out.stdout).group(1))
   assert slowest == pytest.approx(max(shard_minutes), abs=0.011)
