@@ -225,9 +225,11 @@ def write_accuracy_table(workdir: str, records: Mapping[str, Mapping[str, Any]],
   """Writes dynamics/accuracy_table.{csv,md} for this sweep's runs and any other finished run found in
   the workdir; returns the markdown."""
   from mpcodec.train.dynamics_sweep import family_of  # pylint: disable=g-import-not-at-top
-  merged: dict[str, Mapping[str, Any] | None] = dict(_records_on_disk(workdir))
-  for run in sweep.runs:
-    merged[run] = records.get(run) or merged.get(run)
+  on_disk = _records_on_disk(workdir)
+  # The sweep's runs in its order, then any other run found in the workdir.
+  merged: dict[str, Mapping[str, Any] | None] = {
+      run: records.get(run) or on_disk.get(run) for run in sweep.runs}
+  merged.update({run: record for run, record in on_disk.items() if run not in merged})
   rows = [accuracy_row(run, merged[run], family_of(run.partition("@")[0]), sweep.fail_margin,
                        sweep.text_accuracy_target) for run in merged]
   folder = os.path.join(workdir, "dynamics")

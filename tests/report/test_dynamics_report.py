@@ -102,15 +102,20 @@ def test_time_summary_adds_the_recorded_minutes():
 def test_accuracy_table_lists_every_run_including_missing(tmp_path):
   workdir = str(tmp_path)
   records = {"mlp_128_64@mnist": _write_run(workdir, "mlp_128_64", "mnist", [0.95, 0.05], chance=0.11)}
+  _write_run(workdir, "cnn_32_64", "kmnist", [0.9, 0.9])   # another sweep's run in the same workdir
   sweep = SweepConfig(runs=("mlp_128_64@mnist", "cnn_32_64@mnist"))
   markdown = report_dynamics.write_accuracy_table(workdir, records, sweep)
   with open(tmp_path / "dynamics" / "accuracy_table.csv") as f:
+    ordered = [(r["arch"], r["dataset"]) for r in csv.DictReader(f)]
+  with open(tmp_path / "dynamics" / "accuracy_table.csv") as f:
     rows = {(r["arch"], r["dataset"]): r for r in csv.DictReader(f)}
+  # The sweep's runs in its order (the missing one included), then the other run found on disk.
+  assert ordered == [("mlp_128_64", "mnist"), ("cnn_32_64", "mnist"), ("cnn_32_64", "kmnist")]
   assert rows[("mlp_128_64", "mnist")]["status"] == "some seeds failed"
   assert rows[("mlp_128_64", "mnist")]["failed_seeds"] == "1"
   assert float(rows[("mlp_128_64", "mnist")]["mean_accuracy"]) == 0.5
   assert rows[("cnn_32_64", "mnist")]["status"] == "not run"
   assert "| mlp_128_64 | mnist | some seeds failed | 2 | 50.0 | 5.0..95.0 | 11.0 | 1 | 1.0 |" in markdown
   assert float(rows[("mlp_128_64", "mnist")]["minutes"]) == 1.0   # (1.5 + 58.5) s
-  assert "1 of 2 runs finished; the wall times of 1 of them" in markdown and "add up to 1.0 min" in markdown
+  assert "2 of 3 runs finished; the wall times of 2 of them" in markdown and "add up to 2.0 min" in markdown
   assert (tmp_path / "dynamics" / "accuracy_table.md").read_text().endswith(markdown)
