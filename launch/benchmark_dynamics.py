@@ -171,7 +171,7 @@ def estimate_grid(sweep, data_dir, steps, repeats, shards=1):
   return {"runs": estimates, "total_seconds": total, "shard_seconds": shard_seconds}
 
 
-def matmul_gflops(size=1024, repeats=5):
+def matmul_gflops(size=2048, repeats=10):
   """This machine's float32 matmul rate in GFLOP/s (size x size x size, jitted, best of `repeats`)."""
   a = jnp.ones((size, size), jnp.float32)
   matmul = jax.jit(jnp.matmul)
@@ -215,6 +215,14 @@ def print_flop_budget(sweep, gflops):
             f"{100 * dynamics_sweep.forward_overhead(probed):+.0f}%; +25% needs a batch of >= "
             f"{dynamics_sweep.batch_for_overhead(probed, 0.25):.0f}"
             + (" (the configured probe)" if probe_size == cfg.probe_size else ""))
+  # The two targets together: training grows with the batch that brings the forward overhead to +25%.
+  for label, probe_size in (("the configured probes", None),
+                            (f"a {ISSUE_PROBE_SIZE}-example probe", ISSUE_PROBE_SIZE)):
+    flops = dynamics_sweep.flops_within_overhead(sweep, 0.25, probe_size, budget)
+    minutes = flops / (gflops * 1e9) / 60
+    budget[f"minutes_within_25_percent_{probe_size or 'configured'}"] = minutes
+    print(f"  with {label} and each family's batch raised to keep the forward overhead within +25%, the "
+          f"grid's passes alone need at least {minutes:.2f} min at {gflops:.1f} GFLOP/s")
   budget["total_minutes"] = total_minutes
   return budget
 

@@ -303,6 +303,27 @@ def flop_budget(sweep: SweepConfig) -> dict[str, dict[str, float]]:
   return budget
 
 
+def flops_within_overhead(sweep: SweepConfig, overhead: float, probe_size: int | None = None,
+                          budget: Mapping[str, Mapping[str, float]] | None = None) -> float:
+  """The grid's FLOPs (training + measurement forward passes) once every family's batch is raised, where
+  needed, to keep `forward_overhead` within `overhead`; with `probe_size`, every family measures on
+  that many held-out examples instead of its own. `budget` is `flop_budget(sweep)` if already at hand.
+
+  Training FLOPs grow in proportion to the batch, the measurement's with the probe examples.
+  """
+  budget = flop_budget(sweep) if budget is None else budget
+  total = 0.0
+  for family in FAMILIES:
+    if family not in budget:
+      continue
+    cfg = run_config(sweep, next(r for r in sweep.runs if family_of(r.partition("@")[0]) == family))
+    probed = dataclasses.replace(cfg, probe_size=probe_size or cfg.probe_size)
+    batch = max(cfg.batch_size, batch_for_overhead(probed, overhead))
+    probe_scale = (probed.probe_size + cfg.train_probe_size) / (cfg.probe_size + cfg.train_probe_size)
+    total += budget[family]["train"] * batch / cfg.batch_size + budget[family]["measure"] * probe_scale
+  return total
+
+
 def shard_plan(runs: Sequence[str], count: int,
                cost: Callable[[str], float] | None = None) -> list[tuple[str, ...]]:
   """The runs of each of `count` shards, each in training order.

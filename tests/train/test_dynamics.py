@@ -317,6 +317,16 @@ def test_flop_budget_matches_the_closed_form():
   assert budget["mlp"]["measure"] / budget["mlp"]["train"] == pytest.approx(expected, rel=1e-6)
   costs = [dynamics_sweep.estimated_cost(dynamics_sweep.run_config(sweep, r)) for r in sweep.runs]
   assert budget["mlp"]["train"] + budget["mlp"]["measure"] == pytest.approx(sum(costs), rel=1e-6)
+  # Within +25%: the batch goes from 16 to 16 x expected / 0.25 = 26.7, training FLOPs with it.
+  train, measure = budget["mlp"]["train"], budget["mlp"]["measure"]
+  assert dynamics_sweep.flops_within_overhead(sweep, 0.25) == pytest.approx(
+      train * expected / 0.25 + measure, rel=1e-6)
+  # A 512-example probe: 512 + 32 examples per measurement instead of 48 + 32.
+  with_512 = 5 * (512 + 32) / (3 * 16 * 20)
+  assert dynamics_sweep.flops_within_overhead(sweep, 0.25, probe_size=512) == pytest.approx(
+      train * with_512 / 0.25 + measure * (512 + 32) / (48 + 32), rel=1e-6)
+  # Already within the limit: nothing changes.
+  assert dynamics_sweep.flops_within_overhead(sweep, 0.5) == pytest.approx(train + measure, rel=1e-6)
   # The benchmark prints the same figures; it needs no data for --flops alone.
   out = subprocess.run([sys.executable, "-m", "launch.benchmark_dynamics", "--archs=", "--flops",
                         "--config_arg=smoke"], cwd=Path(__file__).resolve().parents[2], capture_output=True,
@@ -326,6 +336,8 @@ def test_flop_budget_matches_the_closed_form():
   # 5 x (512 + 32) / 960 = 2.83; 2.83 x 16 / 0.25 = 181.
   assert ("probe 512 + train probe 32, every 5 steps: forward overhead +283%; +25% needs a batch of >= 181"
           in out.stdout)
+  assert "with the configured probes and each family's batch raised" in out.stdout
+  assert "with a 512-example probe and each family's batch raised" in out.stdout
 
 
 def test_shard_plan_is_written_once_and_read_by_every_shard(tmp_path, monkeypatch):
