@@ -162,7 +162,7 @@ def estimate_grid(sweep, data_dir, steps, repeats, shards=1):
         f"little high; target < 90 min on 2 CPU cores)")
   shard_seconds = []
   if shards > 1:
-    flops = {run: dynamics_sweep.estimated_cost(dynamics_sweep.run_config(sweep, run)) for run in sweep.runs}
+    flops = dynamics_sweep.estimated_costs(sweep)
     for index, runs in enumerate(dynamics_sweep.shard_plan(sweep.runs, shards, flops.get), start=1):
       shard_seconds.append(sum(estimates[r]["seconds"] for r in runs))
       print(f"  shard {index}/{shards}: {len(runs)} run(s), {shard_seconds[-1] / 60:.2f} min")
@@ -206,8 +206,7 @@ def print_flop_budget(sweep, gflops):
   print(f"  the grid's forward and backward passes alone need at least {total_minutes:.2f} min at "
         f"{gflops:.1f} GFLOP/s, this machine's rate on a large matmul (target < 90 min on 2 CPU cores)")
   for family in sorted(budget):
-    cfg = dynamics_sweep.run_config(sweep, next(r for r in sweep.runs
-                                                if dynamics_sweep.family_of(r.split("@")[0]) == family))
+    cfg = dynamics_sweep.family_config(sweep, family)
     for probe_size in sorted({cfg.probe_size, ISSUE_PROBE_SIZE}):
       probed = dataclasses.replace(cfg, probe_size=probe_size)
       print(f"  {family}: batch {cfg.batch_size}, probe {probe_size} + train probe {cfg.train_probe_size}, "

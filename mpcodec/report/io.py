@@ -66,6 +66,24 @@ def write_json(path: str | os.PathLike, payload: Any) -> None:
   write_text(path, json.dumps(jsonable(payload), indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
+def write_json_once(path: str | os.PathLike, payload: Any) -> bool:
+  """Writes `payload` as `write_json` does, but only if `path` does not exist yet, atomically even
+  between processes: of several writers, exactly one creates the file. Returns whether this call did."""
+  path = os.fspath(path)
+  folder = os.path.dirname(path) or "."
+  os.makedirs(folder, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+  try:
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+      f.write(json.dumps(jsonable(payload), indent=2, sort_keys=True, allow_nan=False) + "\n")
+    os.link(tmp, path)   # Fails if the path exists, unlike a rename.
+    return True
+  except FileExistsError:
+    return False
+  finally:
+    os.remove(tmp)
+
+
 def write_csv(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]],
               columns: Sequence[str] | None = None) -> None:
   """Writes dict rows as CSV with a header; columns default to the first row's keys in order."""

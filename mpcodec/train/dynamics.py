@@ -164,12 +164,19 @@ class ProbeSets:
   train_probe_indices: np.ndarray   # positions in the training split
 
 
+def model_for(cfg: DynamicsConfig, kind: str, num_classes: int, vocab_size: int | None = None,
+              max_length: int | None = None):
+  """The zoo model for `cfg.arch` on inputs of `kind` ('image' or 'text', which takes vocabulary size
+  and length)."""
+  if kind == "text":
+    return zoo.build_model(cfg.arch, num_classes, "text", vocab_size=vocab_size, max_length=max_length,
+                           embed_dim=cfg.embed_dim)
+  return zoo.build_model(cfg.arch, num_classes, "image", embed_dim=cfg.embed_dim)
+
+
 def build_model(cfg: DynamicsConfig, dataset: Dataset):
-  """The zoo model for `cfg.arch` on `dataset` (text sets pass vocabulary size and length)."""
-  if dataset.kind == "text":
-    return zoo.build_model(cfg.arch, dataset.num_classes, "text", vocab_size=dataset.vocab_size,
-                           max_length=dataset.max_length, embed_dim=cfg.embed_dim)
-  return zoo.build_model(cfg.arch, dataset.num_classes, "image", embed_dim=cfg.embed_dim)
+  """The zoo model for `cfg.arch` on `dataset` (text sets pass their vocabulary size and length)."""
+  return model_for(cfg, dataset.kind, dataset.num_classes, dataset.vocab_size, dataset.max_length)
 
 
 def _fixed_subset(rng: np.random.Generator, size: int, count: int) -> np.ndarray:

@@ -10,8 +10,9 @@ and atomically, so its presence with a matching config marks the configuration a
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -22,7 +23,6 @@ import numpy as np
 
 from mpcodec import configuration, sharding
 from mpcodec.data.dataset import Dataset
-from mpcodec.models import zoo
 from mpcodec.report import io
 from mpcodec.train import dynamics
 from mpcodec.train.dynamics import DynamicsConfig, ProbeSets
@@ -251,37 +251,53 @@ def parse_shard(text: str) -> tuple[int, int]:
   return index_value, count_value
 
 
-def estimated_cost(cfg: DynamicsConfig) -> float:
-  """A run's relative cost, for balancing shards: the model's forward FLOPs on one example (XLA's cost
-  analysis of the lowered forward pass; no data are loaded) times the examples that pass through it,
-  3 x batch per update (forward and backward) plus both probes at every measurement, for all seeds.
-
-  The spectra of a measurement are left out; they matter for the cheap MLPs only.
-  """
+def forward_flops(cfg: DynamicsConfig) -> float:
+  """The model's forward FLOPs on one example of `cfg.dataset`: XLA's cost analysis of the lowered
+  forward pass, from the registry's shapes (no data are loaded)."""
   from mpcodec.data import registry  # pylint: disable=g-import-not-at-top
   info = registry.DATASETS[cfg.dataset]
+  model = dynamics.model_for(cfg, info.kind, info.num_classes, cfg.vocab_size, cfg.max_length)
   if info.kind == "text":
-    model = zoo.build_model(cfg.arch, info.num_classes, "text", vocab_size=cfg.vocab_size,
-                            max_length=cfg.max_length, embed_dim=cfg.embed_dim)
     example = jax.ShapeDtypeStruct((1, cfg.max_length), jnp.int32)
   else:
-    model = zoo.build_model(cfg.arch, info.num_classes, "image", embed_dim=cfg.embed_dim)
     example = jax.ShapeDtypeStruct((1,) + tuple(info.example_shape), jnp.float32)
   params = jax.eval_shape(model.init, jax.random.PRNGKey(0), example)
   analysis = jax.jit(model.apply).lower(params, example).cost_analysis()
   if isinstance(analysis, (list, tuple)):
     analysis = analysis[0]
-  examples = (3 * cfg.batch_size * cfg.num_steps
-              + cfg.num_measurements * (cfg.probe_size + cfg.train_probe_size))
-  return float(analysis["flops"]) * examples * cfg.num_seeds
+  return float(analysis["flops"])
+
+
+def _train_examples(cfg: DynamicsConfig) -> int:
+  """Example passes of training, all seeds: 3 x batch per update (forward and backward)."""
+  return 3 * cfg.batch_size * cfg.num_steps * cfg.num_seeds
+
+
+def _measure_examples(cfg: DynamicsConfig) -> int:
+  """Example passes of the measurements, all seeds: both probes forward at every measurement."""
+  return cfg.num_measurements * (cfg.probe_size + cfg.train_probe_size) * cfg.num_seeds
+
+
+def estimated_cost(cfg: DynamicsConfig, flops: float | None = None) -> float:
+  """A run's relative cost, for balancing shards: `forward_flops` (or `flops`, if already at hand) times
+  the example passes of training and measurement, for all seeds.
+
+  The spectra of a measurement are left out; they matter for the cheap MLPs only.
+  """
+  flops = forward_flops(cfg) if flops is None else flops
+  return flops * (_train_examples(cfg) + _measure_examples(cfg))
+
+
+def estimated_costs(sweep: SweepConfig) -> dict[str, float]:
+  """`estimated_cost` of every run of the sweep."""
+  return {run: estimated_cost(run_config(sweep, run)) for run in sweep.runs}
 
 
 def forward_overhead(cfg: DynamicsConfig) -> float:
   """Measurement's forward passes over training's, in FLOPs of the same model: num_measurements x
   (probe + train probe) examples forward against 3 x batch x steps (forward and backward); the spectra
   and TwoNN come on top."""
-  return (cfg.num_measurements * (cfg.probe_size + cfg.train_probe_size)
-          / (3 * cfg.batch_size * cfg.num_steps))
+  return _measure_examples(cfg) / _train_examples(cfg)
 
 
 def batch_for_overhead(cfg: DynamicsConfig, overhead: float) -> float:
@@ -295,12 +311,17 @@ def flop_budget(sweep: SweepConfig) -> dict[str, dict[str, float]]:
   budget: dict[str, dict[str, float]] = {}
   for run in sweep.runs:
     cfg = run_config(sweep, run)
-    train = estimated_cost(dataclasses.replace(cfg, measure=False))
+    flops = forward_flops(cfg)
     entry = budget.setdefault(family_of(cfg.arch), {"runs": 0, "train": 0.0, "measure": 0.0})
     entry["runs"] += 1
-    entry["train"] += train
-    entry["measure"] += estimated_cost(cfg) - train
+    entry["train"] += flops * _train_examples(cfg)
+    entry["measure"] += flops * _measure_examples(cfg)
   return budget
+
+
+def family_config(sweep: SweepConfig, family: str) -> DynamicsConfig:
+  """The config of the sweep's first run of `family` (batch and probe sizes are set per family)."""
+  return run_config(sweep, next(r for r in sweep.runs if family_of(r.partition("@")[0]) == family))
 
 
 def flops_within_overhead(sweep: SweepConfig, overhead: float, probe_size: int | None = None,
@@ -316,7 +337,7 @@ def flops_within_overhead(sweep: SweepConfig, overhead: float, probe_size: int |
   for family in FAMILIES:
     if family not in budget:
       continue
-    cfg = run_config(sweep, next(r for r in sweep.runs if family_of(r.partition("@")[0]) == family))
+    cfg = family_config(sweep, family)
     probed = dataclasses.replace(cfg, probe_size=probe_size or cfg.probe_size)
     batch = max(cfg.batch_size, batch_for_overhead(probed, overhead))
     probe_scale = (probed.probe_size + cfg.train_probe_size) / (cfg.probe_size + cfg.train_probe_size)
@@ -358,8 +379,6 @@ def shard_runs(runs: Sequence[str], index: int, count: int,
 
 def shard_plan_path(workdir: str, runs: Sequence[str], count: int) -> str:
   """Where the plan of splitting `runs` into `count` shards is kept under workdir/dynamics/."""
-  import hashlib  # pylint: disable=g-import-not-at-top
-  import json  # pylint: disable=g-import-not-at-top
   key = hashlib.sha256(json.dumps([sorted(runs), count]).encode()).hexdigest()[:16]
   return os.path.join(workdir, "dynamics", "shard_plans", f"{count}_shards_{key}.json")
 
@@ -372,26 +391,16 @@ def sweep_shard(sweep: SweepConfig, index: int, count: int,
   absent) and every shard then reads it: processes on machines whose cost estimates differ (another
   backend or JAX version) still split the grid the same way.
   """
-  import json  # pylint: disable=g-import-not-at-top
   if not 1 <= index <= count:
     raise ValueError(f"shard index must lie in 1..{count}, got {index}")
   if workdir is None:
-    return shard_runs(sweep.runs, index, count, lambda run: estimated_cost(run_config(sweep, run)))
+    return shard_runs(sweep.runs, index, count, estimated_costs(sweep).get)
   path = shard_plan_path(workdir, sweep.runs, count)
   if not os.path.exists(path):
-    costs = {run: estimated_cost(run_config(sweep, run)) for run in sweep.runs}
-    plan = {"runs": sorted(sweep.runs), "count": count, "estimated_flops": costs,
-            "shards": [list(s) for s in shard_plan(sweep.runs, count, costs.get)]}
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-    try:
-      with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(plan, f, indent=2)
-      os.link(tmp, path)   # Creates the plan only if no other shard has: the first one wins.
-    except FileExistsError:
-      pass
-    finally:
-      os.remove(tmp)
+    costs = estimated_costs(sweep)
+    # Of shards starting together, the first to write wins and every one reads its plan.
+    io.write_json_once(path, {"runs": sorted(sweep.runs), "count": count, "estimated_flops": costs,
+                              "shards": [list(s) for s in shard_plan(sweep.runs, count, costs.get)]})
   with open(path, encoding="utf-8") as f:
     plan = json.load(f)
   if plan.get("runs") != sorted(sweep.runs) or plan.get("count") != count:
@@ -424,7 +433,6 @@ def _result_defining(config_dict: Mapping[str, Any] | None) -> dict | None:
 def finished_record(workdir: str, run: str, cfg: DynamicsConfig) -> dict | None:
   """The run's JSON record if it finished with this config; None if not finished; SweepError if the
   finished result was made by another config (fields in EXECUTION_ONLY_FIELDS may differ)."""
-  import json  # pylint: disable=g-import-not-at-top
   npz_path, json_path = result_paths(workdir, run)
   if not os.path.exists(json_path):
     return None
