@@ -3,7 +3,7 @@
   python -m launch.codec --config=configs/codec.py --workdir=runs/codec
 Seconds-long smoke run:
   python -m launch.codec --config=configs/codec.py:smoke --workdir=/tmp/codec_smoke
-On the hidden layer of a mono->poly run (written by launch.train):
+On the hidden layer of a mono->poly run (written by launch.mono_poly):
   python -m launch.codec --config=configs/codec.py:source=mono_poly --config.source.workdir=runs/mono_poly \
       --workdir=runs/codec_mono_poly
 Arguments combine with commas (`:smoke,source=mono_poly`); any knob can be overridden, e.g.

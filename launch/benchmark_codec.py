@@ -20,8 +20,8 @@ from absl import app, flags
 import jax
 import jax.numpy as jnp
 
-from mpcodec.codec import sae
-from mpcodec.train.optim import OptimConfig
+from mpcodec.sae import autoencoder as sae
+from mpcodec.core.optim import OptimConfig
 
 _DIM = flags.DEFINE_integer("dim", 768, "Input width D.")
 _LATENTS = flags.DEFINE_integer("latents", 4096, "SAE latents N.")

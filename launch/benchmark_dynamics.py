@@ -35,9 +35,9 @@ from absl import app, flags
 import jax
 import jax.numpy as jnp
 
-from mpcodec import configuration
+from mpcodec.core import configuration
 from mpcodec.data import registry
-from mpcodec.train import dynamics, dynamics_sweep
+from mpcodec.studies.dynamics import program as dynamics, sweep as dynamics_sweep
 
 _ARCHS = flags.DEFINE_list(
     "archs", ["mlp_512x2_256x2@mnist", "cnn_32_64_128@mnist", "transformer_d128_h4_l4@mnist"],

@@ -11,7 +11,7 @@ from ml_collections import config_flags
 import tqdm
 
 from launch import common
-from mpcodec.codec import train
+from mpcodec.studies.codec import pipeline as train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to configs/codec.py[:args].", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics, plots, report.md).")

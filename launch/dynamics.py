@@ -20,10 +20,10 @@ from ml_collections import config_flags
 import tqdm
 
 from launch import common
-from mpcodec import configuration, sharding
+from mpcodec.core import configuration, sharding
 from mpcodec.data import registry
-from mpcodec.report import dynamics as report_dynamics
-from mpcodec.train import dynamics_sweep
+from mpcodec.studies.dynamics import report as report_dynamics
+from mpcodec.studies.dynamics import sweep as dynamics_sweep
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to configs/dynamics.py[:arg].",
                                           lock_config=True)

@@ -8,9 +8,9 @@ from absl import logging
 from ml_collections import config_flags
 
 from launch import common
-from mpcodec import configuration
-from mpcodec.report import toy_superposition
-from mpcodec.train.toy_superposition import ToySuperpositionConfig
+from mpcodec.core import configuration
+from mpcodec.studies.toy_superposition import report as toy_superposition
+from mpcodec.studies.toy_superposition.experiment import ToySuperpositionConfig
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file[:variant].")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (metrics/, plots/, report.md).")

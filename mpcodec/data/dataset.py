@@ -12,12 +12,12 @@ from typing import Any, Literal
 
 import numpy as np
 
+from mpcodec.core import errors
 
-class DataError(ValueError):
-  """A data file is missing, truncated, corrupt, of the wrong format or fails its checksum.
+# Loaders raise it from here; it is one of the user errors of `mpcodec.core.errors`.
+DataError = errors.DataError
 
-  The message always names the file (or folder) and what was expected.
-  """
+
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from mpcodec import configuration
+from mpcodec.core import configuration
 from mpcodec.data import idx, splits, text
 from mpcodec.data.dataset import DataError, Dataset
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mpcodec import configuration
+from mpcodec.core import configuration
 from mpcodec.data import idx, registry, splits, text
 from mpcodec.data.dataset import DataError, Dataset
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mpcodec.configuration import ConfigError, parse
+from mpcodec.core.configuration import ConfigError, parse
 from mpcodec.data import toy_features
 
 NUM_SAMPLES = 100_000

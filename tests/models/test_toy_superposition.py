@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from configs import toy_superposition as toy_config
-from mpcodec.configuration import ConfigError, parse
+from mpcodec.core.configuration import ConfigError, parse
 from mpcodec.models import toy_superposition as toy_model
-from mpcodec.report import toy_superposition as toy_report
-from mpcodec.train import toy_superposition as toy_train
+from mpcodec.studies.toy_superposition import report as toy_report
+from mpcodec.studies.toy_superposition import experiment as toy_train
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

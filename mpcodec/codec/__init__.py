@@ -1,1 +1,0 @@
-"""The neural codec: sparse autoencoder, Squeezer, steering."""

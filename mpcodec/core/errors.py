@@ -1,0 +1,46 @@
+"""The errors meant for a user: one base class, one subclass per kind of problem.
+
+A launch main catches `MpcodecError` alone and prints its message as one `error: ...` line; anything else
+is a bug and keeps its traceback. Each message names the problem (config key, file, checkpoint step,
+seed) so that the line is enough to act on.
+"""
+
+
+class MpcodecError(Exception):
+  """A problem with the user's input, files or run that one line can explain."""
+
+
+class ConfigError(MpcodecError, ValueError):
+  """A config key is unknown, missing, of the wrong type or holds an impossible value."""
+
+
+class DataError(MpcodecError, ValueError):
+  """A dataset is missing, malformed or does not match what the config asks for."""
+
+
+class CheckpointError(MpcodecError, RuntimeError):
+  """A checkpoint is missing, unreadable, corrupt or does not match the expected structure."""
+
+
+class WorkdirError(MpcodecError, RuntimeError):
+  """The workdir is in use by another process, not writable, or holds a run of another config."""
+
+
+class NonFiniteError(MpcodecError, FloatingPointError):
+  """A seed's loss (or another checked quantity) became NaN or Inf; names study, phase, step and seed."""
+
+
+class InterruptedRun(MpcodecError, KeyboardInterrupt):
+  """The run was interrupted (SIGINT) and stopped cleanly after writing a checkpoint."""
+
+
+class ActivationError(MpcodecError, ValueError):
+  """Activations fed to the codec are malformed: wrong width, NaN/Inf, unknown layer."""
+
+
+class SweepError(MpcodecError, RuntimeError):
+  """A sweep's workdir holds results of another config, or some of its runs did not finish."""
+
+
+class IncompleteRunError(MpcodecError, RuntimeError):
+  """An analysis was asked of a run that has not reached its configured steps."""

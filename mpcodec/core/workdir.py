@@ -1,0 +1,90 @@
+"""A run's workdir: checked writable before any long work, and held by one process at a time.
+
+The lock is a file `<workdir>/.lock` holding the holder's host, pid and command. A second process
+refuses the workdir with a message naming it and the holder; a lock left by a process that no longer
+runs on this host is taken over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterator
+
+from mpcodec.core.errors import WorkdirError
+
+LOCK_NAME = ".lock"
+
+
+def check_writable(workdir: str) -> None:
+  """Creates `workdir` if needed and writes a probe file in it; WorkdirError naming it otherwise."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, f".write_probe_{os.getpid()}")
+    with open(probe, "w", encoding="utf-8") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise WorkdirError(f"workdir {workdir} is not writable ({e.strerror or e}); choose another --workdir") from e
+
+
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+def _holder(path: str) -> dict | None:
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
+@contextlib.contextmanager
+def locked(workdir: str) -> Iterator[None]:
+  """Holds `workdir` for this process for the duration of the block."""
+  check_writable(workdir)
+  path = os.path.join(workdir, LOCK_NAME)
+  me = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "command": " ".join(sys.argv)[:500]}
+  for _ in range(3):
+    try:
+      fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+      holder = _holder(path)
+      if holder is None:
+        time.sleep(0.2)  # Being written right now, or garbage: look once more before taking it over.
+        holder = _holder(path)
+      stale = holder is None or (holder.get("host") == me["host"] and not _alive(int(holder.get("pid", -1))))
+      if holder is not None and holder.get("host") == me["host"] and holder.get("pid") == me["pid"]:
+        stale = True  # Our own lock from an earlier run in this process.
+      if not stale:
+        raise WorkdirError(
+            f"workdir {workdir} is in use by pid {holder.get('pid')} on {holder.get('host')} since "
+            f"{holder.get('since')} ({holder.get('command')}); wait for it to end or use another "
+            f"--workdir") from None
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
+      continue
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+      json.dump(me, f)
+    break
+  else:
+    raise WorkdirError(f"workdir {workdir}: could not take its lock file {path}")
+  try:
+    yield
+  finally:
+    holder = _holder(path)
+    if holder is not None and holder.get("pid") == me["pid"] and holder.get("host") == me["host"]:
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(path)

@@ -1,1 +1,0 @@
-"""Tables, statistics across seeds and plots."""

@@ -1,0 +1,1 @@
+"""The neural-codec study: activation sources, the SAE-then-Squeezer pipeline, report."""

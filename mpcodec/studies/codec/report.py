@@ -1,0 +1,195 @@
+"""Outputs of a codec run: metrics/sae.json, metrics/squeezer.json, training histories, plots, report.md.
+
+Every number in report.md is read from the metric arrays passed in; nothing is typed in. A run whose
+latents (or synthetic neurons) all died is flagged in the JSON (`all_latents_dead`) and in the report.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from mpcodec.core import io
+
+_PER_RUN_SAE = ("fvu", "l0", "dead_fraction", "dense_fraction", "mean_max_cosine_similarity",
+                "matched_cosine_similarity", "matched_pair_correlation")
+_PER_RUN_SQUEEZER = ("latent_fvu", "activation_fvu_through_squeezer", "activation_fvu_sae_alone",
+                     "faithfulness_ratio", "dead_neuron_fraction")
+
+
+def _runs_table(metrics: Mapping[str, np.ndarray], keys: Sequence[str], run_labels: Sequence[dict]
+                ) -> list[dict[str, Any]]:
+  rows = []
+  for r, label in enumerate(run_labels):
+    row = dict(label)
+    row.update({key: float(np.asarray(metrics[key])[r]) for key in keys if key in metrics})
+    rows.append(row)
+  return rows
+
+
+def sae_summary(metrics: Mapping[str, np.ndarray], run_labels: Sequence[dict]) -> dict[str, Any]:
+  """JSON payload of the SAE metrics: one row per run, density histograms, dead-run flags."""
+  rows = _runs_table(metrics, _PER_RUN_SAE, run_labels)
+  for r, row in enumerate(rows):
+    row["all_latents_dead"] = bool(np.asarray(metrics["dead_fraction"])[r] >= 1.0)
+  return {
+      "runs": rows,
+      "num_eval_tokens": int(metrics["num_tokens"]),
+      "all_latents_dead_in_every_run": all(row["all_latents_dead"] for row in rows),
+      "latent_density": {"log10_frequency_bin_edges": np.asarray(metrics["density_edges"]),
+                         "live_latents_per_bin": np.asarray(metrics["density_histogram"])},
+  }
+
+
+def squeezer_summary(metrics: Mapping[str, np.ndarray], run_labels: Sequence[dict]) -> dict[str, Any]:
+  """JSON payload of the Squeezer metrics: one row per run plus features-per-neuron statistics."""
+  rows = _runs_table(metrics, _PER_RUN_SQUEEZER, run_labels)
+  per_neuron = np.asarray(metrics["features_per_neuron"])
+  for r, row in enumerate(rows):
+    row["all_neurons_dead"] = bool(np.asarray(metrics["dead_neuron_fraction"])[r] >= 1.0)
+    row["features_per_neuron_mean"] = float(per_neuron[r].mean())
+    row["features_per_neuron_max"] = int(per_neuron[r].max())
+    row["neurons_with_no_feature_fraction"] = float((per_neuron[r] == 0).mean())
+  return {
+      "runs": rows,
+      "num_eval_tokens": int(metrics["num_tokens"]),
+      "features_per_neuron_definition": (
+          "number of live SAE latents whose largest Squeezer encoder weight goes to the neuron"),
+      "features_per_neuron": per_neuron,
+  }
+
+
+def _plot_history(history: Mapping[str, np.ndarray], run_labels: Sequence[dict], title: str, path: str
+                  ) -> None:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  panels = [name for name in ("fvu", "l0", "dead_fraction", "aux_loss") if name in history]
+  fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
+  for ax, name in zip(np.atleast_1d(axes), panels):
+    values = np.asarray(history[name])
+    for r, label in enumerate(run_labels):
+      ax.plot(np.arange(1, values.shape[0] + 1), values[:, r], lw=0.9,
+              label=f"k={label['k']} seed {label['seed_index']}")
+    ax.set_xlabel("step")
+    ax.set_title(name)
+    if name in ("fvu", "aux_loss") and np.all(values > 0):
+      ax.set_yscale("log")
+  np.atleast_1d(axes)[0].legend(fontsize=6)
+  fig.suptitle(title)
+  io.save_figure(fig, path)
+
+
+def _plot_density(metrics: Mapping[str, np.ndarray], run_labels: Sequence[dict], path: str) -> None:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  edges = np.asarray(metrics["density_edges"])
+  centres = 0.5 * (edges[1:] + edges[:-1])
+  fig, ax = plt.subplots(figsize=(5, 3.2))
+  for r, label in enumerate(run_labels):
+    dead = float(np.asarray(metrics["dead_fraction"])[r])
+    ax.step(centres, np.asarray(metrics["density_histogram"])[r], where="mid", lw=0.9,
+            label=f"k={label['k']} seed {label['seed_index']} (dead {dead:.1%})")
+  ax.set_xlabel("log10 firing frequency")
+  ax.set_ylabel("live latents")
+  ax.set_title("SAE latent density")
+  ax.legend(fontsize=6)
+  io.save_figure(fig, path)
+
+
+def _plot_features_per_neuron(metrics: Mapping[str, np.ndarray], run_labels: Sequence[dict], path: str
+                              ) -> None:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  per_neuron = np.asarray(metrics["features_per_neuron"])
+  bins = np.arange(per_neuron.max() + 2) - 0.5
+  fig, ax = plt.subplots(figsize=(5, 3.2))
+  for r, label in enumerate(run_labels):
+    ax.hist(per_neuron[r], bins=bins, histtype="step", label=f"k={label['k']} seed {label['seed_index']}")
+  ax.set_xlabel("SAE features per synthetic neuron")
+  ax.set_ylabel("neurons")
+  ax.set_title("Squeezer: features per synthetic neuron")
+  ax.legend(fontsize=6)
+  io.save_figure(fig, path)
+
+
+def _run_name(row: Mapping[str, Any]) -> str:
+  return f"k={row['k']} seed {row['seed_index']}"
+
+
+def _markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
+  columns = list(rows[0].keys())
+  def cell(v):
+    if isinstance(v, float):
+      return f"{v:.4g}"
+    return str(v)
+  lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+  lines += ["| " + " | ".join(cell(row[c]) for c in columns) + " |" for row in rows]
+  return "\n".join(lines)
+
+
+def _history_rows(history: Mapping[str, np.ndarray], run_labels: Sequence[dict]) -> list[dict[str, Any]]:
+  rows = []
+  steps = np.asarray(next(iter(history.values()))).shape[0]
+  for r, label in enumerate(run_labels):
+    for step in range(steps):
+      row = {"step": step + 1, **label}
+      row.update({name: float(np.asarray(values)[step, r]) for name, values in history.items()})
+      rows.append(row)
+  return rows
+
+
+def write_codec_outputs(workdir: str, *, cfg: Mapping[str, Any], source_description: str,
+                        run_labels: Sequence[dict], sae_metrics: Mapping[str, np.ndarray],
+                        sae_history: Mapping[str, np.ndarray] | None,
+                        squeezer_metrics: Mapping[str, np.ndarray],
+                        squeezer_history: Mapping[str, np.ndarray], num_neurons: int) -> dict[str, Any]:
+  """Writes metrics/, plots/ and report.md under `workdir`; returns the two JSON payloads."""
+  sae_payload = dict(sae_summary(sae_metrics, run_labels), source=source_description, config=cfg)
+  squeezer_payload = dict(squeezer_summary(squeezer_metrics, run_labels), source=source_description,
+                          num_neurons=num_neurons)
+  io.write_json(os.path.join(workdir, "metrics", "sae.json"), sae_payload)
+  io.write_json(os.path.join(workdir, "metrics", "squeezer.json"), squeezer_payload)
+  plots = os.path.join(workdir, "plots")
+  if sae_history is not None:
+    io.write_csv(os.path.join(workdir, "metrics", "sae_history.csv"), _history_rows(sae_history, run_labels))
+    _plot_history(sae_history, run_labels, "SAE training", os.path.join(plots, "sae_training.png"))
+  io.write_csv(os.path.join(workdir, "metrics", "squeezer_history.csv"),
+               _history_rows(squeezer_history, run_labels))
+  _plot_history(squeezer_history, run_labels, "Squeezer training", os.path.join(plots, "squeezer_training.png"))
+  _plot_density(sae_metrics, run_labels, os.path.join(plots, "latent_density.png"))
+  _plot_features_per_neuron(squeezer_metrics, run_labels, os.path.join(plots, "features_per_neuron.png"))
+  io.write_text(os.path.join(workdir, "report.md"),
+                report_markdown(sae_payload, squeezer_payload, source_description, sae_history is None))
+  return {"sae": sae_payload, "squeezer": squeezer_payload}
+
+
+def report_markdown(sae_payload: Mapping[str, Any], squeezer_payload: Mapping[str, Any],
+                    source_description: str, sae_loaded: bool) -> str:
+  """report.md text built from the metric payloads."""
+  lines = ["# Neural codec run", "", f"Source: {source_description}.", ""]
+  dead_runs = [row for row in sae_payload["runs"] if row["all_latents_dead"]]
+  if dead_runs:
+    lines += [f"**Warning: every SAE latent died in {len(dead_runs)} of {len(sae_payload['runs'])} runs** "
+              f"({', '.join(_run_name(r) for r in dead_runs)}); their other "
+              "numbers describe a constant reconstruction.", ""]
+  lines += ["## Sparse autoencoder", "",
+            ("The SAE was loaded from a saved checkpoint (no training curves)." if sae_loaded else
+             "Training curves: `plots/sae_training.png`; latent density: `plots/latent_density.png`."),
+            f"Evaluated on {sae_payload['num_eval_tokens']} held-out tokens.", "",
+            _markdown_table(sae_payload["runs"]), ""]
+  dead_neuron_runs = [row for row in squeezer_payload["runs"] if row["all_neurons_dead"]]
+  lines += ["## Squeezer", "",
+            f"{squeezer_payload['num_neurons']} synthetic neurons. Faithfulness ratio = sum squared error "
+            "through SAE + Squeezer / sum squared error of the SAE alone (vs the original activations). "
+            f"Features per neuron: {squeezer_payload['features_per_neuron_definition']} "
+            "(`plots/features_per_neuron.png`).", ""]
+  if dead_neuron_runs:
+    lines += [f"**Warning: every synthetic neuron died in {len(dead_neuron_runs)} runs.**", ""]
+  lines += [_markdown_table(squeezer_payload["runs"]), ""]
+  return "\n".join(lines)

@@ -1,0 +1,198 @@
+"""Activation sources for the codec: streams of (B, D) float32 batches, never the whole matrix.
+
+A source has a `width` (D) and yields batch number `step` on demand:
+  - `GroundTruthSource`: x = f·D + noise for a known dictionary (mpcodec.data.toy_features). Its
+    `batch_fn` is a jittable function of the step (keys are fold_in(key, step)), so training generates
+    data on the device inside the compiled loop.
+  - `CheckpointSource`: the activations of one layer of a model checkpoint written by this project,
+    computed batch by batch over the model's dataset (host iterator; `batch_fn` is None).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Iterator
+from typing import Any, Literal, Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mpcodec.core.errors import ActivationError
+from mpcodec.data.toy_features import make_dictionary, sample_dictionary_activations
+
+
+
+
+class ActivationSource(Protocol):
+  """What the codec trainers need from a source."""
+
+  width: int
+  description: str
+
+  def batch_fn(self, batch_size: int) -> Callable[[jax.Array], jax.Array] | None:
+    """A jittable step -> (B, D) generator, or None when batches come from the host."""
+
+  def batches(self, batch_size: int, start_step: int = 0) -> Iterator[np.ndarray]:
+    """Host iterator over batches start_step, start_step + 1, ... (endless)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class GroundTruthConfig:
+  """Synthetic activations with a known dictionary: n atoms in d dims, k_true active per token."""
+
+  num_atoms: int = 512
+  dim: int = 128
+  k_true: int = 8
+  noise_std: float = 0.01
+  seed: int = 0
+
+  def checks(self):
+    yield "num_atoms", self.num_atoms >= 1, f"must be >= 1, got {self.num_atoms}"
+    yield "dim", self.dim >= 1, f"must be >= 1, got {self.dim}"
+    yield "k_true", 1 <= self.k_true <= self.num_atoms, (
+        f"k_true={self.k_true} must lie in [1, num_atoms={self.num_atoms}]")
+    yield "noise_std", self.noise_std >= 0, f"must be >= 0, got {self.noise_std}"
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceConfig:
+  """Which activations the codec learns from.
+
+  Attributes:
+    kind: "ground_truth" (synthetic, known dictionary) or "checkpoint" (a layer of a model checkpoint
+      written by this project, e.g. the mono->poly MLP).
+    workdir, phase, step, layer, seed_index, split: the checkpoint source: run directory, training phase,
+      step (-1 = latest), layer name, which seed of the stacked checkpoint, dataset split.
+    ground_truth: the synthetic source.
+  """
+
+  kind: Literal["ground_truth", "checkpoint"] = "ground_truth"
+  workdir: str = ""
+  phase: str = "phase2"
+  step: int = -1
+  layer: str = "hidden_0"
+  seed_index: int = 0
+  split: Literal["train", "test"] = "train"
+  ground_truth: GroundTruthConfig = GroundTruthConfig()
+
+  def checks(self):
+    if self.kind == "checkpoint":
+      yield "workdir", bool(self.workdir), "must name the run directory of the model checkpoint"
+    yield "step", self.step >= -1, f"must be a step >= 0 or -1 (latest), got {self.step}"
+    yield "seed_index", self.seed_index >= 0, f"must be >= 0, got {self.seed_index}"
+
+
+class GroundTruthSource:
+  """x = f·D + noise_std·ε with exactly k_true atoms of the dictionary D active per token."""
+
+  def __init__(self, cfg: GroundTruthConfig):
+    self.cfg = cfg
+    root = jax.random.PRNGKey(cfg.seed)
+    self.dictionary_NxD = make_dictionary(jax.random.fold_in(root, 0), cfg.num_atoms, cfg.dim)
+    self._data_key = jax.random.fold_in(root, 1)
+    self.width = cfg.dim
+    # One compiled sampler per batch size: `batches` is called once per host batch in some loops.
+    self._compiled_samplers: dict[int, Callable[[jax.Array], jax.Array]] = {}
+    self.description = (f"ground truth: {cfg.num_atoms} unit atoms in {cfg.dim} dims, "
+                        f"{cfg.k_true} active per token, noise std {cfg.noise_std:g}")
+
+  def sample(self, step: jax.Array | int, batch_size: int) -> tuple[jax.Array, jax.Array]:
+    """(x_BxD, f_BxN) of batch `step`; pure in `step`."""
+    key = jax.random.fold_in(self._data_key, step)
+    return sample_dictionary_activations(key, batch_size, self.dictionary_NxD, self.cfg.k_true,
+                                         self.cfg.noise_std)
+
+  def batch_fn(self, batch_size: int) -> Callable[[jax.Array], jax.Array]:
+    return lambda step: self.sample(step, batch_size)[0]
+
+  def batches(self, batch_size: int, start_step: int = 0) -> Iterator[np.ndarray]:
+    if batch_size not in self._compiled_samplers:
+      self._compiled_samplers[batch_size] = jax.jit(self.batch_fn(batch_size))
+    sample = self._compiled_samplers[batch_size]
+    step = start_step
+    while True:
+      yield np.asarray(sample(step))
+      step += 1
+
+
+def check_finite(batch_BxD: Any, batch_index: int) -> None:
+  """Raises ActivationError naming the batch index if the batch holds NaN or Inf."""
+  batch = np.asarray(batch_BxD)
+  if not np.all(np.isfinite(batch)):
+    bad_rows = np.flatnonzero(~np.all(np.isfinite(batch), axis=-1))
+    raise ActivationError(
+        f"activations contain NaN/Inf in batch index {batch_index} (rows {bad_rows[:5].tolist()}"
+        f"{' ...' if bad_rows.size > 5 else ''} of {batch.shape[0]})")
+
+
+def check_width(source_width: int, expected_width: int, what: str) -> None:
+  """Raises ActivationError when a source's width differs from what a saved model expects."""
+  if source_width != expected_width:
+    raise ActivationError(
+        f"activation width {source_width} does not match {what} (input width {expected_width})")
+
+
+class CheckpointSource:
+  """Activations of one layer of a mono->poly model checkpoint, over the model's own dataset.
+
+  Batch `step` holds the examples at positions step·B ... step·B + B - 1 of an endless stream that
+  visits the dataset split in a fresh permutation every epoch (numpy Generator seeded by the epoch), so
+  a batch is a pure function of its step. Only one batch of activations exists at a time.
+  """
+
+  def __init__(self, cfg: SourceConfig):
+    # Imported here so the ground-truth path does not load the model-training stack.
+    from mpcodec.studies.mono_poly import experiment as mono_poly  # pylint: disable=g-import-not-at-top
+    self.cfg = cfg
+    model_cfg, params, step = mono_poly.restore_phase_params(
+        cfg.workdir, cfg.phase, None if cfg.step < 0 else cfg.step)
+    names = mono_poly.layer_names(model_cfg)
+    if cfg.layer not in names:
+      raise ActivationError(
+          f"layer {cfg.layer!r} is not in the model of {cfg.workdir} ({cfg.phase} step {step}); "
+          f"valid layer names: {list(names)}")
+    num_seeds = jax.tree.leaves(params)[0].shape[0]
+    if not 0 <= cfg.seed_index < num_seeds:
+      raise ActivationError(
+          f"seed_index {cfg.seed_index} is out of range: the checkpoint {cfg.workdir} ({cfg.phase} step "
+          f"{step}) holds {num_seeds} seeds")
+    seed_params = jax.tree.map(lambda a: a[cfg.seed_index], params)
+    train_set, test_set = mono_poly.make_datasets(model_cfg)
+    self._inputs = np.asarray((train_set if cfg.split == "train" else test_set)["x"], np.float32)
+    self._activations = jax.jit(
+        lambda x: mono_poly.hidden_activations(model_cfg, seed_params, x)[cfg.layer])
+    self.step = step
+    self.width = int(jax.eval_shape(self._activations, jax.ShapeDtypeStruct(
+        (1,) + self._inputs.shape[1:], jnp.float32)).shape[-1])
+    self.description = (f"checkpoint {os.path.basename(os.path.normpath(cfg.workdir))}: {cfg.phase} step "
+                        f"{step}, layer {cfg.layer}, seed index {cfg.seed_index}, {cfg.split} split "
+                        f"({self._inputs.shape[0]} examples)")
+
+  def batch_fn(self, batch_size: int) -> None:
+    del batch_size
+    return None
+
+  def _indices(self, step: int, batch_size: int) -> np.ndarray:
+    num_examples = self._inputs.shape[0]
+    positions = step * batch_size + np.arange(batch_size)
+    epochs, offsets = np.divmod(positions, num_examples)
+    out = np.empty(batch_size, np.int64)
+    for epoch in np.unique(epochs):
+      permutation = np.random.default_rng([self.cfg.seed_index, int(epoch)]).permutation(num_examples)
+      out[epochs == epoch] = permutation[offsets[epochs == epoch]]
+    return out
+
+  def batches(self, batch_size: int, start_step: int = 0) -> Iterator[np.ndarray]:
+    step = start_step
+    while True:
+      yield np.asarray(self._activations(jnp.asarray(self._inputs[self._indices(step, batch_size)])))
+      step += 1
+
+
+def make_source(cfg: SourceConfig) -> GroundTruthSource | CheckpointSource:
+  """The source named by `cfg.kind`."""
+  if cfg.kind == "checkpoint":
+    return CheckpointSource(cfg)
+  return GroundTruthSource(cfg.ground_truth)

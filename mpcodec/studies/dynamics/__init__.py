@@ -1,0 +1,1 @@
+"""The training-dynamics study: program, sweep, shard plan, FLOP model, results, report."""

@@ -1,0 +1,1 @@
+"""Toy models of superposition: experiment and report."""

@@ -1,1 +1,0 @@
-"""Training state, losses, make_train(), seed sweeps and curricula."""

@@ -1,0 +1,73 @@
+"""Tests of mpcodec.core.checkpoint: round trip, explicit targets, clear errors for missing/corrupt data."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mpcodec.core.checkpoint import CheckpointError, CheckpointStore
+
+
+def stacked_state():
+  return {"params": {"w": jnp.arange(24.0).reshape(4, 3, 2), "b": jnp.ones((4, 2))},
+          "opt_state": (jnp.zeros((4,), jnp.int32),)}
+
+
+def test_round_trip_with_metadata(tmp_path):
+  store = CheckpointStore(tmp_path / "phase1")
+  state = stacked_state()
+  store.save(0, state, {"config": {"batch_size": 32}, "seeds": [0, 1, 2, 3]})
+  bumped = jax.tree.map(lambda x: x + 1, state)
+  store.save(10, bumped, {"seeds": [0, 1, 2, 3]})
+  assert store.all_steps() == [0, 10]
+  assert store.latest_step() == 10
+  restored = store.restore(10, jax.tree.map(np.zeros_like, state))
+  for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(bumped)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert np.asarray(a).dtype == np.asarray(b).dtype
+  assert store.restore_metadata(0) == {"config": {"batch_size": 32}, "seeds": [0, 1, 2, 3]}
+  # A fresh store object on the same directory finds the same steps (a new process resuming).
+  assert CheckpointStore(tmp_path / "phase1").all_steps() == [0, 10]
+
+
+def test_abstract_target_restores(tmp_path):
+  store = CheckpointStore(tmp_path)
+  state = stacked_state()
+  store.save(5, state, {})
+  target = jax.eval_shape(lambda: state)
+  restored = store.restore(5, target)
+  np.testing.assert_array_equal(np.asarray(restored["params"]["w"]), np.asarray(state["params"]["w"]))
+
+
+def test_missing_step_names_directory_and_available_steps(tmp_path):
+  store = CheckpointStore(tmp_path / "ckpt")
+  store.save(3, stacked_state(), {})
+  with pytest.raises(CheckpointError, match=r"no checkpoint at step 7 in .*ckpt; available steps: \[3\]"):
+    store.restore(7, stacked_state())
+  with pytest.raises(CheckpointError, match="available steps: none"):
+    CheckpointStore(tmp_path / "empty").restore_metadata(0)
+
+
+def test_corrupt_checkpoint_gives_one_clear_error(tmp_path):
+  store = CheckpointStore(tmp_path)
+  store.save(1, stacked_state(), {})
+  state_dir = tmp_path / "1" / "state"
+  corrupted = 0
+  for root, _, files in os.walk(state_dir):
+    for name in files:
+      if name.endswith(".ocdbt") or os.path.basename(root) == "d":
+        with open(os.path.join(root, name), "wb") as f:
+          f.write(b"not a checkpoint")
+        corrupted += 1
+  assert corrupted
+  with pytest.raises(CheckpointError, match=r"checkpoint at step 1 in .* could not be restored"):
+    store.restore(1, stacked_state())
+
+
+def test_wrong_target_structure_is_a_checkpoint_error(tmp_path):
+  store = CheckpointStore(tmp_path)
+  store.save(1, stacked_state(), {})
+  with pytest.raises(CheckpointError, match="could not be restored"):
+    store.restore(1, {"params": {"w": np.zeros((4, 3, 2))}})
