@@ -88,3 +88,10 @@ def locked(workdir: str) -> Iterator[None]:
     if holder is not None and holder.get("pid") == me["pid"] and holder.get("host") == me["host"]:
       with contextlib.suppress(FileNotFoundError):
         os.remove(path)
+
+
+@contextlib.contextmanager
+def writable(workdir: str) -> Iterator[None]:
+  """`check_writable`, as a block (for processes that share a workdir another process holds)."""
+  check_writable(workdir)
+  yield

@@ -51,7 +51,7 @@ def test_eight_device_checkpoint_restores_on_one_device(tmp_path):
   assert jax.device_count() == 1
   cfg = mono_poly.parse_config(tiny_config(num_seeds=8))
   store = CheckpointStore(os.path.join(workdir, "checkpoints", "phase2"))
-  restored = store.restore(store.latest_step(), mono_poly.abstract_state(cfg, "phase2"))
+  restored = mono_poly.restore_state(cfg, store, store.latest_step(), "phase2")
   # The same config trained here on one device gives the same parameters as on 8 devices.
   local = mono_poly.run_experiment(cfg, str(tmp_path / "one"))
   for a, b in zip(jax.tree.leaves(restored["params"]), jax.tree.leaves(local["params"])):

@@ -25,7 +25,7 @@ from mpcodec.studies.codec.sources import (ActivationError, ActivationSource, Gr
                                    check_finite, check_width, make_source)
 from mpcodec.metrics import codec as codec_metrics
 from mpcodec.studies.codec import report as codec_report
-from mpcodec.core import loop as sweep
+from mpcodec.core import seeds
 
 State = dict[str, Any]
 StepFn = Callable[[State, jax.Array], tuple[State, dict[str, jax.Array]]]
@@ -54,7 +54,7 @@ def run_keys(seed: int, num_seeds: int, k_values: tuple[int, ...]) -> tuple[jax.
 
   A seed's key does not depend on k, so runs that differ only in k start from the same weights.
   """
-  keys = jnp.tile(sweep.sweep_seed_keys(seed, num_seeds), (len(k_values), 1))
+  keys = jnp.tile(seeds.seed_keys(seed, num_seeds, "sae_init"), (len(k_values), 1))
   ks = jnp.repeat(jnp.asarray(k_values, jnp.int32), num_seeds)
   return keys, ks
 
@@ -222,11 +222,11 @@ def init_squeezer_states(squeezer_cfg: sae.SAEConfig, sae_states: State, sae_cfg
                          loop: LoopConfig, source: ActivationSource, seed: int, num_seeds: int) -> State:
   """Stacked Squeezer train states, one per SAE run (same run order)."""
   runs = sae_states["k"].shape[0]
-  keys = jax.vmap(lambda r: jax.random.fold_in(jax.random.PRNGKey(seed + 7919), r))(jnp.arange(runs))
+  # One Squeezer key per SAE run, drawn like the SAE's: by seed index, the same for every k.
+  keys = jnp.tile(seeds.seed_keys(seed, num_seeds, "squeezer_init"), (runs // num_seeds, 1))
   sample_BxD = init_batch(source, loop)
   init = jax.jit(jax.vmap(lambda key, sae_state: squeezer.init_state(
       key, sae_state, sample_BxD, sae_cfg, squeezer_cfg, loop.steps)))
-  del num_seeds
   return init(keys, sae_states)
 
 
@@ -309,7 +309,7 @@ class CodecConfig:
   sae: sae.SAEConfig = sae.SAEConfig()
   sae_loop: LoopConfig = LoopConfig()
   squeezer: squeezer.SqueezerConfig = squeezer.SqueezerConfig()
-  squeezer_loop: LoopConfig = LoopConfig()
+  squeezer_loop: LoopConfig = LoopConfig(steps=1000)
 
   def checks(self):
     yield "num_seeds", self.num_seeds >= 1, f"must be >= 1, got {self.num_seeds}"

@@ -10,6 +10,7 @@ saved config, and writes under the workdir:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from typing import Any
@@ -18,6 +19,7 @@ import jax
 import numpy as np
 
 from mpcodec.core.checkpoint import CheckpointError, CheckpointStore
+from mpcodec.core.errors import IncompleteRunError
 from mpcodec.data.bars import COLOUR_NAMES, ORIENTATION_NAMES
 from mpcodec.metrics import selectivity, weights
 from mpcodec.core import io as report_io
@@ -62,26 +64,43 @@ def _seed_metrics_fn(cfg: mono_poly.MonoPolyConfig, phase: str):
   return jax.jit(jax.vmap(one_seed, in_axes=(0, None, None)))
 
 
-def analyze_checkpoints(workdir: str) -> dict[str, Any]:
-  """Computes every metric at every checkpoint of both phases; returns host-side results."""
-  results = {"phases": {}}
+def saved_config(metadata: dict, analysis: mono_poly.AnalysisConfig | None = None) -> mono_poly.MonoPolyConfig:
+  """The run's config from a checkpoint's metadata, with `analysis` settings in place of the saved ones."""
+  cfg = mono_poly.parse_config(metadata.get("full_config", metadata["config"]))
+  return cfg if analysis is None else dataclasses.replace(cfg, analysis=analysis)
+
+
+def analyze_checkpoints(workdir: str, analysis: mono_poly.AnalysisConfig | None = None,
+                        allow_incomplete: bool = False) -> dict[str, Any]:
+  """Computes every metric at every checkpoint of both phases; returns host-side results.
+
+  A run that has not reached its configured steps stops with IncompleteRunError naming the phase and
+  step, unless `allow_incomplete` (the results then say which phases are incomplete).
+  """
+  results = {"phases": {}, "incomplete": {}}
   cfg = None
   for phase in mono_poly.PHASES:
     store = CheckpointStore(mono_poly.checkpoint_dir(workdir, phase))
     steps = store.all_steps()
     if not steps:
       raise CheckpointError(f"no {phase} checkpoints in {store.directory}; run launch.mono_poly first")
-    phase_cfg = mono_poly.parse_config(store.restore_metadata(steps[-1])["config"])
+    phase_cfg = saved_config(store.restore_metadata(steps[-1]), analysis)
     if cfg is None:
       cfg = phase_cfg
       train_set, test_set = mono_poly.make_datasets(cfg)
-    elif phase_cfg != cfg:
+    elif mono_poly.training_config(phase_cfg) != mono_poly.training_config(cfg):
       raise CheckpointError(f"{store.directory}: config differs from phase1's; the workdir mixes two runs")
-    template = mono_poly.abstract_state(cfg, phase)
+    if steps[-1] != cfg.phase(phase).steps:
+      if not allow_incomplete:
+        raise IncompleteRunError(
+            f"{workdir}: {phase} reached step {steps[-1]} of {cfg.phase(phase).steps}; finish training (run "
+            f"the same launch.mono_poly command again) or pass --allow_incomplete to label the report incomplete")
+      results["incomplete"][phase] = {"reached_step": steps[-1], "configured_steps": cfg.phase(phase).steps}
+    template = mono_poly.abstract_carry(cfg, phase)
     metrics_fn = _seed_metrics_fn(cfg, phase)
     per_step = {}
     for step in steps:
-      params = store.restore(step, template)["params"]
+      params = mono_poly.restore_state(cfg, store, step, phase, template)["params"]
       per_step[step] = jax.tree.map(np.asarray, metrics_fn(params, train_set, test_set))
       if step == steps[-1]:
         final_params = jax.tree.map(np.asarray, params)
@@ -141,6 +160,8 @@ def summary(results: dict[str, Any]) -> dict[str, Any]:
   cfg = results["config"]
   first_layer = mono_poly.layer_names(cfg)[0]
   out = {"seeds": cfg.num_seeds, "label_counts": {}}
+  for phase, where in results.get("incomplete", {}).items():
+    out[f"INCOMPLETE: {phase} reached step"] = f"{where['reached_step']} of {where['configured_steps']}"
   for phase, d in results["phases"].items():
     final = d["metrics"][d["steps"][-1]]
     task = cfg.phase(phase).task
@@ -166,7 +187,9 @@ def write_plots(results: dict[str, Any], workdir: str) -> None:
     mono_poly_report.plot_samples(np.clip(images, 0, 1), titles, os.path.join(plot_dir, f"{phase}_samples.png"))
     w = results["phases"][phase]["final_params"][first_layer]["kernel"]
     image_shape = (cfg.data.image_size, cfg.data.image_size, 3)
-    mono_poly_report.plot_weight_images(w, os.path.join(plot_dir, f"{phase}_weights.png"), image_shape=image_shape)
+    final = results["phases"][phase]["metrics"][results["phases"][phase]["steps"][-1]]
+    mono_poly_report.plot_weight_images(w, os.path.join(plot_dir, f"{phase}_weights.png"), image_shape=image_shape,
+                                        labels=final["layers"][first_layer]["labels"])
   offsets = {"phase1": 0, "phase2": cfg.phase1.steps}
   steps_T, curves = mono_poly_report.curves_from_history(
       [r for r in history_rows(results) if not (r["phase"] == "phase2" and r["step"] == 0)],
@@ -174,9 +197,13 @@ def write_plots(results: dict[str, Any], workdir: str) -> None:
   mono_poly_report.plot_metric_curves(steps_T, curves, cfg.phase1.steps, plot_dir)
 
 
-def analyze(workdir: str) -> dict[str, Any]:
-  """Runs the whole analysis of `workdir`; returns the report dict that report.json holds."""
-  results = analyze_checkpoints(workdir)
+def analyze(workdir: str, analysis: mono_poly.AnalysisConfig | None = None,
+            allow_incomplete: bool = False) -> dict[str, Any]:
+  """Runs the whole analysis of `workdir`; returns the report dict that report.json holds.
+
+  `analysis` replaces the saved analysis settings (they never decide which checkpoints belong to a run).
+  """
+  results = analyze_checkpoints(workdir, analysis, allow_incomplete)
   metrics_dir = os.path.join(workdir, "metrics")
   report_io.write_csv(os.path.join(metrics_dir, "training_history.csv"), history_rows(results), HISTORY_COLUMNS)
   for phase in mono_poly.PHASES:

@@ -1,8 +1,9 @@
 """The mono->poly experiment: an MLP learns bar orientation (phase 1), then orientation XOR colour (phase 2).
 
-`make_train(cfg)` returns the whole experiment for one seed as a pure function of a key;
-`run_experiment(cfg, workdir)` runs S seeds at once (vmapped, seed axis sharded over the device mesh)
-in checkpointed chunks, resuming from the latest checkpoint of the same config.
+`make_program(cfg)` describes both phases as pure functions for the one run loop (`mpcodec.core.loop`);
+`make_train(cfg)` is the whole experiment of one seed as one pure function of its keys, and
+`train(cfg, workdir)` runs the same program for S seeds at once (vmapped, seed axis sharded over the
+device mesh) in checkpointed chunks, resuming from the latest checkpoint of the same config.
 """
 
 from __future__ import annotations
@@ -10,23 +11,18 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import shutil
 from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
-from absl import logging
 
-from mpcodec.core import configuration
-from mpcodec.core import sharding
+from mpcodec.core import configuration, loop, seeds, sharding
 from mpcodec.core.checkpoint import CheckpointError, CheckpointStore
-from mpcodec.core.errors import WorkdirError
 from mpcodec.data.bars import BarsConfig, make_bars_splits
 from mpcodec.models.mlp import MLP
 from mpcodec.studies.mono_poly import curriculum
 from mpcodec.core.classifier import ClassifierSteps
 from mpcodec.core.optim import OptimConfig, make_optimizer
-from mpcodec.core.loop import PhaseSchedule, run_phase
 
 PHASES = ("phase1", "phase2")
 
@@ -71,15 +67,16 @@ class MonoPolyConfig:
   """Every knob of the mono->poly experiment (see configs/mono_poly.py for the defaults' reasons)."""
 
   num_seeds: int = 16
-  first_seed: int = 0
+  seed: int = 0                  # base seed: seed i draws from seeds.seed_key(seed, i, purpose)
+  first_seed: int = 0            # the sweep trains seeds first_seed .. first_seed + num_seeds - 1
   data_seed: int = 0
   batch_size: int = 32
   shared_data_order: bool = True
   log_every: int = 50
   data: BarsConfig = BarsConfig()
   model: ModelConfig = ModelConfig()
-  phase1: PhaseConfig = PhaseConfig(task="orientation")
-  phase2: PhaseConfig = PhaseConfig(task="xor")
+  phase1: PhaseConfig = PhaseConfig(task="orientation", steps=1500)
+  phase2: PhaseConfig = PhaseConfig(task="xor", steps=4000, checkpoint_every=200)
   analysis: AnalysisConfig = AnalysisConfig()
 
   def checks(self):
@@ -125,164 +122,118 @@ def make_datasets(cfg: MonoPolyConfig) -> tuple[dict, dict]:
   return out[0], out[1]
 
 
-def seed_key(seed: int | jax.Array) -> jax.Array:
-  return jax.random.PRNGKey(seed)
+def seed_keys(cfg: MonoPolyConfig) -> dict[str, jax.Array]:
+  """Keys of every seed (seed axis first) by purpose: `init`, and one data order per phase.
+
+  Seed i's keys are `seeds.seed_key(cfg.seed, i, purpose)` (see `mpcodec.core.seeds`), whatever the
+  other seeds are.
+  """
+  purposes = ("init",) + tuple(f"data_order/{phase}" for phase in PHASES)
+  return {purpose: seeds.seed_keys(cfg.seed, cfg.seeds, purpose) for purpose in purposes}
 
 
-def order_key(cfg: MonoPolyConfig, phase: str, key: jax.Array | None) -> jax.Array:
-  """Minibatch-order key of a phase: from the data seed when shared, else from the seed's key."""
-  index = PHASES.index(phase)
+def order_key(cfg: MonoPolyConfig, phase: str, keys: dict[str, jax.Array]) -> jax.Array:
+  """Minibatch-order key of a phase: shared by all seeds (from the data seed) or the seed's own."""
   if cfg.shared_data_order:
-    return jax.random.fold_in(jax.random.PRNGKey(cfg.data_seed), 1000 + index)
-  return jax.random.fold_in(key, 1 + index)
+    return seeds.shared_key(cfg.data_seed, f"data_order/{phase}")
+  return keys[f"data_order/{phase}"]
+
+
+def make_program(cfg: MonoPolyConfig) -> loop.Program:
+  """Both phases as pure functions of seed-stacked state and keys, for `mpcodec.core.loop`."""
+  train_set, _ = make_datasets(cfg)
+  data = {"x": train_set["x"], **{f"y_{phase}": train_set[f"y_{phase}"] for phase in PHASES}}
+  example_x = jnp.zeros((1, train_set["x"].shape[1]), jnp.float32)
+  first = phase_steps(cfg, PHASES[0])
+
+  def init(keys):
+    return jax.vmap(lambda k: first.init(k["init"], example_x))(keys)
+
+  phases = []
+  for phase in PHASES:
+    steps = phase_steps(cfg, phase)
+    pc = cfg.phase(phase)
+
+    def one_seed(state, keys, data, inputs, start_step, num_steps, steps=steps, phase=phase):
+      del inputs
+      state, loss = steps.run_steps(state, order_key(cfg, phase, keys), start_step, data["x"],
+                                    data[f"y_{phase}"], num_steps)
+      return state, {"loss": loss}
+
+    start = None
+    if phase != PHASES[0]:
+      start = lambda state_S, steps=steps: jax.vmap(steps.fresh_optimizer)(state_S["params"])
+    phases.append(loop.Phase(name=phase, num_steps=pc.steps, chunk=loop.vmap_chunk(one_seed), start=start,
+                             chunk_every=cfg.log_every, checkpoint_every=pc.checkpoint_every))
+  return loop.Program(study="mono->poly", init=init, phases=tuple(phases), data=data)
 
 
 def make_train(cfg: MonoPolyConfig):
-  """Returns train(key) -> (state, history): both phases of one seed as one pure function.
+  """Returns train(keys) -> (state, history): both phases of one seed as one pure function.
 
-  history maps "phase1"/"phase2" to the loss of every step. `jax.jit(jax.vmap(make_train(cfg)))(keys)`
-  trains a whole sweep.
+  `keys` is one seed's entry of `seed_keys(cfg)`; history maps "phase1"/"phase2" to {"loss": per step}.
+  `jax.jit(jax.vmap(make_train(cfg)))(seed_keys(cfg))` trains a whole sweep; `run_experiment` runs the
+  same program in checkpointed chunks.
   """
-
-  def train(key):
-    train_set, _ = make_datasets(cfg)
-    state = None
-    history = {}
-    for phase in PHASES:
-      steps = phase_steps(cfg, phase)
-      if state is None:
-        state = steps.init(jax.random.fold_in(key, 0), train_set["x"])
-      else:
-        state = steps.fresh_optimizer(state["params"])
-      state, history[phase] = steps.run_steps(
-          state, order_key(cfg, phase, key), 0, train_set["x"], train_set[f"y_{phase}"], cfg.phase(phase).steps)
-    return state, history
-
-  return train
+  return loop.pure_train(make_program(cfg))
 
 
-@functools.lru_cache(maxsize=None)
-def _init_fn(cfg: MonoPolyConfig):
-  steps = phase_steps(cfg, "phase1")
-  return jax.jit(jax.vmap(lambda k, example_x: steps.init(jax.random.fold_in(k, 0), example_x),
-                          in_axes=(0, None)))
-
-
-@functools.lru_cache(maxsize=None)
-def _fresh_optimizer_fn(cfg: MonoPolyConfig, phase: str):
-  steps = phase_steps(cfg, phase)
-  return jax.jit(jax.vmap(lambda s: steps.fresh_optimizer(s["params"])))
-
-
-@functools.lru_cache(maxsize=None)
-def _chunk_fn(cfg: MonoPolyConfig, phase: str, num_steps: int):
-  """jit(vmap(run_steps)) of one chunk length, state buffers donated; cached per (config, phase, length)
-  so that a resumed or repeated run in the same process reuses the compiled program."""
-  steps = phase_steps(cfg, phase)
-
-  def one_seed(state, key, start_step, x, y):
-    return steps.run_steps(state, order_key(cfg, phase, key), start_step, x, y, num_steps)
-
-  sweep = jax.vmap(one_seed, in_axes=(0, None if cfg.shared_data_order else 0, None, None, None))
-  return jax.jit(sweep, donate_argnums=0)
-
-
-class SweepRunner:
-  """Jitted, vmapped entry points of one config: init, phase-2 start, the chunked steps of each phase."""
-
-  def __init__(self, cfg: MonoPolyConfig, mesh=None):
-    self.cfg = cfg
-    self.keys = sharding.shard_seeds(jax.vmap(seed_key)(jnp.asarray(cfg.seeds)), mesh)
-
-  def init(self, train_x: jax.Array) -> Any:
-    return _init_fn(self.cfg)(self.keys, train_x[:1])
-
-  def start_phase2(self, state: Any) -> Any:
-    return _fresh_optimizer_fn(self.cfg, "phase2")(state)
-
-  def run_chunk(self, phase: str, train_set: dict):
-    # With a shared order the per-seed key is unused; pass one so the argument stays unbatched.
-    key = self.keys[0] if self.cfg.shared_data_order else self.keys
-
-    def run(state, start_step, num_steps):
-      return _chunk_fn(self.cfg, phase, num_steps)(
-          state, key, jnp.int32(start_step), train_set["x"], train_set[f"y_{phase}"])
-
-    return run
+def checkpoint_root(workdir: str) -> str:
+  return os.path.join(workdir, "checkpoints")
 
 
 def checkpoint_dir(workdir: str, phase: str) -> str:
-  return os.path.join(workdir, "checkpoints", phase)
+  return os.path.join(checkpoint_root(workdir), phase)
 
 
-def run_metadata(cfg: MonoPolyConfig, phase: str) -> dict:
-  return {"config": configuration.to_dict(cfg), "seeds": cfg.seeds, "phase": phase,
-          "task": cfg.phase(phase).task}
+def training_config(cfg: MonoPolyConfig) -> dict:
+  """The knobs that decide what training computes: checkpoints of another value belong to another run.
+
+  Analysis settings and the chunk length (`log_every`, which only sets how often the host looks) are
+  left out, so changing them reuses the checkpoints.
+  """
+  config = configuration.to_dict(cfg)
+  for key in ("analysis", "log_every"):
+    config.pop(key)
+  return config
 
 
-def check_workdir(cfg: MonoPolyConfig, workdir: str, overwrite: bool) -> None:
-  """Refuses a workdir whose checkpoints come from another config (unless `overwrite`: then clears it)."""
-  root = os.path.join(workdir, "checkpoints")
-  if not os.path.isdir(root):
-    return
-  wanted = configuration.to_dict(cfg)
-  for phase in PHASES:
-    store = CheckpointStore(checkpoint_dir(workdir, phase))
-    for step in store.all_steps()[-1:]:
-      saved = store.restore_metadata(step).get("config")
-      if saved != wanted:
-        if overwrite:
-          logging.warning("--overwrite: removing checkpoints of a different config in %s", root)
-          shutil.rmtree(root)
-          return
-        differing = _differing_keys(saved or {}, wanted)
-        raise WorkdirError(
-            f"{workdir} holds checkpoints ({phase} step {step}) written with a different config "
-            f"(differs at: {', '.join(differing[:5]) or 'structure'}); use another --workdir or pass --overwrite")
+def activation_source(cfg: MonoPolyConfig) -> dict:
+  """How a generic reader rebuilds the model and its inputs from a checkpoint (no study code needed)."""
+  return {"model": {"kind": "mlp", "hidden_widths": list(cfg.model.hidden_widths), "num_classes": 2},
+          "params_path": ["state", "params"],
+          "inputs": {"kind": "bars", "config": configuration.to_dict(cfg.data), "data_seed": cfg.data_seed,
+                     "flatten": True}}
 
 
-def _differing_keys(a: Any, b: Any, prefix: str = "config") -> list[str]:
-  if isinstance(a, dict) and isinstance(b, dict):
-    out = []
-    for k in sorted(set(a) | set(b)):
-      out += _differing_keys(a.get(k), b.get(k), f"{prefix}.{k}")
-    return out
-  return [] if a == b else [prefix]
+def train(cfg: MonoPolyConfig, workdir: str, overwrite: bool = False, progress: Any = None) -> loop.Outcome:
+  """Trains every seed through both phases in checkpointed chunks, resuming from the latest checkpoint.
+
+  The seed axis is sharded over every device of every process (`sharding.seed_mesh`).
+  """
+  mesh = sharding.seed_mesh(cfg.num_seeds)
+  return loop.run(make_program(cfg), seed_keys(cfg), checkpoint_root(workdir), seed_labels=cfg.seeds,
+                  config=training_config(cfg),
+                  metadata={"full_config": configuration.to_dict(cfg), "activation_source": activation_source(cfg)},
+                  mesh=mesh, progress=progress, overwrite=overwrite)
 
 
 def run_experiment(cfg: MonoPolyConfig, workdir: str, overwrite: bool = False, progress: Any = None) -> Any:
-  """Trains every seed through both phases, resuming from the latest checkpoint; returns the final state."""
-  check_workdir(cfg, workdir, overwrite)
-  mesh = sharding.seed_mesh(cfg.num_seeds)
-  runner = SweepRunner(cfg, mesh)
-  train_set, _ = make_datasets(cfg)
-  train_set = sharding.replicate(train_set, mesh)
-  stores = {phase: CheckpointStore(checkpoint_dir(workdir, phase)) for phase in PHASES}
-  state = runner.init(train_set["x"])
-  phase2_template = runner.start_phase2(state)
+  """`train`, returning the final state (seed axis first)."""
+  return train(cfg, workdir, overwrite=overwrite, progress=progress).state
 
-  start = {"phase1": 0, "phase2": 0}
-  resume_phase = "phase1"
-  if stores["phase2"].latest_step() is not None:
-    resume_phase = "phase2"
-    start["phase2"] = stores["phase2"].latest_step()
-    state = stores["phase2"].restore(start["phase2"], phase2_template)
-  elif stores["phase1"].latest_step() is not None:
-    start["phase1"] = stores["phase1"].latest_step()
-    state = stores["phase1"].restore(start["phase1"], state)
-  if start[resume_phase]:
-    logging.info("resuming from %s step %d", resume_phase, start[resume_phase])
-  if progress is not None:
-    progress.update(start["phase1"] + start["phase2"] + (cfg.phase1.steps if resume_phase == "phase2" else 0))
 
-  for phase in PHASES[PHASES.index(resume_phase):]:
-    pc = cfg.phase(phase)
-    if phase == "phase2" and resume_phase == "phase1":
-      state = runner.start_phase2(state)
-    schedule = PhaseSchedule(phase, pc.steps, cfg.log_every, pc.checkpoint_every)
-    state = run_phase(schedule, runner.run_chunk(phase, train_set), state, start[phase], stores[phase],
-                      run_metadata(cfg, phase), cfg.seeds, progress)
-  return state
+def abstract_carry(cfg: MonoPolyConfig, phase: str) -> Any:
+  """Shapes and dtypes of what a checkpoint of `phase` holds: {'state', 'history'} (no training)."""
+  program = make_program(cfg)
+  return loop.abstract_carry(program, seed_keys(cfg), PHASES.index(phase))
+
+
+def restore_state(cfg: MonoPolyConfig, store: CheckpointStore, step: int, phase: str,
+                  template: Any = None) -> Any:
+  """The seed-stacked train state saved at `step` of `phase` (checksums verified)."""
+  template = abstract_carry(cfg, phase) if template is None else template
+  return store.restore(step, template)["state"]
 
 
 def restore_phase_params(workdir: str, phase: str, step: int | None = None):
@@ -293,17 +244,7 @@ def restore_phase_params(workdir: str, phase: str, step: int | None = None):
     raise CheckpointError(f"no {phase} checkpoints in {store.directory}; train first with launch.mono_poly")
   step = steps[-1] if step is None else step
   cfg = parse_config(store.restore_metadata(step)["config"])
-  template = abstract_state(cfg, phase)
-  state = store.restore(step, template)
-  return cfg, state["params"], step
-
-
-def abstract_state(cfg: MonoPolyConfig, phase: str) -> Any:
-  """Shapes and dtypes of the stacked train state of `phase` (no computation)."""
-  steps = phase_steps(cfg, phase)
-  x = jax.ShapeDtypeStruct((1, cfg.data.image_size * cfg.data.image_size * 3), jnp.float32)
-  keys = jax.ShapeDtypeStruct((cfg.num_seeds, 2), jnp.uint32)
-  return jax.eval_shape(jax.vmap(lambda k, x: steps.init(k, x), in_axes=(0, None)), keys, x)
+  return cfg, restore_state(cfg, store, step, phase)["params"], step
 
 
 def hidden_activations(cfg: MonoPolyConfig, params: Any, x_NxD: jax.Array) -> dict[str, jax.Array]:
