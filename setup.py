@@ -19,5 +19,5 @@ setup(
         "ml_collections>=0.1.1",
         "tqdm>=4.66",
     ],
-    extras_require={"test": ["pytest>=8", "pytest-timeout>=2.2", "pyflakes>=3.0"]},
+    extras_require={"test": ["pytest>=8", "pytest-timeout>=2.2", "pyflakes>=3.0", "import-linter>=2.17"]},
 )

@@ -10,75 +10,60 @@ Arguments combine with commas (`:smoke,source=mono_poly`); any knob can be overr
 --config.sae.k_grid=4,8,16 --config.num_seeds=4.
 """
 
-import ml_collections
+from mpcodec.core import configuration
+from mpcodec.studies.codec.pipeline import CodecConfig
+
+# What differs from CodecConfig's defaults (mpcodec/studies/codec/pipeline.py), and why. The SAE and the
+# Squeezer are library classes (mpcodec/sae) whose defaults serve any source; the codec study sets its
+# own on top of them. Default source: 512 known atoms in 128 dims (8 active per token); SAE of 512
+# latents, k in {8}, 2 seeds (all CodecConfig defaults).
+OVERRIDES = {
+    # AuxK (Gao et al. 2024): 32 dead latents per token; a latent silent for 20k tokens (~40 steps of
+    # 512) is dead (the library's 100k tokens would be about 200 of the SAE's 2000 steps).
+    "sae.aux_k": 32, "sae.dead_tokens_threshold": 20_000, "squeezer.dead_tokens_threshold": 20_000,
+    # The optimizers the codec runs use: Adam at 1e-2 (SAE) and 3e-3 (Squeezer), 50 warm-up steps, then
+    # cosine decay, no gradient clipping (the library defaults are 1e-3, 100 warm-up steps, clip at 1).
+    "sae.optim.learning_rate": 1e-2, "sae.optim.warmup_steps": 50, "sae.optim.grad_clip_norm": 0.0,
+    "squeezer.optim.learning_rate": 3e-3, "squeezer.optim.warmup_steps": 50,
+    "squeezer.optim.grad_clip_norm": 0.0,
+    # 16 active synthetic neurons per token: the library's 64 would be half of the 128 neurons here (M
+    # defaults to the source width).
+    "squeezer.k": 16,
+}
+
+# The smoke run's loops (every source), and its smaller model and source (ground truth only).
+SMOKE_LOOPS = {
+    **{f"sae_loop.{key}": value for key, value in dict(
+        steps=40, batch_size=128, chunk_steps=20, init_batches=1, eval_batches=2).items()},
+    **{f"squeezer_loop.{key}": value for key, value in dict(
+        steps=20, batch_size=128, chunk_steps=20, init_batches=1, eval_batches=2).items()},
+}
+SMOKE_GROUND_TRUTH = {
+    "source.ground_truth.num_atoms": 64, "source.ground_truth.dim": 16, "source.ground_truth.k_true": 3,
+    "sae.num_latents": 64, "sae.k": 3, "sae.aux_k": 8, "squeezer.k": 4, "squeezer.aux_k": 4,
+}
 
 
-def _optim(learning_rate, warmup_steps):
-  return ml_collections.ConfigDict(dict(
-      name="adam", learning_rate=learning_rate, warmup_steps=warmup_steps, schedule="cosine",
-      weight_decay=0.0, momentum=0.0, grad_clip_norm=0.0))
+def _smoke(cfg):
+  configuration.override(cfg, SMOKE_LOOPS)
+  if cfg.source.kind == "ground_truth":
+    configuration.override(cfg, SMOKE_GROUND_TRUTH)
 
 
-def _loop(steps, batch_size, chunk_steps, init_batches=4, eval_batches=8):
-  return ml_collections.ConfigDict(dict(
-      steps=steps, batch_size=batch_size, chunk_steps=chunk_steps, init_batches=init_batches,
-      eval_batches=eval_batches))
+# Applied in this order (a source first, so that the smoke run shrinks the chosen one).
+PRESETS = {
+    "source=ground_truth": {},   # the default
+    # The mono->poly MLP has a 10-wide hidden layer: a 64-latent SAE, squeezed back into 10 neurons.
+    "source=mono_poly": {
+        "source.kind": "checkpoint", "sae.num_latents": 64, "sae.k": 4, "sae.aux_k": 16,
+        "sae.optim.learning_rate": 3e-3, "sae_loop.batch_size": 256, "squeezer.k": 3, "squeezer.aux_k": 4,
+        "squeezer_loop.batch_size": 256,
+    },
+    "smoke": _smoke,
+}
 
 
 def get_config(arg=None):
-  """Default: 512 known atoms in 128 dims (8 active per token); SAE 512 latents, k in {8}, 2 seeds."""
-  args = dict(a.split("=", 1) if "=" in a else (a, "") for a in (arg or "").split(",") if a)
-  unknown = set(args) - {"smoke", "source"}
-  if unknown:
-    raise ValueError(f"unknown config argument(s) {sorted(unknown)}; use 'smoke' and/or 'source=mono_poly'")
-
-  cfg = ml_collections.ConfigDict()
-  cfg.seed = 0
-  cfg.num_seeds = 2
-  cfg.dense_above = 0.1
-  cfg.sae_checkpoint = ""
-  cfg.source = ml_collections.ConfigDict(dict(
-      kind="ground_truth", workdir="", phase="phase2", step=-1, layer="hidden_0", seed_index=0,
-      split="train",
-      ground_truth=ml_collections.ConfigDict(dict(num_atoms=512, dim=128, k_true=8, noise_std=0.01,
-                                                  seed=0))))
-  cfg.sae = ml_collections.ConfigDict(dict(
-      num_latents=512, k=8, k_grid=(), activation="topk", decoder="sparse",
-      b_dec_init="geometric_median", geometric_median_iters=30, input_norm="dim",
-      # AuxK (Gao et al. 2024): a latent silent for 20k tokens (~40 steps) is dead.
-      aux_k=32, aux_coef=1.0 / 32.0, dead_tokens_threshold=20_000, threshold_decay=0.99,
-      optim=_optim(1e-2, 50)))
-  cfg.sae_loop = _loop(steps=2000, batch_size=512, chunk_steps=250)
-  cfg.squeezer = ml_collections.ConfigDict(dict(
-      num_neurons=0, k=16, decoder="dense", b_dec_init="mean", input_norm="dim", aux_k=32,
-      aux_coef=1.0 / 32.0, dead_tokens_threshold=20_000, optim=_optim(3e-3, 50)))
-  cfg.squeezer_loop = _loop(steps=1000, batch_size=512, chunk_steps=250)
-
-  source = args.get("source", "ground_truth")
-  if source == "mono_poly":
-    # The mono->poly MLP has a 10-wide hidden layer: a 64-latent SAE, squeezed back into 10 neurons.
-    cfg.source.kind = "checkpoint"
-    cfg.sae.num_latents = 64
-    cfg.sae.k = 4
-    cfg.sae.aux_k = 16
-    cfg.sae.optim.learning_rate = 3e-3
-    cfg.sae_loop = _loop(steps=2000, batch_size=256, chunk_steps=250)
-    cfg.squeezer.k = 3
-    cfg.squeezer.aux_k = 4
-    cfg.squeezer_loop = _loop(steps=1000, batch_size=256, chunk_steps=250)
-  elif source != "ground_truth":
-    raise ValueError(f"unknown source {source!r}; use 'ground_truth' or 'mono_poly'")
-
-  if "smoke" in args:
-    cfg.sae_loop = _loop(steps=40, batch_size=128, chunk_steps=20, init_batches=1, eval_batches=2)
-    cfg.squeezer_loop = _loop(steps=20, batch_size=128, chunk_steps=20, init_batches=1, eval_batches=2)
-    if source == "ground_truth":
-      cfg.source.ground_truth.num_atoms = 64
-      cfg.source.ground_truth.dim = 16
-      cfg.source.ground_truth.k_true = 3
-      cfg.sae.num_latents = 64
-      cfg.sae.k = 3
-      cfg.sae.aux_k = 8
-      cfg.squeezer.k = 4
-      cfg.squeezer.aux_k = 4
-  return cfg
+  """Default: CodecConfig with OVERRIDES; `arg` as in the module docstring (see configuration.parse_arg)."""
+  cfg = configuration.override(configuration.defaults(CodecConfig), OVERRIDES)
+  return configuration.parse_arg(arg, PRESETS, config=cfg)

@@ -38,6 +38,9 @@ import jax.numpy as jnp
 from mpcodec.core import configuration
 from mpcodec.data import registry
 from mpcodec.studies.dynamics import program as dynamics, sweep as dynamics_sweep
+from mpcodec.studies.dynamics import shards as dynamics_shards
+
+from mpcodec.studies.dynamics import flops as dynamics_flops
 
 _ARCHS = flags.DEFINE_list(
     "archs", ["mlp_512x2_256x2@mnist", "cnn_32_64_128@mnist", "transformer_d128_h4_l4@mnist"],
@@ -151,7 +154,7 @@ def estimate_grid(sweep, data_dir, steps, repeats, shards=1):
     measure = cfg.num_measurements * measure_seconds
     estimates[run] = {"train_seconds": train, "measure_seconds": measure,
                       "compile_seconds": compile_seconds, "seconds": train + measure + compile_seconds}
-    family = dynamics_sweep.family_of(arch)
+    family = dynamics.family_of(arch)
     by_family[family] = by_family.get(family, 0.0) + estimates[run]["seconds"]
     print(f"  {run:36s} {estimates[run]['seconds'] / 60:6.2f} min (train {train:7.1f}s, measure "
           f"{measure:7.1f}s, compile {compile_seconds:4.1f}s; overhead {100 * measure / max(train, 1e-9):+6.0f}%)")
@@ -162,8 +165,8 @@ def estimate_grid(sweep, data_dir, steps, repeats, shards=1):
         f"little high; target < 90 min on 2 CPU cores)")
   shard_seconds = []
   if shards > 1:
-    flops = dynamics_sweep.estimated_costs(sweep)
-    for index, runs in enumerate(dynamics_sweep.shard_plan(sweep.runs, shards, flops.get), start=1):
+    flops = dynamics_flops.estimated_costs(sweep)
+    for index, runs in enumerate(dynamics_shards.shard_plan(sweep.runs, shards, flops.get), start=1):
       shard_seconds.append(sum(estimates[r]["seconds"] for r in runs))
       print(f"  shard {index}/{shards}: {len(runs)} run(s), {shard_seconds[-1] / 60:.2f} min")
     print(f"  with {shards} shards on {shards} machines like this one the grid takes "
@@ -189,8 +192,8 @@ ISSUE_PROBE_SIZE = 512
 
 
 def print_flop_budget(sweep, gflops):
-  """Prints and returns `dynamics_sweep.flop_budget` with the minutes each family needs at `gflops`."""
-  budget = dynamics_sweep.flop_budget(sweep)
+  """Prints and returns `dynamics_flops.flop_budget` with the minutes each family needs at `gflops`."""
+  budget = dynamics_flops.flop_budget(sweep)
   print(f"\nFLOP budget of {len(sweep.runs)} configurations (forward FLOPs of each model by XLA's cost "
         f"analysis x examples; spectra and TwoNN not counted); matmul rate here {gflops:.1f} GFLOP/s")
   print(f"  {'family':12s} {'runs':>4s} {'train TFLOP':>12s} {'measure-fwd TFLOP':>18s} "
@@ -206,18 +209,18 @@ def print_flop_budget(sweep, gflops):
   print(f"  the grid's forward and backward passes alone need at least {total_minutes:.2f} min at "
         f"{gflops:.1f} GFLOP/s, this machine's rate on a large matmul (target < 90 min on 2 CPU cores)")
   for family in sorted(budget):
-    cfg = dynamics_sweep.family_config(sweep, family)
+    cfg = dynamics_flops.family_config(sweep, family)
     for probe_size in sorted({cfg.probe_size, ISSUE_PROBE_SIZE}):
       probed = dataclasses.replace(cfg, probe_size=probe_size)
       print(f"  {family}: batch {cfg.batch_size}, probe {probe_size} + train probe {cfg.train_probe_size}, "
             f"every {cfg.measure_every} steps: forward overhead "
-            f"{100 * dynamics_sweep.forward_overhead(probed):+.0f}%; +25% needs a batch of >= "
-            f"{dynamics_sweep.batch_for_overhead(probed, 0.25):.0f}"
+            f"{100 * dynamics_flops.forward_overhead(probed):+.0f}%; +25% needs a batch of >= "
+            f"{dynamics_flops.batch_for_overhead(probed, 0.25):.0f}"
             + (" (the configured probe)" if probe_size == cfg.probe_size else ""))
   # The two targets together: training grows with the batch that brings the forward overhead to +25%.
   for label, probe_size in (("the configured probes", None),
                             (f"a {ISSUE_PROBE_SIZE}-example probe", ISSUE_PROBE_SIZE)):
-    flops = dynamics_sweep.flops_within_overhead(sweep, 0.25, probe_size, budget)
+    flops = dynamics_flops.flops_within_overhead(sweep, 0.25, probe_size, budget)
     minutes = flops / (gflops * 1e9) / 60
     budget[f"minutes_within_25_percent_{probe_size or 'configured'}"] = minutes
     print(f"  with {label} and each family's batch raised to keep the forward overhead within +25%, the "

@@ -12,11 +12,14 @@ the restore with one message naming the step, instead of training on from garbag
 from __future__ import annotations
 
 import contextlib
+import logging as std_logging
 import functools
 import os
+import re
 from typing import Any
 
 from absl import logging
+from etils import epath
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +31,16 @@ from mpcodec.core.errors import CheckpointError
 STATE_ITEM = "state"
 METADATA_ITEM = "metadata"
 INTEGRITY_ITEM = "integrity"
+
+
+class _OrbaxInfoFilter(std_logging.Filter):
+  """Drops Orbax's INFO lines (one per save, also from its background threads); warnings pass."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return record.levelno >= std_logging.WARNING or f"{os.sep}orbax{os.sep}" not in record.pathname
+
+
+std_logging.getLogger("absl").addFilter(_OrbaxInfoFilter())
 
 
 @contextlib.contextmanager
@@ -177,6 +190,33 @@ class CheckpointStore:
     self._verify(step, state)
     return state
 
+  @_quiet
+  def restore_as_saved(self, step: int) -> Any:
+    """Restores the state at `step` as it was saved (structure, shapes, dtypes), on the default device.
+
+    For readers without the code that wrote the checkpoint: the target is built from Orbax's own
+    metadata of the state item (read by a standalone handler: the manager returns an item's metadata only
+    once a handler for it is registered, i.e. after a save or restore of it), every array placed on the
+    first default device, then restored and verified against its checksums by `restore`. Named tuples
+    and dataclasses of the saved state come back as dicts.
+    """
+    self._require_step(step)
+    handler = ocp.StandardCheckpointHandler()
+    try:
+      saved = handler.metadata(epath.Path(self.directory) / str(step) / STATE_ITEM)
+    except Exception as e:  # Orbax raises many types for missing or unreadable metadata files.
+      raise CheckpointError(
+          f"the array metadata of the checkpoint at step {step} in {self.directory} could not be read "
+          f"({type(e).__name__}: {_first_line(e)})") from e
+    finally:
+      handler.close()
+    if saved is None:
+      raise CheckpointError(f"the checkpoint at step {step} in {self.directory} holds no array metadata")
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(tuple(leaf.shape), leaf.dtype, sharding=device),
+                          getattr(saved, "tree", saved), is_leaf=_is_array_metadata)
+    return self.restore(step, target)
+
   def _earlier_hint(self, step: int) -> str:
     earlier = [s for s in self.all_steps() if s < step]
     if not earlier:
@@ -185,7 +225,11 @@ class CheckpointStore:
             f"(and any later step) to resume from it")
 
   def _verify(self, step: int, state: Any) -> None:
-    """Compares every restored array with the fingerprint saved beside it (checkpoints without one pass)."""
+    """Compares every restored array with the fingerprint saved beside it (checkpoints without one pass).
+
+    Paths are compared in canonical form (`_canonical_path`), so a state restored by `restore_as_saved`,
+    whose named tuples came back as dicts, is checked like one restored onto the original structure.
+    """
     path = os.path.join(self.directory, str(step), INTEGRITY_ITEM)
     if not os.path.exists(path):
       return
@@ -195,8 +239,9 @@ class CheckpointStore:
     except Exception as e:  # pylint: disable=broad-except
       raise CheckpointError(f"checksums of the checkpoint at step {step} in {self.directory} could not be "
                             f"read ({type(e).__name__}: {_first_line(e)}){self._earlier_hint(step)}") from e
+    saved = {_canonical_path(path): value for path, value in saved.items()}
     restored = fingerprints(state)
-    bad = [path for path, value in restored.items() if saved.get(path) != value]
+    bad = [path for path, value in restored.items() if saved.get(_canonical_path(path)) != value]
     if bad:
       raise CheckpointError(
           f"checkpoint at step {step} in {self.directory} is corrupt: {len(bad)} array(s) differ from the "
@@ -221,6 +266,29 @@ class CheckpointStore:
   @_quiet
   def close(self) -> None:
     self._manager.close()
+
+
+def _is_array_metadata(x: Any) -> bool:
+  """Whether `x` is one leaf of Orbax's saved-tree metadata (an array or a scalar: it has shape and dtype)."""
+  return hasattr(x, "shape") and hasattr(x, "dtype")
+
+
+_PATH_ENTRY = re.compile(r"""\[('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|-?\d+)\]|\.(\w+)""")
+
+
+def _canonical_path(path: str) -> str:
+  """A `jax.tree_util.keystr` path with attribute entries written as dict keys: `[0].mu` -> `[0]['mu']`.
+
+  Orbax's saved metadata turns named tuples and dataclasses into dicts, so a tree rebuilt from it names
+  a leaf `['count']` where the saved tree named it `.count`. A path that does not parse stays as it is.
+  """
+  entries, end = [], 0
+  for match in _PATH_ENTRY.finditer(path):
+    if match.start() != end:
+      return path
+    entries.append(f"[{match.group(1)}]" if match.group(1) is not None else f"[{match.group(2)!r}]")
+    end = match.end()
+  return "".join(entries) if end == len(path) else path
 
 
 def _first_line(e: BaseException) -> str:

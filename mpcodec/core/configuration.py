@@ -7,16 +7,24 @@ impossible value. The frozen dataclass is hashable, so it can close over jitted 
 
 A dataclass states its value rules in a `checks()` method that yields `(key, ok, message)` triples;
 the key is relative to the dataclass and is prefixed with its path in the error.
+
+Each default is written once, in the dataclass: a config file (configs/<study>.py) starts from
+`defaults(cls)`, sets only the keys it means to change (`override`, dotted keys), and reads its
+command-line argument with the shared `parse_arg` (presets such as "smoke" and key=value pairs).
 """
 
 from __future__ import annotations
 
+import ast
+import copy
 import dataclasses
 import json
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal, TypeVar, Union
+
+import ml_collections
 
 from mpcodec.core.errors import ConfigError
 
@@ -133,3 +141,166 @@ def to_dict(obj: Any) -> Any:
 def to_json(obj: Any) -> str:
   """Canonical JSON of a config dataclass (sorted keys), used to compare configs of runs."""
   return json.dumps(to_dict(obj), sort_keys=True, indent=2)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Config files: defaults from the dataclass, dotted overrides, and the shared parser of the argument.
+
+Preset = Union[Callable[[ml_collections.ConfigDict], None], Mapping[str, Any]]
+
+
+def defaults(cls: type) -> ml_collections.ConfigDict:
+  """A ConfigDict of every field's default of dataclass `cls`.
+
+  A field whose default is a dataclass instance becomes a nested ConfigDict of that instance's values
+  (so `PhaseConfig(task="xor")` keeps task "xor"); tuples stay tuples; an int default of a float field
+  is stored as a float, so that a later float override of it is accepted.
+  """
+  hints = typing.get_type_hints(cls)
+  values = {}
+  for field in dataclasses.fields(cls):
+    if field.default is not dataclasses.MISSING:
+      value = field.default
+    elif field.default_factory is not dataclasses.MISSING:
+      value = field.default_factory()
+    else:
+      raise TypeError(f"{cls.__name__}.{field.name} has no default: a config file cannot start from it")
+    values[field.name] = _default_value(value, hints[field.name])
+  return ml_collections.ConfigDict(values)
+
+
+def _default_value(value: Any, tp: Any) -> Any:
+  if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    hints = typing.get_type_hints(type(value))
+    return ml_collections.ConfigDict({f.name: _default_value(getattr(value, f.name), hints[f.name])
+                                      for f in dataclasses.fields(value)})
+  if tp is float and isinstance(value, int) and not isinstance(value, bool):
+    return float(value)
+  return value
+
+
+def _section_and_name(cfg: ml_collections.ConfigDict, key: str) -> tuple[ml_collections.ConfigDict, str]:
+  """The section holding dotted `key` and the key's last name; ConfigError if any name is unknown."""
+  names = key.split(".")
+  section, path = cfg, []
+  for name in names:
+    if not isinstance(section, ml_collections.ConfigDict):
+      raise ConfigError(f"{key}: {'.'.join(path)} is a value, not a section")
+    if name not in section:
+      where = f"in {'.'.join(path)} " if path else ""
+      raise ConfigError(f"{key}: unknown key {name!r}; valid keys {where}are {sorted(section.keys())}")
+    if len(path) == len(names) - 1:
+      return section, name
+    section = section[name]
+    path.append(name)
+  raise ConfigError(f"{key!r}: empty key")   # not reached: split always yields a name
+
+
+def override(cfg: ml_collections.ConfigDict, values: Mapping[str, Any]) -> ml_collections.ConfigDict:
+  """Sets dotted keys ("sae.optim.learning_rate") of `cfg` in place and returns it.
+
+  Every key must name an existing value (not a section), else ConfigError lists the valid keys. The
+  value replaces the default as given (a list stays a list); its type is checked later by `parse`,
+  except that an int given for a float default is stored as a float.
+  """
+  for key, value in values.items():
+    value = copy.deepcopy(value)   # the config never shares a list with the caller's mapping
+    section, name = _section_and_name(cfg, key)
+    old = section[name]
+    if isinstance(old, ml_collections.ConfigDict):
+      raise ConfigError(f"{key}: is a section; set its keys instead ({sorted(old.keys())})")
+    if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+      value = float(value)
+    del section[name]   # no ConfigDict type cast (it would turn a list into the default's tuple)
+    section[name] = value
+  return cfg
+
+
+def lookup(cfg: ml_collections.ConfigDict, key: str) -> Any:
+  """The value of dotted `key` in `cfg`; ConfigError naming the valid keys if it is not there."""
+  section, name = _section_and_name(cfg, key)
+  return section[name]
+
+
+def literal(text: str) -> Any:
+  """`text` read as a Python literal (3, 0.5, True, None, (4, 8), 'a'), else the string itself."""
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+    return text
+
+
+def split_arg(arg: str | None) -> list[str]:
+  """Splits a config argument at the commas outside brackets and quotes: "a=(1, 2),b" -> 2 parts."""
+  parts, depth, quote, start = [], 0, "", 0
+  text = arg or ""
+  for i, char in enumerate(text):
+    if quote:
+      quote = "" if char == quote else quote
+    elif char in "'\"":
+      quote = char
+    elif char in "([{":
+      depth += 1
+    elif char in ")]}":
+      depth -= 1
+    elif char == "," and depth == 0:
+      parts.append(text[start:i])
+      start = i + 1
+  parts.append(text[start:])
+  return [part.strip() for part in parts if part.strip()]
+
+
+def parse_arg(arg: str | None, presets: Mapping[str, Preset] | None = None, *,
+              config: ml_collections.ConfigDict,
+              options: Mapping[str, Callable[[ml_collections.ConfigDict, Any], None]] | None = None
+              ) -> ml_collections.ConfigDict:
+  """Applies a config file's argument (the text after `configs/<study>.py:`) to `config`; returns it.
+
+  `arg` holds comma-separated parts; None or "" changes nothing. A part is
+    - the name of a preset ("smoke"): a mapping of dotted keys to values, or a callable that edits the
+      config. A preset's name may hold "=" (the codec's "source=mono_poly"): names are matched first;
+    - key=value with `key` an option of the config file (a callable taking the config and the value's
+      text, such as the dynamics grid's arch=a+b filter), or a dotted config key (base.num_seeds=3)
+      whose value is read as a Python literal (3, 1e-3, True, (4, 8), 'x'), else kept as the string.
+  The parts apply in a fixed order, whatever their order in `arg`: the presets named (in the order of
+  `presets`), then the config keys (as written), then the options (in the order of `options`).
+  An unknown preset, option or key raises ConfigError naming it and the valid ones.
+  """
+  presets, options = dict(presets or {}), dict(options or {})
+  chosen, pairs, given = set(), {}, {}
+  for part in split_arg(arg):
+    if part in presets:
+      chosen.add(part)
+      continue
+    key, sep, text = part.partition("=")
+    key = key.strip()
+    if not sep or not key:
+      raise ConfigError(f"config argument {part!r}: unknown preset; {_expected(presets, options)}")
+    if key in options:
+      given[key] = text.strip()
+      continue
+    named = sorted(p for p in presets if p.startswith(f"{key}="))
+    if named:
+      raise ConfigError(f"config argument {part!r}: unknown value for {key!r}; valid: {named}")
+    try:
+      _section_and_name(config, key)
+    except ConfigError as e:
+      raise ConfigError(f"config argument {part!r}: {e}; {_expected(presets, options)}") from None
+    pairs[key] = literal(text.strip())
+  for name, preset in presets.items():
+    if name in chosen:
+      if callable(preset):
+        preset(config)
+      else:
+        override(config, preset)
+  override(config, pairs)
+  for name, option in options.items():
+    if name in given:
+      option(config, given[name])
+  return config
+
+
+def _expected(presets: Mapping[str, Any], options: Mapping[str, Any]) -> str:
+  names = " or ".join(repr(p) for p in presets)
+  keys = f"key in {sorted(options)} or a config key" if options else "a config key"
+  return f"expected {names + ' or ' if names else ''}key=value with {keys}"

@@ -56,7 +56,8 @@ class Phase:
     num_steps: steps of the phase.
     chunk: seed-stacked chunk function (see `vmap_chunk` to build one from a single-seed function).
       Its metrics carry the seed axis first, then a step axis whose length is proportional to
-      `num_steps` (per step, or per measurement); metrics["loss"] (S, num_steps) is checked for NaN/Inf.
+      `num_steps` (per step, or per measurement); metrics[loss_metric] (S, num_steps) is checked for
+      NaN/Inf.
     start: state at the phase's step 0 from the previous phase's last state (e.g. a fresh optimizer).
     inputs: host-side inputs of the chunk [start, start + num_steps) (e.g. activation batches read from
       files), arrays with the step axis first, passed to `chunk` unbatched; None when it needs none.
@@ -65,6 +66,7 @@ class Phase:
     chunk_every: chunks end at multiples of this step (progress and NaN checks).
     checkpoint_every: checkpoints at multiples of this step, at step 0 and at the end.
     extra_checkpoints: more steps to checkpoint at (e.g. around a detected jump).
+    loss_metric: the metric checked for NaN/Inf and shown in the progress bar.
   """
 
   name: str
@@ -76,6 +78,7 @@ class Phase:
   chunk_every: int = 100
   checkpoint_every: int = 1000
   extra_checkpoints: tuple[int, ...] = ()
+  loss_metric: str = LOSS
 
   def is_checkpoint_step(self, step: int) -> bool:
     return (step == 0 or step % self.checkpoint_every == 0 or step == self.num_steps
@@ -106,6 +109,9 @@ class Program:
   init: Callable[[jax.Array], State]
   phases: tuple[Phase, ...]
   data: Any = None
+  # Programs with equal keys trace to the same computation on the same shapes (e.g. one architecture on
+  # MNIST and on Fashion-MNIST): `run(..., compile_cache=...)` then compiles once for all of them.
+  cache_key: Any = None
 
 
 def vmap_chunk(single_seed: Callable[..., tuple[State, dict]]) -> Chunk:
@@ -130,8 +136,8 @@ def _history_shapes(program: Program, phase: Phase, state: Any, keys: Any, input
   """Shapes of the phase's metrics over the whole phase (one chunk of num_steps steps)."""
   _, metrics = jax.eval_shape(lambda s, k, d, i: phase.chunk(s, k, d, i, jnp.int32(0), phase.num_steps),
                               state, keys, program.data, inputs)
-  if LOSS not in metrics:
-    raise ValueError(f"{program.study} {phase.name}: a chunk's metrics must include {LOSS!r}")
+  if phase.loss_metric not in metrics:
+    raise ValueError(f"{program.study} {phase.name}: a chunk's metrics must include {phase.loss_metric!r}")
   return metrics
 
 
@@ -156,7 +162,7 @@ def _chunk_with_history(program: Program, phase: Phase, num_steps: int, total: M
       offset = (start_step // rate.denominator) * rate.numerator
       history[name] = jax.lax.dynamic_update_slice_in_dim(history[name], values.astype(history[name].dtype),
                                                           offset, axis=1)
-    loss_SxT = metrics[LOSS]
+    loss_SxT = metrics[phase.loss_metric]
     bad_SxT = ~jnp.isfinite(loss_SxT)
     first_t = jnp.argmax(bad_SxT.any(axis=0))
     first_s = jnp.argmax(bad_SxT[:, first_t])
@@ -339,9 +345,9 @@ def check_checkpoints(root: str, phase_names: Sequence[str], config: Mapping, ov
 class _Compiled:
   """AOT-compiled chunk programs per (phase, length), compile time measured apart from run time."""
 
-  def __init__(self, program: Program, mesh):
+  def __init__(self, program: Program, mesh, cache: dict | None = None):
     self.program, self.mesh = program, mesh
-    self.cache: dict[tuple[str, int], Any] = {}
+    self.cache: dict = {} if cache is None or program.cache_key is None else cache
     self.seconds = 0.0
     shardings = {}
     if mesh is not None:
@@ -351,7 +357,7 @@ class _Compiled:
                         **({"out_shardings": sharding.seed_sharding(mesh)} if mesh is not None else {}))
 
   def get(self, phase: Phase, num_steps: int, carry, keys, data, inputs):
-    key = (phase.name, num_steps)
+    key = (self.program.cache_key, phase.name, num_steps)
     if key not in self.cache:
       start = time.perf_counter()
       fn = _chunk_with_history(self.program, phase, num_steps, carry["history"][phase.name])
@@ -363,7 +369,7 @@ class _Compiled:
 
 def run(program: Program, keys: Any, checkpoint_root: str, *, seed_labels: Sequence[Any],
         config: Mapping, metadata: Mapping | None = None, mesh=None, progress: Any = None,
-        overwrite: bool = False) -> Outcome:
+        overwrite: bool = False, compile_cache: dict | None = None) -> Outcome:
   """Trains `program` for seeds `keys` (a pytree of (S, 2) keys) in checkpointed chunks, resuming where
   it stopped.
 
@@ -375,6 +381,7 @@ def run(program: Program, keys: Any, checkpoint_root: str, *, seed_labels: Seque
     metadata: more JSON saved with every checkpoint.
     mesh: device mesh of the seed axis (`sharding.seed_mesh`); None for one device.
     progress: tqdm-like (`update(n)`, `set_postfix_str(s)`); gets every step trained, resumed ones too.
+    compile_cache: a dict kept by the caller to reuse compiled chunks across runs (see Program.cache_key).
   Raises:
     NonFiniteError naming study, phase, step and seed; InterruptedRun after SIGINT (with a checkpoint).
   """
@@ -388,7 +395,7 @@ def run(program: Program, keys: Any, checkpoint_root: str, *, seed_labels: Seque
   stores = {p.name: CheckpointStore(os.path.join(checkpoint_root, p.name)) for p in program.phases}
   keys = sharding.put_seed_axis(keys, mesh)
   data = sharding.put_replicated(program.data, mesh)
-  compiled = _Compiled(program, mesh)
+  compiled = _Compiled(program, mesh, compile_cache)
 
   def inputs_of(phase, start, num_steps):
     inputs = _host_inputs(phase, start, num_steps)

@@ -86,3 +86,11 @@ def put_seed_axis(tree, mesh: Mesh | None):
 def put_replicated(tree, mesh: Mesh | None):
   """Every leaf whole on every device of the mesh (any number of processes)."""
   return _put(tree, mesh, PartitionSpec())
+
+
+def to_host(tree):
+  """Every leaf as a whole numpy array on the host, also when its shards live in several processes."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
+  return jax.tree.map(np.asarray, jax.device_get(tree))

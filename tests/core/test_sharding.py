@@ -80,9 +80,10 @@ def test_dynamics_sweep_shards_seeds_over_two_devices(tmp_path):
   from configs import dynamics as dynamics_config  # pylint: disable=g-import-not-at-top
   from mpcodec.core import configuration  # pylint: disable=g-import-not-at-top
   from mpcodec.studies.dynamics import sweep as dynamics_sweep  # pylint: disable=g-import-not-at-top
-  from tests.studies.dynamics.test_program import DATA_DIR  # pylint: disable=g-import-not-at-top
+  from mpcodec.studies.dynamics import results as dynamics_results  # pylint: disable=g-import-not-at-top
+  data_dir = str(support.require_data("mnist"))
   env = dict(os.environ, PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-  out = subprocess.run([sys.executable, "-c", TWO_DEVICE_DYNAMICS, str(tmp_path / "two"), DATA_DIR],
+  out = subprocess.run([sys.executable, "-c", TWO_DEVICE_DYNAMICS, str(tmp_path / "two"), data_dir],
                        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
   info = json.loads(out.stdout.strip().splitlines()[-1])
@@ -90,8 +91,8 @@ def test_dynamics_sweep_shards_seeds_over_two_devices(tmp_path):
   cfg = dynamics_config.get_config("smoke,arch=mlp_128_64,dataset=mnist")
   cfg.plots = False
   sweep = configuration.parse(dynamics_sweep.SweepConfig, cfg)
-  local = dynamics_sweep.run_sweep(sweep, str(tmp_path / "one"), DATA_DIR)["mlp_128_64@mnist"]
+  local = dynamics_sweep.run_sweep(sweep, str(tmp_path / "one"), data_dir)["mlp_128_64@mnist"]
   np.testing.assert_allclose(info["accuracy"], local["final_test_accuracy"], atol=0.011)
-  two = dynamics_sweep.load_series(dynamics_sweep.result_paths(str(tmp_path / "two"), "mlp_128_64@mnist")[0])
-  one = dynamics_sweep.load_series(dynamics_sweep.result_paths(str(tmp_path / "one"), "mlp_128_64@mnist")[0])
+  two = dynamics_results.load_series(dynamics_results.result_paths(str(tmp_path / "two"), "mlp_128_64@mnist")[0])
+  one = dynamics_results.load_series(dynamics_results.result_paths(str(tmp_path / "one"), "mlp_128_64@mnist")[0])
   np.testing.assert_allclose(two["participation_ratio"], one["participation_ratio"], rtol=1e-3)

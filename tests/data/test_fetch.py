@@ -19,14 +19,11 @@ import pytest
 
 from mpcodec.data import fetch
 from mpcodec.data.dataset import DataError
+from tests import support
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def real_data_dir() -> Path:
-  """The shared real-data folder: $MPCODEC_DATA_DIR, else ../shared/data beside the repository."""
-  env = os.environ.get("MPCODEC_DATA_DIR")
-  return Path(env) if env else REPO_ROOT.parent / "shared" / "data"
+REPO_ROOT = support.REPO_ROOT
+# The shared data folder serves as the "remote" in most tests here: its files are what the pins describe.
+SHARED_FOLDERS = ("mnist", "fashion-mnist", "kmnist", "qmnist", "ag_news")
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -69,14 +66,15 @@ def sha256_of(data: bytes) -> str:
 
 
 def test_fetch_mnist_verifies_then_skips_present_files(tmp_path):
+  shared = support.require_data("mnist")
   destination = tmp_path / "data"
-  with serve(real_data_dir()) as (base_url, requested):
+  with serve(shared) as (base_url, requested):
     statuses = fetch.fetch_datasets(["mnist"], str(destination), base_url)
     assert statuses == {remote.path: "downloaded" for remote in fetch.REMOTE_FILES["mnist"]}
     assert len(requested) == 4
     for remote in fetch.REMOTE_FILES["mnist"]:
       fetched = (destination / remote.path).read_bytes()
-      assert fetched == (real_data_dir() / remote.path).read_bytes()
+      assert fetched == (shared / remote.path).read_bytes()
       # The pin is on the decompressed payload; check it independently of fetch's own code.
       assert sha256_of(gzip.decompress(fetched)) == remote.payload_sha256
     assert sorted(os.listdir(destination / "mnist")) == sorted(
@@ -88,7 +86,8 @@ def test_fetch_mnist_verifies_then_skips_present_files(tmp_path):
 def test_checksum_mismatch_deletes_download_and_names_digests(tmp_path):
   served = tmp_path / "served" / "mnist"
   served.mkdir(parents=True)
-  labels = gzip.decompress((real_data_dir() / "mnist" / "t10k-labels-idx1-ubyte.gz").read_bytes())
+  shared = support.require_data("mnist/t10k-labels-idx1-ubyte.gz")
+  labels = gzip.decompress((shared / "mnist" / "t10k-labels-idx1-ubyte.gz").read_bytes())
   corrupted = bytearray(labels)
   corrupted[100] = (corrupted[100] + 1) % 10  # One wrong label: still a valid IDX file.
   (served / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(bytes(corrupted)))
@@ -109,17 +108,18 @@ def test_present_file_with_wrong_checksum_is_downloaded_again(tmp_path):
   target = tmp_path / remote.path
   target.parent.mkdir(parents=True)
   target.write_bytes(b"stale")
-  with serve(real_data_dir()) as (base_url, requested):
+  with serve(support.require_data(remote.path)) as (base_url, requested):
     assert fetch.fetch_file(remote, str(tmp_path), base_url) == "downloaded"
   assert requested == ["/mnist/t10k-labels-idx1-ubyte.gz"]
   fetch.verify_file(str(target), remote)
 
 
 def test_pins_match_every_shared_file():
+  shared = support.require_data(*SHARED_FOLDERS)
   checked = 0
   for remotes in fetch.REMOTE_FILES.values():
     for remote in remotes:
-      path = real_data_dir() / remote.path
+      path = shared / remote.path
       if path.exists():
         fetch.verify_file(str(path), remote)
         checked += 1
@@ -128,13 +128,14 @@ def test_pins_match_every_shared_file():
 
 def test_unpinned_file_needs_allow_unpinned(tmp_path):
   remote = fetch.RemoteFile(path="qmnist/LICENSE", urls=())
-  with serve(real_data_dir()) as (base_url, requested):
+  shared = support.require_data(remote.path)
+  with serve(shared) as (base_url, requested):
     with pytest.raises(DataError, match="allow_unpinned"):
       fetch.fetch_file(remote, str(tmp_path), base_url)
     assert requested == []
     assert fetch.fetch_file(remote, str(tmp_path), base_url, allow_unpinned=True) == "downloaded"
   fetched = (tmp_path / "qmnist" / "LICENSE").read_bytes()
-  assert fetched == (real_data_dir() / "qmnist" / "LICENSE").read_bytes()
+  assert fetched == (shared / "qmnist" / "LICENSE").read_bytes()
 
 
 def test_unreachable_source_and_unknown_name(tmp_path):
@@ -148,9 +149,10 @@ def test_unreachable_source_and_unknown_name(tmp_path):
 
 
 def test_command_line_fetch(tmp_path):
+  shared = support.require_data("qmnist", "ag_news/test.csv")
   destination = tmp_path / "data"
   env = dict(os.environ, no_proxy="*", NO_PROXY="*")
-  with serve(real_data_dir()) as (base_url, _):
+  with serve(shared) as (base_url, _):
     result = subprocess.run(
         [sys.executable, "-m", "launch.fetch_data", "--datasets=qmnist,ag_news",
          f"--data_dir={destination}", f"--base_url={base_url}"],
@@ -161,9 +163,9 @@ def test_command_line_fetch(tmp_path):
   assert (destination / "ag_news" / "test.csv").exists()
   for name in ("qmnist-train-labels-idx2-int.gz", "qmnist-test-labels-idx2-int.gz"):
     fetched = (destination / "qmnist" / name).read_bytes()
-    assert fetched == (real_data_dir() / "qmnist" / name).read_bytes()
+    assert fetched == (shared / "qmnist" / name).read_bytes()
   shutil.rmtree(destination / "qmnist")
-  with serve(real_data_dir()) as (base_url, _):
+  with serve(shared) as (base_url, _):
     result = subprocess.run(
         [sys.executable, "-m", "launch.fetch_data", "--datasets=qmnist",
          f"--data_dir={destination}", f"--base_url={base_url}"],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import os
 from pathlib import Path
 
 import numpy as np
@@ -11,12 +10,7 @@ import pytest
 
 from mpcodec.data import idx
 from mpcodec.data.dataset import DataError
-
-
-def real_data_dir() -> Path:
-  """The shared real-data folder: $MPCODEC_DATA_DIR, else ../shared/data beside the repository."""
-  env = os.environ.get("MPCODEC_DATA_DIR")
-  return Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
+from tests import support
 
 
 def idx_bytes(array: np.ndarray, type_code: int) -> bytes:
@@ -114,7 +108,7 @@ def test_missing_file_is_a_data_error(tmp_path):
 
 
 def test_real_mnist_files_parse_with_known_class_counts():
-  mnist = real_data_dir() / "mnist"
+  mnist = support.require_data("mnist") / "mnist"
   train_images = idx.read_idx(mnist / "train-images-idx3-ubyte.gz", idx.IMAGES_MAGIC)
   train_labels = idx.read_idx(mnist / "train-labels-idx1-ubyte.gz", idx.LABELS_MAGIC)
   test_labels = idx.read_idx(mnist / "t10k-labels-idx1-ubyte.gz", idx.LABELS_MAGIC)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import os
 import shutil
 from pathlib import Path
 
@@ -13,15 +12,12 @@ import pytest
 from mpcodec.core import configuration
 from mpcodec.data import idx, registry, splits, text
 from mpcodec.data.dataset import DataError, Dataset
+from tests import support
 
 
-def real_data_dir() -> Path:
-  """The shared real-data folder: $MPCODEC_DATA_DIR, else ../shared/data beside the repository."""
-  env = os.environ.get("MPCODEC_DATA_DIR")
-  return Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
-
-
-DATA = str(real_data_dir())
+def data(*paths: str) -> str:
+  """The real-data folder as a string, once it holds `paths`; else the test is skipped (or failed)."""
+  return str(support.require_data(*paths))
 
 
 def row_keys(images: np.ndarray) -> list[bytes]:
@@ -31,14 +27,14 @@ def row_keys(images: np.ndarray) -> list[bytes]:
 
 @pytest.fixture(scope="module")
 def mnist() -> Dataset:
-  return registry.get_dataset("mnist", DATA)
+  return registry.get_dataset("mnist", data("mnist"))
 
 
 def test_mnist_shapes_scaling_and_labels(mnist):
   assert (mnist.kind, mnist.num_classes, mnist.input_shape) == ("image", 10, (28, 28, 1))
   assert (mnist.num_train, mnist.num_test) == (60000, 10000)
   assert mnist.train_x.dtype == np.float32 and mnist.train_y.dtype == np.int32
-  raw = idx.read_idx(real_data_dir() / "mnist" / "t10k-images-idx3-ubyte.gz")
+  raw = idx.read_idx(support.require_data("mnist") / "mnist" / "t10k-images-idx3-ubyte.gz")
   np.testing.assert_array_equal(mnist.test_x[..., 0], raw.astype(np.float32) / np.float32(255))
   assert mnist.train_x.min() == 0.0 and mnist.train_x.max() == 1.0
   np.testing.assert_array_equal(mnist.class_counts("test"),
@@ -47,19 +43,20 @@ def test_mnist_shapes_scaling_and_labels(mnist):
 
 
 def test_qmnist_column_zero_equals_mnist_train_labels(mnist):
-  train = registry.qmnist_labels(DATA, "train")
+  qmnist_dir = data("qmnist")
+  train = registry.qmnist_labels(qmnist_dir, "train")
   assert train.shape == (60000, 8) and train.dtype == np.int32
   np.testing.assert_array_equal(train[:, 0], mnist.train_y)
-  test = registry.qmnist_labels(DATA, "test")
+  test = registry.qmnist_labels(qmnist_dir, "test")
   # QMNIST's test file extends MNIST's 10k test digits to 60k; its first 10k rows are MNIST's test set.
   assert test.shape == (60000, 8)
   np.testing.assert_array_equal(test[:10000, 0], mnist.test_y)
   with pytest.raises(ValueError, match="valid splits"):
-    registry.qmnist_labels(DATA, "validation")
+    registry.qmnist_labels(qmnist_dir, "validation")
 
 
 def test_fashion_mnist_official_split():
-  fashion = registry.get_dataset("fashion_mnist", DATA)
+  fashion = registry.get_dataset("fashion_mnist", data("fashion-mnist"))
   assert (fashion.num_train, fashion.num_test, fashion.input_shape) == (60000, 10000, (28, 28, 1))
   np.testing.assert_array_equal(fashion.class_counts("train"), [6000] * 10)
   np.testing.assert_array_equal(fashion.class_counts("test"), [1000] * 10)
@@ -67,9 +64,10 @@ def test_fashion_mnist_official_split():
 
 
 def test_kmnist_seeded_stratified_split_recorded_in_metadata():
-  first = registry.get_dataset("kmnist", DATA, seed=3)
-  again = registry.get_dataset("kmnist", DATA, seed=3)
-  other = registry.get_dataset("kmnist", DATA, seed=4, test_fraction=0.3)
+  kmnist_dir = data("kmnist")
+  first = registry.get_dataset("kmnist", kmnist_dir, seed=3)
+  again = registry.get_dataset("kmnist", kmnist_dir, seed=3)
+  other = registry.get_dataset("kmnist", kmnist_dir, seed=4, test_fraction=0.3)
   split = first.metadata["split"]
   assert split["kind"] == "stratified" and split["seed"] == 3 and split["test_fraction"] == 0.2
   assert (split["train_size"], split["test_size"]) == (8000, 2000) == (first.num_train, first.num_test)
@@ -79,7 +77,7 @@ def test_kmnist_seeded_stratified_split_recorded_in_metadata():
   np.testing.assert_array_equal(first.train_y, again.train_y)
   assert other.metadata["split"]["test_class_counts"] == [300] * 10
   # The two parts are disjoint and together give back the whole official test file.
-  raw = idx.read_idx(real_data_dir() / "kmnist" / "t10k-images-idx3-ubyte.gz")
+  raw = idx.read_idx(Path(kmnist_dir) / "kmnist" / "t10k-images-idx3-ubyte.gz")
   whole = raw.astype(np.float32)[..., None] / np.float32(255)
   assert row_keys(np.concatenate([first.train_x, first.test_x])) == row_keys(whole)
   assert not set(row_keys(first.test_x[:200])) & set(row_keys(first.train_x))
@@ -89,7 +87,7 @@ def test_kmnist_seeded_stratified_split_recorded_in_metadata():
 def test_kmnist_uses_official_split_when_train_files_exist(tmp_path):
   folder = tmp_path / "kmnist"
   folder.mkdir()
-  source = real_data_dir() / "kmnist"
+  source = support.require_data("kmnist") / "kmnist"
   for split_prefix in ("train", "t10k"):
     for kind in ("images-idx3", "labels-idx1"):
       (folder / f"{split_prefix}-{kind}-ubyte.gz").symlink_to(source / f"t10k-{kind}-ubyte.gz")
@@ -102,7 +100,7 @@ def test_kmnist_uses_official_split_when_train_files_exist(tmp_path):
 
 @pytest.fixture(scope="module")
 def ag_news() -> tuple[Dataset, text.Vocabulary]:
-  return registry.load_ag_news(DATA, seed=0, options=registry.TextOptions(vocab_size=5000))
+  return registry.load_ag_news(data("ag_news/test.csv"), seed=0, options=registry.TextOptions(vocab_size=5000))
 
 
 def test_ag_news_split_ids_and_metadata(ag_news):
@@ -121,7 +119,7 @@ def test_ag_news_split_ids_and_metadata(ag_news):
 
 def test_ag_news_vocabulary_comes_from_the_training_split_only(ag_news):
   dataset, vocabulary = ag_news
-  examples = text.read_ag_news_csv(real_data_dir() / "ag_news" / "test.csv")
+  examples = text.read_ag_news_csv(support.require_data("ag_news/test.csv") / "ag_news" / "test.csv")
   split = splits.stratified_split(examples.labels, 0.2, seed=0)
   train_words = {w for i in split[0] for w in text.tokenize(examples.texts[i])}
   held_out_only = {w for i in split[1] for w in text.tokenize(examples.texts[i])} - train_words
@@ -135,7 +133,7 @@ def test_ag_news_vocabulary_comes_from_the_training_split_only(ag_news):
 
 
 def test_ag_news_options_through_get_dataset():
-  small = registry.get_dataset("ag_news", DATA, seed=1, vocab_size=50, max_length=8, test_fraction=0.5)
+  small = registry.get_dataset("ag_news", data("ag_news/test.csv"), seed=1, vocab_size=50, max_length=8, test_fraction=0.5)
   assert small.input_shape == (8,) and small.train_x.max() < 50 and small.vocab_size == 50
   assert (small.num_train, small.num_test) == (3800, 3800)
   assert small.metadata["split"]["seed"] == 1
@@ -157,31 +155,35 @@ def test_bars_wraps_the_synthetic_generator():
 def test_registry_example_shapes_match_the_loaded_images(mnist):
   """The shape the registry states before loading (used to estimate costs) is what loading gives."""
   assert registry.DATASETS["mnist"].example_shape == mnist.input_shape
+  data_dir = data("fashion-mnist", "kmnist")
   for name in ("fashion_mnist", "kmnist"):
-    assert registry.DATASETS[name].example_shape == registry.get_dataset(name, DATA).input_shape
+    assert registry.DATASETS[name].example_shape == registry.get_dataset(name, data_dir).input_shape
   bars = registry.get_dataset("bars", seed=0, num_train=8, num_test=8)   # default image size
   assert registry.DATASETS["bars"].example_shape == bars.input_shape
   assert registry.DATASETS["ag_news"].example_shape is None   # text: set by max_length
 
 
-def test_unknown_dataset_lists_valid_names():
+def test_unknown_dataset_lists_valid_names(tmp_path):
   with pytest.raises(ValueError) as error:
-    registry.get_dataset("cifar10", DATA)
+    registry.get_dataset("cifar10", str(tmp_path))   # refused by name: no data needed
   for name in ("mnist", "fashion_mnist", "kmnist", "ag_news", "bars"):
     assert name in str(error.value)
 
 
-def test_unknown_or_impossible_options_name_the_key():
+def test_unknown_or_impossible_options_name_the_key(tmp_path):
+  # The options are checked before any file is read: an empty folder is enough.
   with pytest.raises(configuration.ConfigError, match="vocab_sise"):
-    registry.get_dataset("ag_news", DATA, vocab_sise=10)
+    registry.get_dataset("ag_news", str(tmp_path), vocab_sise=10)
   with pytest.raises(configuration.ConfigError, match="test_fraction"):
-    registry.get_dataset("kmnist", DATA, test_fraction=1.5)
+    registry.get_dataset("kmnist", str(tmp_path), test_fraction=1.5)
 
 
 def test_data_dir_from_flag_then_env_then_error(monkeypatch, tmp_path):
-  monkeypatch.setenv(registry.DATA_DIR_ENV, DATA)
+  from_env = tmp_path / "from_env"
+  from_env.mkdir()
+  monkeypatch.setenv(registry.DATA_DIR_ENV, str(from_env))
   assert registry.resolve_data_dir(str(tmp_path)) == str(tmp_path)
-  assert registry.resolve_data_dir(None) == DATA
+  assert registry.resolve_data_dir(None) == str(from_env)
   monkeypatch.delenv(registry.DATA_DIR_ENV)
   with pytest.raises(DataError) as error:
     registry.get_dataset("mnist")
@@ -204,7 +206,7 @@ def test_missing_file_names_it_and_how_to_fetch(tmp_path):
 def test_truncated_or_mislabelled_files_stop_with_the_file_name(tmp_path):
   folder = tmp_path / "kmnist"
   folder.mkdir()
-  source = real_data_dir() / "kmnist"
+  source = support.require_data("kmnist") / "kmnist"
   images = folder / "t10k-images-idx3-ubyte.gz"
   labels = folder / "t10k-labels-idx1-ubyte.gz"
   shutil.copy(source / "t10k-labels-idx1-ubyte.gz", labels)

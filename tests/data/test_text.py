@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from mpcodec.data import text
 from mpcodec.data.dataset import DataError
-
-
-def real_data_dir() -> Path:
-  """The shared real-data folder: $MPCODEC_DATA_DIR, else ../shared/data beside the repository."""
-  env = os.environ.get("MPCODEC_DATA_DIR")
-  return Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
+from tests import support
 
 
 # Rows in the style of the AG News files: quoted fields, commas and doubled quotes inside them, lone and
@@ -85,7 +77,7 @@ def test_encode_truncates_pads_and_marks_oov():
 
 
 def test_real_ag_news_test_file():
-  examples = text.read_ag_news_csv(real_data_dir() / "ag_news" / "test.csv")
+  examples = text.read_ag_news_csv(support.require_data("ag_news/test.csv") / "ag_news" / "test.csv")
   assert len(examples.texts) == 7600
   np.testing.assert_array_equal(np.bincount(examples.labels), [1900] * 4)
   assert examples.labels[0] == 2 and examples.texts[0].startswith("Fears for T N pension after talks")

@@ -135,7 +135,11 @@ def check_width(source_width: int, expected_width: int, what: str) -> None:
 
 
 class CheckpointSource:
-  """Activations of one layer of a mono->poly model checkpoint, over the model's own dataset.
+  """Activations of one layer of a model checkpoint, over the model's own dataset.
+
+  The checkpoint is `<workdir>/checkpoints/<phase>`; its model and dataset are rebuilt from the
+  "activation_source" block of its metadata (mpcodec.models.checkpointed), so any study that writes
+  that block can feed the codec.
 
   Batch `step` holds the examples at positions step·B ... step·B + B - 1 of an endless stream that
   visits the dataset split in a fresh permutation every epoch (numpy Generator seeded by the epoch), so
@@ -144,11 +148,15 @@ class CheckpointSource:
 
   def __init__(self, cfg: SourceConfig):
     # Imported here so the ground-truth path does not load the model-training stack.
-    from mpcodec.studies.mono_poly import experiment as mono_poly  # pylint: disable=g-import-not-at-top
+    from mpcodec.models import checkpointed  # pylint: disable=g-import-not-at-top
     self.cfg = cfg
-    model_cfg, params, step = mono_poly.restore_phase_params(
-        cfg.workdir, cfg.phase, None if cfg.step < 0 else cfg.step)
-    names = mono_poly.layer_names(model_cfg)
+    checkpoint_dir = os.path.join(cfg.workdir, "checkpoints", cfg.phase)
+    model, params, metadata, step = checkpointed.load_checkpointed_model(
+        checkpoint_dir, None if cfg.step < 0 else cfg.step)
+    splits = checkpointed.checkpoint_inputs(checkpoint_dir, metadata, step)
+    self._inputs = np.asarray(splits[cfg.split], np.float32)
+    example_x = jax.ShapeDtypeStruct((1,) + self._inputs.shape[1:], jnp.float32)
+    names = checkpointed.layer_names(model, jax.tree.map(lambda a: a[0], params), example_x)
     if cfg.layer not in names:
       raise ActivationError(
           f"layer {cfg.layer!r} is not in the model of {cfg.workdir} ({cfg.phase} step {step}); "
@@ -159,13 +167,9 @@ class CheckpointSource:
           f"seed_index {cfg.seed_index} is out of range: the checkpoint {cfg.workdir} ({cfg.phase} step "
           f"{step}) holds {num_seeds} seeds")
     seed_params = jax.tree.map(lambda a: a[cfg.seed_index], params)
-    train_set, test_set = mono_poly.make_datasets(model_cfg)
-    self._inputs = np.asarray((train_set if cfg.split == "train" else test_set)["x"], np.float32)
-    self._activations = jax.jit(
-        lambda x: mono_poly.hidden_activations(model_cfg, seed_params, x)[cfg.layer])
+    self._activations = jax.jit(lambda x: checkpointed.layer_activations(model, seed_params, x, cfg.layer))
     self.step = step
-    self.width = int(jax.eval_shape(self._activations, jax.ShapeDtypeStruct(
-        (1,) + self._inputs.shape[1:], jnp.float32)).shape[-1])
+    self.width = int(jax.eval_shape(self._activations, example_x).shape[-1])
     self.description = (f"checkpoint {os.path.basename(os.path.normpath(cfg.workdir))}: {cfg.phase} step "
                         f"{step}, layer {cfg.layer}, seed index {cfg.seed_index}, {cfg.split} split "
                         f"({self._inputs.shape[0]} examples)")

@@ -38,13 +38,21 @@ import optax
 from mpcodec.data.dataset import Dataset
 from mpcodec.metrics import dimensionality
 from mpcodec.models import zoo
-from mpcodec.core import losses, seeds
+from mpcodec.core import losses, loop, seeds
 from mpcodec.core.optim import OptimConfig, make_optimizer
 
 MEASURE_NAMES = dimensionality.MEASURE_NAMES
 SCALAR_SERIES = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
 STEP_SERIES = ("batch_loss", "grad_norm")
 
+
+
+FAMILIES = ("mlp", "cnn", "transformer")
+
+
+def family_of(arch: str) -> str:
+  """'mlp', 'cnn' or 'transformer' from the architecture name's prefix."""
+  return arch.split("_", 1)[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +74,8 @@ class DynamicsConfig:
   twonn_samples: int = 256
   max_matrix_rows: int = 4096
   conv_mode: Literal["flatten", "spatial_mean"] = "flatten"
+  checkpoint_every: int = 500       # steps between mid-run checkpoints (0: only at the end)
+  extra_checkpoints: tuple[int, ...] = ()   # more steps to checkpoint at (multiples of measure_every)
   measurements_per_chunk: int = 100   # outer-scan length of one host call (rounded to divide the run)
   final_eval_size: int = 0       # held-out examples for the final accuracy; 0 = the whole split
   eval_batch_size: int = 500
@@ -90,6 +100,13 @@ class DynamicsConfig:
     yield "train_probe_size", self.train_probe_size >= 1, f"must be >= 1, got {self.train_probe_size}"
     yield "twonn_samples", self.twonn_samples >= 3, f"must be >= 3, got {self.twonn_samples}"
     yield "max_matrix_rows", self.max_matrix_rows >= 3, f"must be >= 3, got {self.max_matrix_rows}"
+    yield "checkpoint_every", self.checkpoint_every >= 0, f"must be >= 0, got {self.checkpoint_every}"
+    yield ("checkpoint_every", self.checkpoint_every % self.measure_every == 0,
+           f"must be a multiple of measure_every={self.measure_every}, got {self.checkpoint_every}")
+    for index, step in enumerate(self.extra_checkpoints):
+      yield (f"extra_checkpoints[{index}]", 0 < step < self.num_steps and step % self.measure_every == 0,
+             f"must lie in (0, num_steps={self.num_steps}) and be a multiple of measure_every="
+             f"{self.measure_every}, got {step}")
     yield ("measurements_per_chunk", self.measurements_per_chunk >= 1,
            f"must be >= 1, got {self.measurements_per_chunk}")
     yield "final_eval_size", self.final_eval_size >= 0, f"must be >= 0, got {self.final_eval_size}"
@@ -325,8 +342,9 @@ def make_train(cfg: DynamicsConfig, model, probe: ProbeSets) -> DynamicsProgram:
 
 
 def _make_chunk(cfg: DynamicsConfig, measure: Callable, train_step: Callable) -> Callable:
-  """`run_chunk(state, order_key, data, first_block)`: an outer scan over `chunk_blocks` blocks, each a
-  measurement at the block's first step followed by an inner scan over `measure_every` updates.
+  """`run_chunk(state, order_key, data, first_block, num_blocks=chunk_blocks)`: an outer scan over
+  `num_blocks` blocks, each a measurement at the block's first step followed by an inner scan over
+  `measure_every` updates.
 
   Per-measurement outputs get a leading block axis; per-update outputs a leading step axis (after any
   axes that `measure` and `train_step` put first, e.g. seeds).
@@ -340,9 +358,9 @@ def _make_chunk(cfg: DynamicsConfig, measure: Callable, train_step: Callable) ->
         first_step + jnp.arange(cfg.measure_every))
     return state, (series, batch_loss, grad_norm)
 
-  def run_chunk(state, order_key, data, first_block):
+  def run_chunk(state, order_key, data, first_block, num_blocks=cfg.chunk_blocks):
     state, (series, batch_loss, grad_norm) = jax.lax.scan(
-        lambda s, b: block(s, order_key, data, b), state, first_block + jnp.arange(cfg.chunk_blocks))
+        lambda s, b: block(s, order_key, data, b), state, first_block + jnp.arange(num_blocks))
     # Scan stacks blocks first: (blocks, ...) per measurement, (blocks, measure_every, ...) per update.
     out = dict(series)
     out["batch_loss"] = batch_loss.reshape((-1,) + batch_loss.shape[2:])
@@ -370,24 +388,67 @@ def vmapped(cfg: DynamicsConfig, program: DynamicsProgram) -> VmappedProgram:
   made XLA's CPU runtime hang now and then (jax 0.10), while one seed's probe forward pass is already a
   wide enough matmul to keep the cores busy. Outputs put the seed axis first.
   """
-  order_axis = None if cfg.shared_data_order else 0
-
-  def measure_seeds(params_S, data):
-    return jax.lax.map(lambda params: program.measure(params, data), params_S)
-
-  step_seeds = jax.vmap(program.train_step, in_axes=(0, order_axis, None, None))
-  chunk = _make_chunk(cfg, measure_seeds, step_seeds)
-
-  def run_chunk(state, order_key, data, first_block):
-    state, out = chunk(state, order_key, data, first_block)
-    return state, {k: jnp.swapaxes(v, 0, 1) for k, v in out.items()}
-
+  chunk = sweep_chunk(cfg, program)
   return VmappedProgram(
       init=jax.jit(jax.vmap(program.init)),
-      run_chunk=jax.jit(run_chunk, donate_argnums=0),
-      measure=jax.jit(measure_seeds),
+      run_chunk=jax.jit(lambda state, order, data, first_block: chunk(state, order, data, first_block,
+                                                                       cfg.chunk_blocks), donate_argnums=0),
+      measure=jax.jit(lambda params_S, data: _measure_seeds(program, params_S, data)),
       logits=jax.jit(jax.vmap(program.logits, in_axes=(0, None))),
   )
+
+
+def _measure_seeds(program: DynamicsProgram, params_S, data):
+  return jax.lax.map(lambda params: program.measure(params, data), params_S)
+
+
+def sweep_chunk(cfg: DynamicsConfig, program: DynamicsProgram) -> Callable:
+  """chunk(state_S, order, data, first_block, num_blocks) -> (state_S, series with the seed axis first).
+
+  The production chunk: training steps vmapped over seeds, measurements seed by seed (see `vmapped`).
+  """
+  order_axis = None if cfg.shared_data_order else 0
+  step_seeds = jax.vmap(program.train_step, in_axes=(0, order_axis, None, None))
+  chunk = _make_chunk(cfg, lambda params_S, data: _measure_seeds(program, params_S, data), step_seeds)
+
+  def run(state, order_key, data, first_block, num_blocks):
+    state, out = chunk(state, order_key, data, first_block, num_blocks)
+    return state, {k: jnp.swapaxes(v, 0, 1) for k, v in out.items()}
+
+  return run
+
+
+# Knobs that change how a run is executed but not what it computes: how often the host looks and where
+# checkpoints are written.
+EXECUTION_ONLY_FIELDS = ("measurements_per_chunk", "checkpoint_every", "extra_checkpoints")
+
+
+def loop_program(cfg: DynamicsConfig, prepared: "Prepared") -> loop.Program:
+  """The configuration as a program of the one run loop: one phase "train" of `num_steps` steps.
+
+  Its history holds every measurement at steps 0, measure_every, ..., num_steps - measure_every (the one
+  at num_steps is taken from the final state) and every update's `batch_loss` (checked for NaN/Inf) and
+  `grad_norm`.
+  """
+  chunk = sweep_chunk(cfg, prepared.program)
+
+  def loop_chunk(state_S, keys_S, data, inputs, start_step, num_steps):
+    del inputs
+    order = seeds.shared_key(cfg.data_seed, "data_order") if cfg.shared_data_order else keys_S["data_order"]
+    return chunk(state_S, order, data, start_step // cfg.measure_every, num_steps // cfg.measure_every)
+
+  phase = loop.Phase(name="train", num_steps=cfg.num_steps, chunk=loop_chunk,
+                     chunk_every=cfg.chunk_blocks * cfg.measure_every,
+                     checkpoint_every=cfg.checkpoint_every or cfg.num_steps,
+                     extra_checkpoints=tuple(cfg.extra_checkpoints), loss_metric="batch_loss")
+  return loop.Program(study=f"dynamics {cfg.arch} on {cfg.dataset}",
+                      init=lambda keys_S: jax.vmap(prepared.program.init)(keys_S["init"]),
+                      phases=(phase,), data=prepared.data)
+
+
+def loop_keys(cfg: DynamicsConfig) -> dict[str, jax.Array]:
+  """Every seed's keys by purpose (seed axis first): init and its own data order."""
+  return {"init": seed_keys(cfg), "data_order": seeds.seed_keys(cfg.seed, cfg.num_seeds, "data_order")}
 
 
 @dataclasses.dataclass(frozen=True)

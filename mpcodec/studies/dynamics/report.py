@@ -1,8 +1,9 @@
 """Reports of the dynamics sweep: per-configuration plots and the final test-accuracy table.
 
 Plots (under <workdir>/dynamics/plots/, one set per configuration):
-- `<arch>__<dataset>_dimensionality.png`: one heatmap per measure, layers x training step (symlog axis,
-  so the early steps stay visible), mean over seeds;
+- `<arch>__<dataset>_dimensionality.png`: one heatmap per measure, layers x training step (a symlog axis,
+  linear over the first measurements and log beyond, so the early steps stay visible; linear for a short
+  run), mean over seeds, each colourbar labelled with its measure;
 - `<arch>__<dataset>_curves.png`: loss and accuracy against the training step, mean over seeds with a
   min..max band.
 The table (`accuracy_table.csv` / `.md`) lists every configuration's final held-out accuracy (mean and
@@ -25,6 +26,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-imp
 import numpy as np  # pylint: disable=wrong-import-position
 
 from mpcodec.core import io  # pylint: disable=wrong-import-position
+from mpcodec.studies.dynamics.program import family_of  # pylint: disable=wrong-import-position
 
 TABLE_COLUMNS = ("arch", "dataset", "family", "status", "num_seeds", "mean_accuracy", "min_accuracy",
                  "max_accuracy", "chance_accuracy", "failed_seeds", "eval_size", "minutes", "note")
@@ -60,16 +62,26 @@ def step_cell_edges(steps: np.ndarray) -> np.ndarray:
   return np.concatenate([[steps[0]], middles, [steps[-1]]])
 
 
+def step_axis_label(linear_span: float | None) -> str:
+  """The heatmaps' step-axis label: says "log" only when the axis is symlog (linear up to linear_span)."""
+  if linear_span is None:
+    return "training step"
+  return f"training step (linear to {linear_span:g}, log beyond)"
+
+
 def dimensionality_figure(series: Mapping[str, np.ndarray], measure_names: Sequence[str], title: str):
   """One heatmap per measure: rows = layers (input side at the top), columns = measured steps.
 
-  Each measured step is one cell; the step axis is symlog (linear over the first
-  HEATMAP_LINEAR_MEASUREMENTS measurement intervals, logarithmic beyond).
+  Each measured step is one cell. A run longer than HEATMAP_LINEAR_MEASUREMENTS measurement intervals
+  gets a symlog step axis (linear over those first intervals, logarithmic beyond), a shorter one a linear
+  axis; the axis label says which. Each colourbar is labelled with its measure and the seed count.
   """
   steps = series["steps"]
   layers = [str(n) for n in series["layer_names"]]
   edges = step_cell_edges(steps)
   linear_span = HEATMAP_LINEAR_MEASUREMENTS * (float(steps[1] - steps[0]) if len(steps) > 1 else 1.0)
+  symlog = edges[-1] > linear_span
+  num_seeds = series[measure_names[0]].shape[0]
   fig, axes = plt.subplots(len(measure_names), 1, figsize=(9, 1.2 + 0.28 * len(layers) * len(measure_names)
                                                                 + 0.6 * len(measure_names)),
                            squeeze=False)
@@ -78,14 +90,15 @@ def dimensionality_figure(series: Mapping[str, np.ndarray], measure_names: Seque
     image = ax.pcolormesh(edges, np.arange(len(layers) + 1) - 0.5, mean_LxM, cmap="viridis",
                           shading="flat")
     ax.set_ylim(len(layers) - 0.5, -0.5)
-    if edges[-1] > linear_span:
+    if symlog:
       ax.set_xscale("symlog", linthresh=linear_span)
     ax.set_xlim(edges[0], edges[-1])
     ax.set_yticks(range(len(layers)), layers, fontsize=7)
     ax.set_title(name.replace("_", " "), fontsize=9)
-    fig.colorbar(image, ax=ax, pad=0.01)
-  axes[-1, 0].set_xlabel("training step (linear, then log scale)")
-  fig.suptitle(f"{title}: mean over {series[measure_names[0]].shape[0]} seeds", fontsize=10)
+    colorbar = fig.colorbar(image, ax=ax, pad=0.01)
+    colorbar.set_label(f"{name.replace('_', ' ')}\n(mean of {num_seeds} seeds)", fontsize=7)
+  axes[-1, 0].set_xlabel(step_axis_label(linear_span if symlog else None))
+  fig.suptitle(f"{title}: mean over {num_seeds} seeds", fontsize=10)
   fig.tight_layout()
   return fig
 
@@ -117,9 +130,27 @@ def curves_figure(series: Mapping[str, np.ndarray], title: str):
   return fig
 
 
-def plot_run(workdir: str, run: str) -> list[str]:
-  """Writes the run's heatmaps and curves under workdir/dynamics/plots/; returns the paths."""
-  series, record = load_run(workdir, run)
+def plot_paths(workdir: str, run: str, record: Mapping[str, Any]) -> list[str]:
+  """The plot files a finished run has under workdir/dynamics/plots/."""
+  folder = os.path.join(workdir, "dynamics", "plots")
+  paths = []
+  if record.get("measure_names") and record.get("layer_names"):
+    paths.append(os.path.join(folder, f"{_stem(run)}_dimensionality.png"))
+  if record.get("num_update_steps") and record.get("measure_names"):
+    paths.append(os.path.join(folder, f"{_stem(run)}_curves.png"))
+  return paths
+
+
+def plot_run(workdir: str, run: str, record: Mapping[str, Any] | None = None) -> list[str]:
+  """Writes the run's heatmaps and curves under workdir/dynamics/plots/; returns the paths.
+
+  `record` is the run's JSON record when it is not on disk yet (plots are written before it).
+  """
+  if record is None:
+    series, record = load_run(workdir, run)
+  else:
+    with np.load(os.path.join(workdir, "dynamics", _stem(run) + ".npz"), allow_pickle=False) as data:
+      series = {k: data[k] for k in data.files}
   folder = os.path.join(workdir, "dynamics", "plots")
   title = f"{record['arch']} on {record['dataset']}"
   paths = []
@@ -224,7 +255,6 @@ def accuracy_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
 def write_accuracy_table(workdir: str, records: Mapping[str, Mapping[str, Any]], sweep) -> str:
   """Writes dynamics/accuracy_table.{csv,md} for this sweep's runs and any other finished run found in
   the workdir; returns the markdown."""
-  from mpcodec.studies.dynamics.sweep import family_of  # pylint: disable=g-import-not-at-top
   on_disk = _records_on_disk(workdir)
   # The sweep's runs in its order, then any other run found in the workdir.
   merged: dict[str, Mapping[str, Any] | None] = {

@@ -20,9 +20,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+from matplotlib import cm, colors, patches  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 
-from mpcodec.metrics.selectivity import LABEL_NAMES, MONOSEMANTIC, POLYSEMANTIC  # pylint: disable=wrong-import-position
+from mpcodec.metrics.selectivity import DEAD, LABEL_NAMES, MONOSEMANTIC, POLYSEMANTIC  # pylint: disable=wrong-import-position
 from mpcodec.core import io as report_io  # pylint: disable=wrong-import-position
 from mpcodec.core import stats  # pylint: disable=wrong-import-position
 
@@ -244,11 +245,21 @@ def plot_samples(images_NxHxWx3, titles: Sequence[str], path, num_columns: int =
   report_io.save_figure(fig, path)
 
 
-def plot_weight_images(w_in, path, image_shape: Sequence[int] = (32, 32, 3), max_seeds: int = 4) -> None:
-  """Draws each neuron's incoming weights as an RGB image: one row per seed (first `max_seeds`).
+# How the weight images mark each neuron's label (the codes of mpcodec.metrics.selectivity).
+LABEL_COLOURS = {MONOSEMANTIC: "tab:blue", POLYSEMANTIC: "tab:red", DEAD: "0.15"}
+LABEL_LINESTYLES = {MONOSEMANTIC: "-", POLYSEMANTIC: "-", DEAD: (0, (2, 1))}   # dead: dashed frame
+LABEL_SHORT_NAMES = {MONOSEMANTIC: "mono", POLYSEMANTIC: "poly", DEAD: "dead"}
+WEIGHT_COLOURBAR_LABEL = "weight / the neuron's max |weight|\n(symmetric scale, each of R, G, B)"
 
-  w_in: (D, H) for one seed or (S, D, H). Each neuron uses its own symmetric scale,
-  pixel = 0.5 + w / (2 max|w|), so 0 is mid-grey and the sign of a weight stays visible.
+
+def weight_images_figure(w_in, labels=None, image_shape: Sequence[int] = (32, 32, 3), max_seeds: int = 4):
+  """The figure of `plot_weight_images` (not saved): one panel per neuron, one row per seed.
+
+  w_in: (D, H) for one seed or (S, D, H). labels: None, or the neurons' selectivity labels (MONOSEMANTIC,
+  POLYSEMANTIC, DEAD) of shape (H,) or (S, H) like w_in; each panel then gets a frame in its label's
+  colour and the label in its title. Each neuron uses its own symmetric scale,
+  pixel = 0.5 + w / (2 max|w|), so 0 is mid-grey and the sign of a weight stays visible; the panel title
+  gives that max|w| and the colourbar the scale.
   """
   w_in_SxDxH = np.asarray(w_in, dtype=np.float32)
   if w_in_SxDxH.ndim == 2:
@@ -256,22 +267,61 @@ def plot_weight_images(w_in, path, image_shape: Sequence[int] = (32, 32, 3), max
   if w_in_SxDxH.ndim != 3 or w_in_SxDxH.shape[1] != int(np.prod(image_shape)):
     raise ValueError(f"plot_weight_images: w_in of shape {np.asarray(w_in).shape} does not hold "
                      f"(seeds,) D x H kernels with D = prod{tuple(image_shape)}")
+  labels_SxH = None
+  if labels is not None:
+    labels_SxH = np.asarray(labels)
+    if labels_SxH.ndim == 1:
+      labels_SxH = labels_SxH[None]
+    expected = (w_in_SxDxH.shape[0], w_in_SxDxH.shape[2])
+    if labels_SxH.shape != expected:
+      raise ValueError(f"plot_weight_images: labels of shape {np.asarray(labels).shape} do not match "
+                       f"w_in's (seeds, neurons) = {expected}")
+    unknown = sorted(set(np.unique(labels_SxH).tolist()) - set(LABEL_COLOURS))
+    if unknown:
+      raise ValueError(f"plot_weight_images: unknown label codes {unknown}; expected "
+                       f"{dict(zip(LABEL_NAMES, range(len(LABEL_NAMES))))}")
+    labels_SxH = labels_SxH[:max_seeds]
   w_in_SxDxH = w_in_SxDxH[:max_seeds]
   num_seeds, _, num_neurons = w_in_SxDxH.shape
-  fig, axes = plt.subplots(num_seeds, num_neurons, figsize=(1.2 * num_neurons, 1.3 * num_seeds),
-                           squeeze=False)
+  fig, axes = plt.subplots(num_seeds, num_neurons, figsize=(1.2 * num_neurons + 1.0, 1.5 * num_seeds + 0.5),
+                           squeeze=False, layout="constrained")
   for s in range(num_seeds):
     for h in range(num_neurons):
+      ax = axes[s, h]
       w_D = w_in_SxDxH[s, :, h]
       scale = float(np.max(np.abs(w_D)))
       image = 0.5 + w_D / (2.0 * scale) if scale > 0 else np.full_like(w_D, 0.5)
-      axes[s, h].imshow(image.reshape(tuple(image_shape)), interpolation="nearest")
-      axes[s, h].set_xticks([])
-      axes[s, h].set_yticks([])
-      if s == 0:
-        axes[s, h].set_title(f"neuron {h}", fontsize=7)
+      ax.imshow(image.reshape(tuple(image_shape)), interpolation="nearest")
+      ax.set_xticks([])
+      ax.set_yticks([])
+      title, colour = f"n{h}", "black"
+      if labels_SxH is not None:
+        code = int(labels_SxH[s, h])
+        title, colour = f"n{h} {LABEL_SHORT_NAMES[code]}", LABEL_COLOURS[code]
+        for spine in ax.spines.values():
+          spine.set_edgecolor(colour)
+          spine.set_linewidth(2.5)
+          spine.set_linestyle(LABEL_LINESTYLES[code])
+      ax.set_title(f"{title}\nmax|w| {scale:.2g}", fontsize=6.5, color=colour)
     axes[s, 0].set_ylabel(f"seed {s}", fontsize=7)
-  report_io.save_figure(fig, path)
+  colourbar = fig.colorbar(cm.ScalarMappable(colors.Normalize(-1.0, 1.0), "gray"),
+                           ax=axes.ravel().tolist(), shrink=min(1.0, 0.9 / max(1, num_seeds) + 0.5),
+                           ticks=[-1.0, 0.0, 1.0])
+  colourbar.ax.set_yticklabels(["-max", "0", "+max"], fontsize=7)
+  colourbar.set_label(WEIGHT_COLOURBAR_LABEL, fontsize=7)
+  if labels_SxH is not None:
+    handles = [patches.Patch(facecolor="none", edgecolor=LABEL_COLOURS[code], linewidth=2.5,
+                             linestyle=LABEL_LINESTYLES[code], label=LABEL_NAMES[code])
+               for code in sorted(LABEL_COLOURS)]
+    fig.legend(handles=handles, loc="outside upper center", ncol=len(handles), fontsize=7, frameon=False)
+  return fig
+
+
+def plot_weight_images(w_in, path, image_shape: Sequence[int] = (32, 32, 3), max_seeds: int = 4,
+                       labels=None) -> None:
+  """Draws each neuron's incoming weights as an RGB image (one row per seed, first `max_seeds`) to
+  `path`, each neuron marked with its label when `labels` are given; see `weight_images_figure`."""
+  report_io.save_figure(weight_images_figure(w_in, labels, image_shape, max_seeds), path)
 
 
 def curves_from_history(rows: Sequence[Mapping[str, Any]], metric_names: Sequence[str],

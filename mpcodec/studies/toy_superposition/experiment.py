@@ -46,8 +46,8 @@ class ToyTrainConfig:
   variant: Literal["relu_output", "relu_hidden"] = "relu_output"
   num_steps: int = 10_000
   batch_size: int = 1024
-  optim: OptimConfig = OptimConfig(name="adam", learning_rate=1e-3)
-  history_every: int = 100
+  optim: OptimConfig = OptimConfig(name="adam", learning_rate=1e-2, schedule="cosine")
+  history_every: int = 1_000
   num_restarts: int = 4
 
   def checks(self) -> Iterator[tuple[str, bool, str]]:
@@ -130,7 +130,7 @@ class PhaseDiagramConfig:
 
   relative_importances: tuple[float, ...] = (0.1, 0.18, 0.32, 0.56, 1.0, 1.8, 3.2, 5.6, 10.0)
   feature_densities: tuple[float, ...] = (1.0, 0.56, 0.32, 0.18, 0.1, 0.056, 0.032, 0.018, 0.01)
-  train: ToyTrainConfig = ToyTrainConfig(num_features=2, hidden_dim=1)
+  train: ToyTrainConfig = ToyTrainConfig(num_features=2, hidden_dim=1, num_steps=3_000, batch_size=512, history_every=300)
 
   def checks(self) -> Iterator[tuple[str, bool, str]]:
     yield "relative_importances", bool(self.relative_importances) and min(self.relative_importances) > 0, (
@@ -154,7 +154,7 @@ class PrivilegedBasisConfig:
 
   sparsities: tuple[float, ...] = (0.0, 0.7, 0.9, 0.97, 0.99)
   importance_decay: float = 0.9
-  train: ToyTrainConfig = ToyTrainConfig(num_features=10, hidden_dim=5, variant="relu_hidden")
+  train: ToyTrainConfig = ToyTrainConfig(num_features=10, hidden_dim=5, variant="relu_hidden", batch_size=512)
 
   def checks(self) -> Iterator[tuple[str, bool, str]]:
     yield "sparsities", len(set(self.sparsities)) >= 2, (
@@ -177,7 +177,7 @@ class ToySuperpositionConfig:
 
   seed: int = 0
   num_seeds: int = 4
-  train: ToyTrainConfig = ToyTrainConfig()
+  train: ToyTrainConfig = ToyTrainConfig(num_steps=5_000, history_every=500)
   pentagon_sparsity: float = 0.9
   dense_importance_decay: float = 0.7
   phase_diagram: PhaseDiagramConfig = PhaseDiagramConfig()

@@ -11,12 +11,23 @@ import pytest
 
 from configs import dynamics as dynamics_config
 from mpcodec.core import configuration
+from mpcodec.core.errors import SweepError
 from mpcodec.data.dataset import Dataset
 from mpcodec.metrics import dimensionality
 from mpcodec.studies.dynamics import program as dynamics, sweep as dynamics_sweep
+from mpcodec.studies.dynamics import shards as dynamics_shards
+from mpcodec.studies.dynamics import results as dynamics_results
+from mpcodec.studies.dynamics import program as dynamics_program
+from mpcodec.studies.dynamics import flops as dynamics_flops
 from tests import support
 
-DATA_DIR = str(support.DATA_DIR)
+DATA_DIR = str(support.DATA_DIR)   # also imported by tests/core/test_sharding.py
+
+
+@pytest.fixture
+def smoke_data_dir() -> str:
+  """The real-data folder the smoke grid reads (MNIST, AG News); else the test is skipped (or failed)."""
+  return str(support.require_data("mnist", "ag_news/test.csv"))
 
 
 def _toy_images(num_train=96, num_test=40, seed=0):
@@ -169,7 +180,7 @@ def test_chunk_length_does_not_change_results():
 def test_default_grid_has_the_55_configurations():
   runs = configuration.parse(dynamics_sweep.SweepConfig, dynamics_config.get_config()).runs
   assert len(runs) == 55 and len(set(runs)) == 55
-  families = [dynamics_sweep.family_of(r.split("@")[0]) for r in runs]
+  families = [dynamics_program.family_of(r.split("@")[0]) for r in runs]
   assert (families.count("mlp"), families.count("cnn"), families.count("transformer")) == (32, 9, 14)
   assert dynamics_config.get_config("arch=mlp_128_64,dataset=mnist").runs == ["mlp_128_64@mnist"]
   sweep = configuration.parse(dynamics_sweep.SweepConfig, dynamics_config.get_config())
@@ -180,43 +191,43 @@ def test_default_grid_has_the_55_configurations():
 
 def test_shards_split_the_grid_without_overlap():
   runs = configuration.parse(dynamics_sweep.SweepConfig, dynamics_config.get_config()).runs
-  assert dynamics_sweep.parse_shard("2/3") == (2, 3) and dynamics_sweep.parse_shard("1/1") == (1, 1)
+  assert dynamics_shards.parse_shard("2/3") == (2, 3) and dynamics_shards.parse_shard("1/1") == (1, 1)
   for bad in ("0/2", "3/2", "2", "a/b", "1/0", ""):
     with pytest.raises(ValueError, match="expected I/N"):
-      dynamics_sweep.parse_shard(bad)
+      dynamics_shards.parse_shard(bad)
   for count in (1, 2, 3, 7):
-    shards = [dynamics_sweep.shard_runs(runs, i, count) for i in range(1, count + 1)]
+    shards = [dynamics_shards.shard_runs(runs, i, count) for i in range(1, count + 1)]
     assert sorted(r for shard in shards for r in shard) == sorted(runs)   # every run, exactly once
     assert max(map(len, shards)) - min(map(len, shards)) <= 1   # equal costs: equal counts
     for shard in shards:
       assert list(shard) == dynamics_sweep.training_order(shard)
   # The split depends on the grid alone, not on the order the runs are listed in.
-  assert dynamics_sweep.shard_runs(runs[::-1], 2, 3) == dynamics_sweep.shard_runs(runs, 2, 3)
+  assert dynamics_shards.shard_runs(runs[::-1], 2, 3) == dynamics_shards.shard_runs(runs, 2, 3)
   with pytest.raises(ValueError, match="1..2"):
-    dynamics_sweep.shard_runs(runs, 3, 2)
+    dynamics_shards.shard_runs(runs, 3, 2)
   # By cost, largest first to the least loaded shard: 5 -> 1, 4 -> 2, 3 -> 2 (7), 3 -> 1 (8), 3 -> 2 (10).
   costs = {"a@x": 3.0, "b@x": 5.0, "c@x": 3.0, "d@x": 4.0, "e@x": 3.0}
-  assert dynamics_sweep.shard_runs(list(costs), 1, 2, costs.get) == ("b@x", "c@x")
-  assert dynamics_sweep.shard_runs(list(costs), 2, 2, costs.get) == ("a@x", "d@x", "e@x")
+  assert dynamics_shards.shard_runs(list(costs), 1, 2, costs.get) == ("b@x", "c@x")
+  assert dynamics_shards.shard_runs(list(costs), 2, 2, costs.get) == ("a@x", "d@x", "e@x")
 
 
 def test_estimated_cost_counts_forward_flops_times_examples():
   cfg = dynamics.DynamicsConfig(arch="mlp_128_64", dataset="mnist", num_seeds=2, num_steps=10,
                                 batch_size=8, measure=False)
-  per_example = dynamics_sweep.estimated_cost(cfg) / (3 * 8 * 10 * 2)
+  per_example = dynamics_flops.estimated_cost(cfg) / (3 * 8 * 10 * 2)
   matmul_flops = 2 * (784 * 128 + 128 * 64 + 64 * 10)
   assert matmul_flops <= per_example <= 1.1 * matmul_flops
   # Both probes pass once per measurement: 6 measurements (steps 0, 2, ..., 10) of 30 + 10 examples.
   measured = dataclasses.replace(cfg, measure=True, measure_every=2, probe_size=30, train_probe_size=10)
-  extra = dynamics_sweep.estimated_cost(measured) - dynamics_sweep.estimated_cost(cfg)
+  extra = dynamics_flops.estimated_cost(measured) - dynamics_flops.estimated_cost(cfg)
   np.testing.assert_allclose(extra, per_example * 6 * 40 * 2, rtol=1e-6)
   # Text runs cost by their token length: a Transformer on 48 tokens costs more than on 16 patches.
   text = dynamics.DynamicsConfig(arch="transformer_d64_h4_l4", dataset="ag_news", max_length=48)
   image = dataclasses.replace(text, dataset="mnist")
-  assert dynamics_sweep.estimated_cost(text) > 2 * dynamics_sweep.estimated_cost(image)
+  assert dynamics_flops.estimated_cost(text) > 2 * dynamics_flops.estimated_cost(image)
 
 
-def test_launch_shards_share_a_workdir_and_table(tmp_path):
+def test_launch_shards_share_a_workdir_and_table(tmp_path, smoke_data_dir):
   """Two shards of the smoke grid, one after the other in one workdir: each trains only its own run, and
   the table shows the other shard's run as not run until it has finished."""
   import csv  # pylint: disable=g-import-not-at-top
@@ -228,7 +239,7 @@ def test_launch_shards_share_a_workdir_and_table(tmp_path):
   def launch(shard):
     return subprocess.run(
         [sys.executable, "-m", "launch.dynamics", "--config=configs/dynamics.py:smoke,arch=mlp_128_64",
-         "--config.plots=False", f"--workdir={workdir}", f"--data_dir={DATA_DIR}", f"--shard={shard}"],
+         "--config.plots=False", f"--workdir={workdir}", f"--data_dir={smoke_data_dir}", f"--shard={shard}"],
         cwd=root, capture_output=True, text=True, timeout=600, check=False)
 
   def table():
@@ -240,8 +251,8 @@ def test_launch_shards_share_a_workdir_and_table(tmp_path):
   assert not workdir.exists()
   # The MNIST run is the costlier (784 inputs against a 64-wide mean embedding): shard 1 gets it.
   sweep = configuration.parse(dynamics_sweep.SweepConfig, dynamics_config.get_config("smoke,arch=mlp_128_64"))
-  assert dynamics_sweep.sweep_shard(sweep, 1, 2) == ("mlp_128_64@mnist",)
-  assert dynamics_sweep.sweep_shard(sweep, 2, 2) == ("mlp_128_64@ag_news",)
+  assert dynamics_shards.sweep_shard(sweep, 1, 2) == ("mlp_128_64@mnist",)
+  assert dynamics_shards.sweep_shard(sweep, 2, 2) == ("mlp_128_64@ag_news",)
   second = launch("2/2")
   assert second.returncode == 0, second.stderr[-2000:]
   assert (workdir / "dynamics" / "mlp_128_64__ag_news.json").exists()
@@ -257,15 +268,15 @@ def test_launch_shards_share_a_workdir_and_table(tmp_path):
   assert "2 of 2 runs finished" in (workdir / "dynamics" / "accuracy_table.md").read_text()
 
 
-def test_smoke_sweep_writes_true_steps_and_resumes(tmp_path):
+def test_smoke_sweep_writes_true_steps_and_resumes(tmp_path, smoke_data_dir):
   cfg = dynamics_config.get_config("smoke,arch=mlp_128_64")
   cfg.plots = False
   sweep = configuration.parse(dynamics_sweep.SweepConfig, cfg)
   assert sweep.runs == ("mlp_128_64@mnist", "mlp_128_64@ag_news")
   workdir = str(tmp_path)
-  records = dynamics_sweep.run_sweep(sweep, workdir, DATA_DIR)
+  records = dynamics_sweep.run_sweep(sweep, workdir, smoke_data_dir)
   for run in sweep.runs:
-    npz_path, json_path = dynamics_sweep.result_paths(workdir, run)
+    npz_path, json_path = dynamics_results.result_paths(workdir, run)
     with np.load(npz_path, allow_pickle=False) as data:
       arrays = {k: data[k] for k in data.files}
     assert arrays["steps"].tolist() == [0, 5, 10, 15, 20]
@@ -284,22 +295,22 @@ def test_smoke_sweep_writes_true_steps_and_resumes(tmp_path):
   assert np.mean(records["mlp_128_64@mnist"]["final_test_accuracy"]) > 0.3
   assert records["mlp_128_64@ag_news"]["dataset_metadata"]["split"]["kind"] == "stratified"
 
-  mtimes = {p: os.path.getmtime(p) for run in sweep.runs for p in dynamics_sweep.result_paths(workdir, run)}
+  mtimes = {p: os.path.getmtime(p) for run in sweep.runs for p in dynamics_results.result_paths(workdir, run)}
   skipped = []
   hooks = dynamics_sweep.SweepHooks(on_run_end=lambda run, record, was_skipped: skipped.append(was_skipped))
-  dynamics_sweep.run_sweep(sweep, workdir, DATA_DIR, hooks=hooks)
+  dynamics_sweep.run_sweep(sweep, workdir, smoke_data_dir, hooks=hooks)
   assert skipped == [True, True]
   assert mtimes == {p: os.path.getmtime(p) for p in mtimes}
 
   # The chunk length changes only how often progress is reported: finished runs still count.
   rechunked = dataclasses.replace(sweep, base=dataclasses.replace(sweep.base, measurements_per_chunk=4))
   skipped.clear()
-  dynamics_sweep.run_sweep(rechunked, workdir, DATA_DIR, hooks=hooks)
+  dynamics_sweep.run_sweep(rechunked, workdir, smoke_data_dir, hooks=hooks)
   assert skipped == [True, True]
 
   changed = dataclasses.replace(sweep, base=dataclasses.replace(sweep.base, num_steps=10))
-  with pytest.raises(dynamics_sweep.SweepError, match="different config"):
-    dynamics_sweep.run_sweep(changed, workdir, DATA_DIR)
+  with pytest.raises(SweepError, match="different config"):
+    dynamics_sweep.run_sweep(changed, workdir, smoke_data_dir)
 
 
 def test_flop_budget_matches_the_closed_form():
@@ -309,23 +320,23 @@ def test_flop_budget_matches_the_closed_form():
   sweep = configuration.parse(dynamics_sweep.SweepConfig, dynamics_config.get_config("smoke"))
   cfg = dynamics_sweep.run_config(sweep, sweep.runs[0])
   expected = 5 * (48 + 32) / (3 * 16 * 20)
-  assert dynamics_sweep.forward_overhead(cfg) == pytest.approx(expected)
-  assert dynamics_sweep.batch_for_overhead(cfg, 0.25) == pytest.approx(expected * 16 / 0.25)
-  budget = dynamics_sweep.flop_budget(sweep)
+  assert dynamics_flops.forward_overhead(cfg) == pytest.approx(expected)
+  assert dynamics_flops.batch_for_overhead(cfg, 0.25) == pytest.approx(expected * 16 / 0.25)
+  budget = dynamics_flops.flop_budget(sweep)
   assert set(budget) == {"mlp"} and budget["mlp"]["runs"] == 2
   assert budget["mlp"]["measure"] / budget["mlp"]["train"] == pytest.approx(expected, rel=1e-6)
-  costs = [dynamics_sweep.estimated_cost(dynamics_sweep.run_config(sweep, r)) for r in sweep.runs]
+  costs = [dynamics_flops.estimated_cost(dynamics_sweep.run_config(sweep, r)) for r in sweep.runs]
   assert budget["mlp"]["train"] + budget["mlp"]["measure"] == pytest.approx(sum(costs), rel=1e-6)
   # Within +25%: the batch goes from 16 to 16 x expected / 0.25 = 26.7, training FLOPs with it.
   train, measure = budget["mlp"]["train"], budget["mlp"]["measure"]
-  assert dynamics_sweep.flops_within_overhead(sweep, 0.25) == pytest.approx(
+  assert dynamics_flops.flops_within_overhead(sweep, 0.25) == pytest.approx(
       train * expected / 0.25 + measure, rel=1e-6)
   # A 512-example probe: 512 + 32 examples per measurement instead of 48 + 32.
   with_512 = 5 * (512 + 32) / (3 * 16 * 20)
-  assert dynamics_sweep.flops_within_overhead(sweep, 0.25, probe_size=512) == pytest.approx(
+  assert dynamics_flops.flops_within_overhead(sweep, 0.25, probe_size=512) == pytest.approx(
       train * with_512 / 0.25 + measure * (512 + 32) / (48 + 32), rel=1e-6)
   # Already within the limit: nothing changes.
-  assert dynamics_sweep.flops_within_overhead(sweep, 0.5) == pytest.approx(train + measure, rel=1e-6)
+  assert dynamics_flops.flops_within_overhead(sweep, 0.5) == pytest.approx(train + measure, rel=1e-6)
   # The benchmark prints the same figures; it needs no data for --flops alone.
   out = subprocess.run([sys.executable, "-m", "launch.benchmark_dynamics", "--archs=", "--flops",
                         "--config_arg=smoke"], cwd=support.REPO_ROOT, capture_output=True,
@@ -342,33 +353,34 @@ def test_flop_budget_matches_the_closed_form():
 def test_shard_plan_is_written_once_and_read_by_every_shard(tmp_path, monkeypatch):
   sweep = configuration.parse(dynamics_sweep.SweepConfig, dynamics_config.get_config("smoke"))
   workdir = str(tmp_path)
-  first = [dynamics_sweep.sweep_shard(sweep, i, 2, workdir) for i in (1, 2)]
+  first = [dynamics_shards.sweep_shard(sweep, i, 2, workdir) for i in (1, 2)]
   assert first == [("mlp_128_64@mnist",), ("mlp_128_64@ag_news",)]   # MNIST has 784 inputs: costlier
-  path = dynamics_sweep.shard_plan_path(workdir, sweep.runs, 2)
+  path = dynamics_shards.shard_plan_path(workdir, sweep.runs, 2)
   with open(path) as f:
     assert json.load(f)["shards"] == [list(s) for s in first]
   # A machine whose cost estimates come out the other way round still follows the plan on disk.
-  monkeypatch.setattr(dynamics_sweep, "estimated_cost",
+  monkeypatch.setattr(dynamics_flops, "estimated_cost",
                       lambda cfg: 1.0 if cfg.dataset == "mnist" else 2.0)
-  assert dynamics_sweep.sweep_shard(sweep, 1, 2) == ("mlp_128_64@ag_news",)   # no workdir: its own
-  assert [dynamics_sweep.sweep_shard(sweep, i, 2, workdir) for i in (1, 2)] == first
+  assert dynamics_shards.sweep_shard(sweep, 1, 2) == ("mlp_128_64@ag_news",)   # no workdir: its own
+  assert [dynamics_shards.sweep_shard(sweep, i, 2, workdir) for i in (1, 2)] == first
   # More shards than runs: the extra shards get none.
-  assert dynamics_sweep.shard_plan(sweep.runs, 3)[2] == ()
+  assert dynamics_shards.shard_plan(sweep.runs, 3)[2] == ()
   with open(path, "w") as f:
     json.dump({"runs": ["other@mnist"], "count": 2, "shards": [[], []]}, f)
-  with pytest.raises(dynamics_sweep.SweepError, match="another selection"):
-    dynamics_sweep.sweep_shard(sweep, 1, 2, workdir)
+  with pytest.raises(SweepError, match="another selection"):
+    dynamics_shards.sweep_shard(sweep, 1, 2, workdir)
 
 
 def test_diverged_run_is_recorded_for_the_table_and_tried_again(tmp_path):
+  data_dir = str(support.require_data("mnist"))
   cfg = dynamics_config.get_config("smoke,arch=mlp_128_64,dataset=mnist")
   cfg.plots = False
   cfg.mlp.learning_rate = 1e30   # Adam moves every weight by ~1e30 at once: logits overflow to inf.
   sweep = configuration.parse(dynamics_sweep.SweepConfig, cfg)
   workdir = str(tmp_path)
-  records = dynamics_sweep.run_sweep(sweep, workdir, DATA_DIR)
+  records = dynamics_sweep.run_sweep(sweep, workdir, data_dir)
   assert records["mlp_128_64@mnist"]["status"] == "diverged"
-  with open(dynamics_sweep.result_paths(workdir, "mlp_128_64@mnist")[1]) as f:
+  with open(dynamics_results.result_paths(workdir, "mlp_128_64@mnist")[1]) as f:
     on_disk = json.load(f)
   assert on_disk["status"] == "diverged" and "loss is" in on_disk["message"]
   from mpcodec.studies.dynamics import report as report_dynamics  # pylint: disable=g-import-not-at-top
@@ -376,11 +388,11 @@ def test_diverged_run_is_recorded_for_the_table_and_tried_again(tmp_path):
   assert "| mlp_128_64 | mnist | diverged |" in markdown
   started = []
   hooks = dynamics_sweep.SweepHooks(on_run_start=lambda index, total, run: started.append(run))
-  dynamics_sweep.run_sweep(sweep, workdir, DATA_DIR, hooks=hooks)
+  dynamics_sweep.run_sweep(sweep, workdir, data_dir, hooks=hooks)
   assert started == ["mlp_128_64@mnist"]   # not a finished run: tried again
 
 
-def test_benchmark_estimates_the_grid_from_short_runs():
+def test_benchmark_estimates_the_grid_from_short_runs(smoke_data_dir):
   """The benchmark's grid estimate runs end to end and adds up its per-configuration figures."""
   import re  # pylint: disable=g-import-not-at-top
   import subprocess  # pylint: disable=g-import-not-at-top
@@ -388,7 +400,7 @@ def test_benchmark_estimates_the_grid_from_short_runs():
   root = support.REPO_ROOT
   out = subprocess.run(
       [sys.executable, "-m", "launch.benchmark_dynamics", "--archs=", "--estimate_grid", "--steps=10",
-       "--repeats=1", "--config_arg=smoke,arch=mlp_128_64", f"--data_dir={DATA_DIR}", "--shards=2"],
+       "--repeats=1", "--config_arg=smoke,arch=mlp_128_64", f"--data_dir={smoke_data_dir}", "--shards=2"],
       cwd=root, capture_output=True, text=True, timeout=600, check=False)
   assert out.returncode == 0, out.stderr[-2000:]
   assert "[1/2] mlp_128_64@mnist" in out.stdout and "[2/2] mlp_128_64@ag_news" in out.stdout

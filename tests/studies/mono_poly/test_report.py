@@ -158,3 +158,39 @@ def test_plots_write_non_empty_pngs(tmp_path):
     assert len(data) > 1000 and data.startswith(PNG_MAGIC)
   with pytest.raises(ValueError, match="titles"):
     mono_poly.plot_samples(rng.uniform(size=(2, 32, 32, 3)), ["one"], tmp_path / "bad.png")
+
+
+def test_weight_images_mark_each_neurons_label_and_show_the_colour_scale(tmp_path):
+  from matplotlib import colors  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(1)
+  w_in = rng.normal(size=(3, 32 * 32 * 3, 3))
+  labels = np.array([[MONOSEMANTIC, POLYSEMANTIC, DEAD], [POLYSEMANTIC, MONOSEMANTIC, MONOSEMANTIC],
+                     [DEAD, DEAD, DEAD]])
+  fig = mono_poly.weight_images_figure(w_in, labels, max_seeds=2)
+  panels, colourbar_ax = fig.axes[:6], fig.axes[6]
+  assert len(fig.axes) == 7   # 2 seeds x 3 neurons, and the colourbar
+  short = {MONOSEMANTIC: "mono", POLYSEMANTIC: "poly", DEAD: "dead"}
+  for index, ax in enumerate(panels):
+    s, h = divmod(index, 3)
+    code = labels[s, h]
+    scale = np.max(np.abs(w_in[s, :, h]))
+    assert ax.get_title() == f"n{h} {short[code]}\nmax|w| {scale:.2g}", (s, h)
+    assert colors.same_color(ax.spines["left"].get_edgecolor(), mono_poly.LABEL_COLOURS[code]), (s, h)
+    np.testing.assert_allclose(ax.images[0].get_array(),
+                               (0.5 + w_in[s, :, h] / (2 * scale)).reshape(32, 32, 3), atol=1e-6)   # float32
+  # The three label colours differ, so the frames tell the labels apart.
+  assert len({colors.to_hex(c) for c in mono_poly.LABEL_COLOURS.values()}) == 3
+  assert colourbar_ax.get_ylabel() == mono_poly.WEIGHT_COLOURBAR_LABEL
+  assert "symmetric scale" in colourbar_ax.get_ylabel()
+  assert [t.get_text() for t in colourbar_ax.get_yticklabels()] == ["-max", "0", "+max"]
+  assert [t.get_text() for t in fig.legends[0].get_texts()] == ["monosemantic", "polysemantic", "dead"]
+  # One seed's (H,) labels work too; labels that do not match w_in are refused, naming both shapes.
+  single = mono_poly.weight_images_figure(w_in[0], labels[0])
+  assert single.axes[2].get_title().startswith("n2 dead")
+  with pytest.raises(ValueError, match=r"labels of shape \(3, 2\) do not match .* \(3, 3\)"):
+    mono_poly.weight_images_figure(w_in, labels[:, :2])
+  with pytest.raises(ValueError, match="unknown label codes \\[7\\]"):
+    mono_poly.weight_images_figure(w_in, np.full((3, 3), 7))
+  mono_poly.plot_weight_images(w_in, tmp_path / "labelled.png", labels=labels)
+  data = (tmp_path / "labelled.png").read_bytes()
+  assert len(data) > 1000 and data.startswith(PNG_MAGIC)
