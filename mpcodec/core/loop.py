@@ -39,7 +39,7 @@ from absl import logging
 
 from mpcodec.core import sharding
 from mpcodec.core.checkpoint import CheckpointStore
-from mpcodec.core.errors import InterruptedRun, NonFiniteError, WorkdirError
+from mpcodec.core.errors import ActivationError, InterruptedRun, NonFiniteError, WorkdirError
 
 State = Any
 # chunk(state_S, keys_S, data, inputs, start_step, num_steps) -> (state_S, metrics of (S, T, ...) arrays)
@@ -67,6 +67,8 @@ class Phase:
     checkpoint_every: checkpoints at multiples of this step, at step 0 and at the end.
     extra_checkpoints: more steps to checkpoint at (e.g. around a detected jump).
     loss_metric: the metric checked for NaN/Inf and shown in the progress bar.
+    bad_input_metric: a boolean metric (S, num_steps) that is true where a step's input batch held
+      NaN/Inf (inputs generated on the device); the run stops with an ActivationError naming the step.
   """
 
   name: str
@@ -79,6 +81,7 @@ class Phase:
   checkpoint_every: int = 1000
   extra_checkpoints: tuple[int, ...] = ()
   loss_metric: str = LOSS
+  bad_input_metric: str | None = None
 
   def is_checkpoint_step(self, step: int) -> bool:
     return (step == 0 or step % self.checkpoint_every == 0 or step == self.num_steps
@@ -168,6 +171,9 @@ def _chunk_with_history(program: Program, phase: Phase, num_steps: int, total: M
     first_s = jnp.argmax(bad_SxT[:, first_t])
     summary = {"finite": ~bad_SxT.any(), "step_offset": first_t, "seed_index": first_s,
                "value": loss_SxT[first_s, first_t], "mean_last": jnp.mean(loss_SxT[:, -1])}
+    if phase.bad_input_metric is not None:
+      bad_input_T = metrics[phase.bad_input_metric].any(axis=0)
+      summary.update(input_finite=~bad_input_T.any(), input_step_offset=jnp.argmax(bad_input_T))
     return {"state": state, "history": {**carry["history"], phase.name: history}}, summary
 
   return run
@@ -322,19 +328,23 @@ def _differing_keys(a: Any, b: Any, prefix: str = "config") -> list[str]:
 
 def check_checkpoints(root: str, phase_names: Sequence[str], config: Mapping, overwrite: bool,
                       what: str) -> None:
-  """Refuses checkpoints under `root` written with another training config (with `overwrite`: removes
-  them). Every phase's latest checkpoint is compared."""
+  """Refuses checkpoints of these phases under `root` written with another training config (with
+  `overwrite`: removes the phases' checkpoints). Every phase's latest checkpoint is compared."""
   if not os.path.isdir(root):
     return
   for name in phase_names:
+    if not os.path.isdir(os.path.join(root, name)):
+      continue
     store = CheckpointStore(os.path.join(root, name))
     for step in store.all_steps()[-1:]:
       saved = store.restore_metadata(step).get("config")
       if saved == config:
         continue
       if overwrite:
-        logging.warning("--overwrite: removing checkpoints of a different config in %s", root)
-        shutil.rmtree(root)
+        store.close()
+        for other in phase_names:
+          logging.warning("--overwrite: removing checkpoints of a different config in %s", os.path.join(root, other))
+          shutil.rmtree(os.path.join(root, other), ignore_errors=True)
         return
       differing = _differing_keys(saved or {}, dict(config))
       raise WorkdirError(
@@ -451,6 +461,12 @@ def _run_phase(program, phase, carry, keys, data, start, store, saved_metadata, 
   def settle(item):
     chunk_start, chunk_end, summary, snapshot = item
     summary = jax.device_get(summary)
+    if not bool(summary.get("input_finite", True)):
+      store.wait()
+      step = chunk_start + int(summary["input_step_offset"])
+      raise ActivationError(f"{program.study} {phase.name}: activations contain NaN/Inf in batch index {step} "
+                            f"(the input of step {step}); the last good checkpoint is {phase.name} step "
+                            f"{store.latest_step()} in {store.directory}")
     if not bool(summary["finite"]):
       store.wait()
       seed = int(summary["seed_index"])
