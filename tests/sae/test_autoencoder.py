@@ -25,8 +25,7 @@ def recovery_run():
   cfg = sae.SAEConfig(num_latents=512, k=8, aux_k=32, dead_tokens_threshold=20_000,
                       optim=OptimConfig(learning_rate=1e-2, warmup_steps=50, schedule="cosine"))
   loop = train.LoopConfig(steps=600, batch_size=512, chunk_steps=300, init_batches=2)
-  states = train.init_sae_states(cfg, loop, source, seed=0, num_seeds=RECOVERY_SEEDS)
-  states, history = train.train_loop(train.sae_step_fn(cfg, loop.steps), states, source, loop)
+  states, history = train.train_sae(cfg, loop, source, seed=0, num_seeds=RECOVERY_SEEDS)
   return source, cfg, states, history
 
 

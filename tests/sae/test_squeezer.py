@@ -19,15 +19,12 @@ def squeezed():
   sae_cfg = sae.SAEConfig(num_latents=48, k=3, aux_k=8, dead_tokens_threshold=2000,
                           optim=OptimConfig(learning_rate=1e-2, warmup_steps=10, schedule="cosine"))
   loop = train.LoopConfig(steps=200, batch_size=128, chunk_steps=200, init_batches=1, eval_batches=2)
-  states = train.init_sae_states(sae_cfg, loop, source, seed=0, num_seeds=2)
-  states, _ = train.train_loop(train.sae_step_fn(sae_cfg, loop.steps), states, source, loop)
+  states, _ = train.train_sae(sae_cfg, loop, source, seed=0, num_seeds=2)
   sae_final = train.folded_sae_states(states)
   sae_metrics = train.evaluate_sae(sae_final, sae_cfg, source, loop, 0.1)
   sq_cfg = configuration.parse(squeezer.SqueezerConfig, {"k": 4, "aux_k": 4}).as_sae_config(source.width)
   sq_loop = train.LoopConfig(steps=100, batch_size=128, chunk_steps=100, init_batches=1, eval_batches=2)
-  sq_states = train.init_squeezer_states(sq_cfg, sae_final, sae_cfg, sq_loop, source, 0, 2)
-  sq_states, history = train.train_loop(train.squeezer_step_fn(sae_final, sae_cfg, sq_cfg, sq_loop.steps),
-                                        sq_states, source, sq_loop)
+  sq_states, history = train.train_squeezer(sq_cfg, sae_final, sae_cfg, sq_loop, source, 0, 2)
   live = sae_metrics["firing_counts"] > 0
   metrics = train.evaluate_squeezer(sq_states, sae_final, sae_cfg, sq_cfg, source, sq_loop, live)
   return source, sae_cfg, sae_final, sq_cfg, sq_states, metrics, history, live

@@ -17,11 +17,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mpcodec.core import configuration
+from mpcodec.core import configuration, loop
 from mpcodec.core.checkpoint import CheckpointError, CheckpointStore
 from mpcodec.sae import autoencoder as sae
 from mpcodec.sae import squeezer
-from mpcodec.studies.codec.sources import (ActivationError, ActivationSource, GroundTruthSource, SourceConfig,
+from mpcodec.studies.codec.sources import (ActivationSource, GroundTruthSource, SourceConfig,
                                    check_finite, check_width, make_source)
 from mpcodec.metrics import codec as codec_metrics
 from mpcodec.studies.codec import report as codec_report
@@ -38,6 +38,7 @@ class LoopConfig:
   steps: int = 2000
   batch_size: int = 512
   chunk_steps: int = 250
+  checkpoint_every: int = 500   # steps between mid-run checkpoints (0: only at the end)
   init_batches: int = 4
   eval_batches: int = 8
 
@@ -45,6 +46,7 @@ class LoopConfig:
     yield "steps", self.steps >= 1, f"must be >= 1, got {self.steps}"
     yield "batch_size", self.batch_size >= 1, f"must be >= 1, got {self.batch_size}"
     yield "chunk_steps", self.chunk_steps >= 1, f"must be >= 1, got {self.chunk_steps}"
+    yield "checkpoint_every", self.checkpoint_every >= 0, f"must be >= 0, got {self.checkpoint_every}"
     yield "init_batches", self.init_batches >= 1, f"must be >= 1, got {self.init_batches}"
     yield "eval_batches", self.eval_batches >= 1, f"must be >= 1, got {self.eval_batches}"
 
@@ -59,87 +61,103 @@ def run_keys(seed: int, num_seeds: int, k_values: tuple[int, ...]) -> tuple[jax.
   return keys, ks
 
 
-def host_batches(source: ActivationSource, batch_size: int, start_step: int, count: int) -> np.ndarray:
-  """(count, B, D) host batches start_step..start_step+count-1, each checked for NaN."""
+# Streams of batches beyond the training steps: the init sample and the held-out evaluation window.
+INIT_SAMPLE_START = 10 ** 8
+EVAL_START = 2 * 10 ** 8
+
+
+def host_batches(source: ActivationSource, batch_size: int, start_step: int, count: int,
+                 what: str = "batch index", first_label: int | None = None) -> np.ndarray:
+  """(count, B, D) host batches start_step..start_step+count-1, each checked for NaN/Inf.
+
+  A bad batch is named `what` and its number counted from `first_label` (default: its step), so an
+  error names the user's batch, not an internal stream offset.
+  """
   stream = source.batches(batch_size, start_step)
+  first_label = start_step if first_label is None else first_label
   out = []
   for i in range(count):
     batch = next(stream)
-    check_finite(batch, start_step + i)
+    check_finite(batch, first_label + i, what)
     out.append(np.asarray(batch, np.float32))
   return np.stack(out)
 
 
-class ChunkRunner:
-  """Jitted lax.scan over chunks of steps of a vmapped step function, with NaN checks between chunks."""
+def stage_chunk(step_fn: StepFn, batch_fn: Callable | None) -> loop.Chunk:
+  """A loop chunk of a codec stage: `step_fn` over steps' batches, generated on the device by `batch_fn`
+  (ground truth) or read on the host (the chunk's inputs, step axis first). Metrics come out (runs, steps)."""
 
-  def __init__(self, step_fn: StepFn, source: ActivationSource, batch_size: int):
-    self.step_fn = step_fn
-    self.source = source
-    self.batch_size = batch_size
-    self.batch_fn = source.batch_fn(batch_size)
-    self._compiled: dict[int, Callable] = {}
-
-  def _chunk(self, num_steps: int) -> Callable:
-    if num_steps not in self._compiled:
-      if self.batch_fn is not None:
-        def chunk(states, start_step):
-          def body(states, step):
-            return self.step_fn(states, self.batch_fn(step))
-          return jax.lax.scan(body, states, start_step + jnp.arange(num_steps))
-      else:
-        def chunk(states, batches_CxBxD):
-          return jax.lax.scan(self.step_fn, states, batches_CxBxD)
-      self._compiled[num_steps] = jax.jit(chunk, donate_argnums=0)
-    return self._compiled[num_steps]
-
-  def run(self, states: State, start_step: int, num_steps: int) -> tuple[State, dict[str, np.ndarray]]:
-    """Runs steps [start_step, start_step + num_steps); raises ActivationError on a NaN batch."""
-    if self.batch_fn is not None:
-      states, metrics = self._chunk(num_steps)(states, jnp.int32(start_step))
+  def chunk(states, keys, data, inputs, start_step, num_steps):
+    del keys, data
+    if batch_fn is not None:
+      def body(states, step):
+        x_BxD = batch_fn(step)
+        states, metrics = step_fn(states, x_BxD)
+        metrics.setdefault("batch_has_nan", jnp.broadcast_to(~jnp.all(jnp.isfinite(x_BxD)),
+                                                             metrics["loss"].shape))
+        return states, metrics
+      states, metrics = jax.lax.scan(body, states, start_step + jnp.arange(num_steps))
     else:
-      batches = host_batches(self.source, self.batch_size, start_step, num_steps)
-      states, metrics = self._chunk(num_steps)(states, jnp.asarray(batches))
-    metrics = jax.tree.map(np.asarray, metrics)
-    nan_steps = np.flatnonzero(metrics.pop("batch_has_nan").reshape(num_steps, -1).any(axis=-1))
-    if nan_steps.size:
-      raise ActivationError(f"activations contain NaN/Inf in batch index {start_step + int(nan_steps[0])}")
-    return states, metrics
+      states, metrics = jax.lax.scan(step_fn, states, inputs)
+      metrics.pop("batch_has_nan", None)  # Host batches are checked before they are sent.
+    return states, {name: jnp.swapaxes(values, 0, 1) for name, values in metrics.items()}
+
+  return chunk
 
 
-def train_loop(step_fn: StepFn, states: State, source: ActivationSource, loop: LoopConfig,
-               on_chunk: Callable[[int], None] | None = None) -> tuple[State, dict[str, np.ndarray]]:
-  """Trains for loop.steps steps in chunks; returns (states, history of (steps, runs) arrays)."""
-  runner = ChunkRunner(step_fn, source, loop.batch_size)
-  history: list[dict[str, np.ndarray]] = []
-  step = 0
-  while step < loop.steps:
-    num_steps = min(loop.chunk_steps, loop.steps - step)
-    states, metrics = runner.run(states, step, num_steps)
-    history.append(metrics)
-    step += num_steps
-    if on_chunk is not None:
-      on_chunk(num_steps)
-  return states, {name: np.concatenate([h[name] for h in history]) for name in history[0]}
+def stage_phase(name: str, step_fn: StepFn, source: ActivationSource, loop_cfg: "LoopConfig") -> loop.Phase:
+  """One codec stage (SAE or Squeezer) as a phase of the one run loop."""
+  batch_fn = source.batch_fn(loop_cfg.batch_size)
+  inputs = None if batch_fn is not None else (
+      lambda start, count: host_batches(source, loop_cfg.batch_size, start, count))
+  return loop.Phase(name=name, num_steps=loop_cfg.steps, chunk=stage_chunk(step_fn, batch_fn), inputs=inputs,
+                    chunk_every=loop_cfg.chunk_steps, checkpoint_every=loop_cfg.checkpoint_every or loop_cfg.steps,
+                    bad_input_metric="batch_has_nan" if batch_fn is not None else None)
 
 
-def init_batch(source: ActivationSource, loop: LoopConfig) -> jax.Array:
+def history_by_step(history: dict[str, Any]) -> dict[str, np.ndarray]:
+  """A stage's loop history as host arrays shaped (steps, runs), without the input-check flag."""
+  return {name: np.swapaxes(np.asarray(values), 0, 1) for name, values in history.items()
+          if name != "batch_has_nan"}
+
+
+def init_batch(source: ActivationSource, loop_cfg: "LoopConfig") -> jax.Array:
   """A data sample for init (input scale, decoder bias), from steps beyond the training stream."""
-  start = 10 ** 8  # Far from training steps so the init sample is not a training batch.
-  return jnp.asarray(host_batches(source, loop.batch_size, start, loop.init_batches).reshape(
-      -1, source.width))
+  return jnp.asarray(host_batches(source, loop_cfg.batch_size, INIT_SAMPLE_START, loop_cfg.init_batches,
+                                  "the init sample, batch", first_label=0).reshape(-1, source.width))
 
 
 # ----------------------------------------------------------------------------- SAE
 
 
-def init_sae_states(cfg: sae.SAEConfig, loop: LoopConfig, source: ActivationSource, seed: int,
-                    num_seeds: int) -> State:
-  """Stacked SAE train states of every (k, seed) run."""
+def sae_program(cfg: sae.SAEConfig, loop_cfg: "LoopConfig", source: ActivationSource) -> loop.Program:
+  """SAE training of every (k, seed) run as a program of the one run loop (keys: `sae_keys`)."""
+  sample_BxD = init_batch(source, loop_cfg)
+
+  def init(keys):
+    return jax.vmap(lambda key, k: sae.init_state(key, sample_BxD, k, cfg, loop_cfg.steps))(keys["init"], keys["k"])
+
+  phase = stage_phase("sae", sae_step_fn(cfg, loop_cfg.steps), source, loop_cfg)
+  return loop.Program(study="codec", init=init, phases=(phase,))
+
+
+def sae_keys(cfg: sae.SAEConfig, seed: int, num_seeds: int) -> dict[str, jax.Array]:
+  """Per-run init keys and k of every (k, seed) run, k-major (see `run_keys`)."""
   keys, ks = run_keys(seed, num_seeds, cfg.k_values)
-  sample_BxD = init_batch(source, loop)
-  init = jax.jit(jax.vmap(lambda key, k: sae.init_state(key, sample_BxD, k, cfg, loop.steps)))
-  return init(keys, ks)
+  return {"init": keys, "k": ks}
+
+
+def train_sae(cfg: sae.SAEConfig, loop_cfg: "LoopConfig", source: ActivationSource, seed: int,
+              num_seeds: int) -> tuple[State, dict[str, np.ndarray]]:
+  """(SAE train states, history of (steps, runs) arrays) of every (k, seed) run as one pure call: the
+  program `run_codec` trains in checkpointed chunks, for notebooks and tests (no files)."""
+  state, history = jax.jit(loop.pure_sweep(sae_program(cfg, loop_cfg, source)))(sae_keys(cfg, seed, num_seeds))
+  return state, history_by_step(history["sae"])
+
+
+def run_names(ks: Any, num_seeds: int) -> list[str]:
+  """How errors name each run: its k and seed index."""
+  return [f"k={int(k)} seed {r % num_seeds}" for r, k in enumerate(np.asarray(ks))]
 
 
 def sae_step_fn(cfg: sae.SAEConfig, total_steps: int) -> StepFn:
@@ -155,7 +173,7 @@ def folded_sae_states(states: State) -> State:
   return jax.jit(jax.vmap(fold))(states)
 
 
-def evaluate_sae(states: State, cfg: sae.SAEConfig, source: ActivationSource, loop: LoopConfig,
+def evaluate_sae(states: State, cfg: sae.SAEConfig, source: ActivationSource, loop_cfg: LoopConfig,
                  dense_above: float) -> dict[str, np.ndarray]:
   """Window metrics of every run on `eval_batches` held-out batches (per-run arrays).
 
@@ -169,17 +187,16 @@ def evaluate_sae(states: State, cfg: sae.SAEConfig, source: ActivationSource, lo
       return codec_metrics.sum_squared_error(x_BxD, x_hat_BxD), codec_metrics.firing_counts(acts_BxN)
     return jax.vmap(one)(states)
 
-  start = 2 * 10 ** 8  # Held-out steps, beyond training and init.
   errors, counts = 0.0, 0
   sum_x, sum_sq = 0.0, 0.0
-  for i in range(loop.eval_batches):
-    x_BxD = host_batches(source, loop.batch_size, start + i, 1)[0]
+  for i in range(loop_cfg.eval_batches):
+    x_BxD = host_batches(source, loop_cfg.batch_size, EVAL_START + i, 1, "the evaluation window, batch", i)[0]
     error_R, counts_RxN = batch_stats(states, jnp.asarray(x_BxD))
     errors = errors + np.asarray(error_R, np.float64)
     counts = counts + np.asarray(counts_RxN, np.int64)
     sum_x = sum_x + x_BxD.astype(np.float64).sum(0)
     sum_sq = sum_sq + np.square(x_BxD.astype(np.float64)).sum()
-  num_tokens = loop.eval_batches * loop.batch_size
+  num_tokens = loop_cfg.eval_batches * loop_cfg.batch_size
   variance = sum_sq - np.square(sum_x).sum() / num_tokens
   counts_j = jnp.asarray(counts)
   hist, edges = jax.vmap(lambda c: codec_metrics.latent_density_histogram(c, num_tokens))(counts_j)
@@ -218,29 +235,45 @@ def ground_truth_recovery(states: State, cfg: sae.SAEConfig, source: Any, batch_
 # ----------------------------------------------------------------------------- Squeezer
 
 
-def init_squeezer_states(squeezer_cfg: sae.SAEConfig, sae_states: State, sae_cfg: sae.SAEConfig,
-                         loop: LoopConfig, source: ActivationSource, seed: int, num_seeds: int) -> State:
-  """Stacked Squeezer train states, one per SAE run (same run order)."""
-  runs = sae_states["k"].shape[0]
-  # One Squeezer key per SAE run, drawn like the SAE's: by seed index, the same for every k.
-  keys = jnp.tile(seeds.seed_keys(seed, num_seeds, "squeezer_init"), (runs // num_seeds, 1))
-  sample_BxD = init_batch(source, loop)
-  init = jax.jit(jax.vmap(lambda key, sae_state: squeezer.init_state(
-      key, sae_state, sample_BxD, sae_cfg, squeezer_cfg, loop.steps)))
-  return init(keys, sae_states)
+def squeezer_keys(seed: int, num_seeds: int, runs: int) -> dict[str, jax.Array]:
+  """One Squeezer key per SAE run, drawn like the SAE's: by seed index, the same for every k."""
+  return {"init": jnp.tile(seeds.seed_keys(seed, num_seeds, "squeezer_init"), (runs // num_seeds, 1))}
 
 
-def squeezer_step_fn(sae_states: State, sae_cfg: sae.SAEConfig, squeezer_cfg: sae.SAEConfig,
-                     total_steps: int) -> StepFn:
-  """Vmapped Squeezer step; the frozen SAE states are closed over (one per run)."""
+def train_squeezer(squeezer_cfg: sae.SAEConfig, sae_states: State, sae_cfg: sae.SAEConfig,
+                   loop_cfg: "LoopConfig", source: ActivationSource, seed: int, num_seeds: int
+                   ) -> tuple[State, dict[str, np.ndarray]]:
+  """(Squeezer train states, history) of every SAE run as one pure call (see `train_sae`)."""
+  program = squeezer_program(squeezer_cfg, sae_states, sae_cfg, loop_cfg, source)
+  runs = int(sae_states["k"].shape[0])
+  state, history = jax.jit(loop.pure_sweep(program))(squeezer_keys(seed, num_seeds, runs))
+  return state["squeezer"], history_by_step(history["squeezer"])
+
+
+def squeezer_program(squeezer_cfg: sae.SAEConfig, sae_states: State, sae_cfg: sae.SAEConfig,
+                     loop_cfg: "LoopConfig", source: ActivationSource) -> loop.Program:
+  """Squeezer training of every SAE run as a program of the one run loop.
+
+  Its state is {"squeezer": train state, "sae": the frozen (folded) SAE state of the same run}, so a
+  checkpoint holds everything a resumed run needs.
+  """
+  sample_BxD = init_batch(source, loop_cfg)
+
+  def init(keys):
+    states = jax.vmap(lambda key, sae_state: squeezer.init_state(
+        key, sae_state, sample_BxD, sae_cfg, squeezer_cfg, loop_cfg.steps))(keys["init"], sae_states)
+    return {"squeezer": states, "sae": sae_states}
+
   def step(states, x_BxD):
-    return jax.vmap(lambda state, sae_state: squeezer.train_step(
-        state, sae_state, x_BxD, sae_cfg, squeezer_cfg, total_steps))(states, sae_states)
-  return step
+    new, metrics = jax.vmap(lambda state, sae_state: squeezer.train_step(
+        state, sae_state, x_BxD, sae_cfg, squeezer_cfg, loop_cfg.steps))(states["squeezer"], states["sae"])
+    return {"squeezer": new, "sae": states["sae"]}, metrics
+
+  return loop.Program(study="codec", init=init, phases=(stage_phase("squeezer", step, source, loop_cfg),))
 
 
 def evaluate_squeezer(states: State, sae_states: State, sae_cfg: sae.SAEConfig,
-                      squeezer_cfg: sae.SAEConfig, source: ActivationSource, loop: LoopConfig,
+                      squeezer_cfg: sae.SAEConfig, source: ActivationSource, loop_cfg: LoopConfig,
                       live_latents_RxN: np.ndarray) -> dict[str, np.ndarray]:
   """Window metrics of every Squeezer run: latent FVU, activation FVU, faithfulness, neurons."""
   @jax.jit
@@ -258,17 +291,16 @@ def evaluate_squeezer(states: State, sae_states: State, sae_cfg: sae.SAEConfig,
       }
     return jax.vmap(one)(states, sae_states)
 
-  start = 2 * 10 ** 8
   totals: dict[str, np.ndarray] = {}
   sum_x, sum_sq = 0.0, 0.0
-  for i in range(loop.eval_batches):
-    x_BxD = host_batches(source, loop.batch_size, start + i, 1)[0]
+  for i in range(loop_cfg.eval_batches):
+    x_BxD = host_batches(source, loop_cfg.batch_size, EVAL_START + i, 1, "the evaluation window, batch", i)[0]
     stats = jax.tree.map(lambda a: np.asarray(a, np.float64), batch_stats(states, sae_states,
                                                                           jnp.asarray(x_BxD)))
     totals = {k: totals.get(k, 0.0) + v for k, v in stats.items()}
     sum_x = sum_x + x_BxD.astype(np.float64).sum(0)
     sum_sq = sum_sq + np.square(x_BxD.astype(np.float64)).sum()
-  num_tokens = loop.eval_batches * loop.batch_size
+  num_tokens = loop_cfg.eval_batches * loop_cfg.batch_size
   x_variance = sum_sq - np.square(sum_x).sum() / num_tokens
   latent_variance = totals["latent_sum_sq"] - np.square(totals["latent_sum"]).sum(-1) / num_tokens
   per_neuron = np.asarray(jax.vmap(codec_metrics.features_per_neuron)(
@@ -326,43 +358,62 @@ def check_against_width(cfg: CodecConfig, width: int) -> None:
   configuration.check_values(cfg.squeezer.as_sae_config(width), "config.squeezer")
 
 
-SAE_STORE = ("checkpoints", "sae")
-SQUEEZER_STORE = ("checkpoints", "squeezer")
+def checkpoint_root(workdir: str) -> str:
+  """The stages' checkpoints: <workdir>/checkpoints/sae/<step> and <workdir>/checkpoints/squeezer/<step>."""
+  return os.path.join(workdir, "checkpoints")
 
 
-def save_states(directory: str, step: int, states: State, metadata: dict) -> None:
-  """Saves stacked inference states (params, threshold, k, input_scale) with JSON metadata."""
-  store = CheckpointStore(directory)
-  store.save(step, jax.tree.map(np.asarray, states), metadata)
-  store.close()
+# Knobs that change how a stage executes or what is computed after it, not its trained states.
+_NOT_TRAINING = ("dense_above", "chunk_steps", "checkpoint_every", "eval_batches")
+
+
+def _training_only(config: Any) -> Any:
+  if isinstance(config, dict):
+    return {k: _training_only(v) for k, v in config.items() if k not in _NOT_TRAINING}
+  return config
+
+
+def sae_training_config(cfg: CodecConfig) -> dict:
+  """What decides the SAE stage's trained states (checkpoints of another value are another run's)."""
+  config = _training_only(configuration.to_dict(cfg))
+  return {k: config[k] for k in ("seed", "num_seeds", "source", "sae", "sae_loop")}
+
+
+def squeezer_training_config(cfg: CodecConfig) -> dict:
+  """What decides the Squeezer stage's trained states: its own knobs and everything the SAE depends on."""
+  return _training_only(configuration.to_dict(cfg))
 
 
 def load_sae(directory: str, step: int | None = None) -> tuple[State, sae.SAEConfig, dict]:
-  """(stacked folded SAE states, SAEConfig, metadata) saved by `run_codec` (latest step by default)."""
+  """(stacked folded SAE states, SAEConfig, metadata) from an SAE stage's checkpoints (latest step by
+  default), restored as saved: no config or source is needed to read them."""
+  if not os.path.isdir(directory):
+    raise CheckpointError(f"no SAE checkpoint folder {directory}")
   store = CheckpointStore(directory)
-  steps = store.all_steps()
-  if not steps:
-    raise CheckpointError(f"no SAE checkpoint in {store.directory}")
-  step = steps[-1] if step is None else step
-  metadata = store.restore_metadata(step)
-  sae_cfg = configuration.parse(sae.SAEConfig, metadata["sae"], "sae_checkpoint.sae")
-  runs, width = int(metadata["num_runs"]), int(metadata["input_width"])
-  n = sae_cfg.num_latents
-  template = {
-      "params": {"w_enc_NxD": np.zeros((runs, n, width), np.float32), "b_enc_N": np.zeros((runs, n), np.float32),
-                 "w_dec_NxD": np.zeros((runs, n, width), np.float32), "b_dec_D": np.zeros((runs, width), np.float32)},
-      "threshold": np.zeros(runs, np.float32), "k": np.zeros(runs, np.int32),
-      "input_scale": np.zeros(runs, np.float32)}
-  states = store.restore(step, template)
-  store.close()
-  return jax.tree.map(jnp.asarray, states), sae_cfg, metadata
+  try:
+    steps = store.all_steps()
+    if not steps:
+      raise CheckpointError(f"no SAE checkpoint in {store.directory}")
+    step = steps[-1] if step is None else step
+    metadata = store.restore_metadata(step)
+    if "sae" not in metadata or metadata.get("step") != metadata.get("sae_steps"):
+      raise CheckpointError(f"{store.directory} step {step} is not a finished SAE (train it to the end first)")
+    sae_cfg = configuration.parse(sae.SAEConfig, metadata["sae"], "sae_checkpoint.sae")
+    states = store.restore_as_saved(step)["state"]
+  finally:
+    store.close()
+  return folded_sae_states(jax.tree.map(jnp.asarray, states)), sae_cfg, metadata
 
 
-def run_codec(cfg: CodecConfig, workdir: str, on_chunk: Callable[[int], None] | None = None
-              ) -> dict[str, Any]:
-  """Trains (or loads) the SAE, then the Squeezer, saves both and writes metrics, plots and report.md."""
+def run_codec(cfg: CodecConfig, workdir: str, progress: Any = None, overwrite: bool = False) -> dict[str, Any]:
+  """Trains (or loads) the SAE, then the Squeezer, through the one run loop; writes metrics, plots, report.
+
+  Each stage checkpoints as it trains and resumes from its latest checkpoint; a finished stage is not
+  trained again. `overwrite` removes checkpoints of another config instead of refusing them.
+  """
   source = make_source(cfg.source)
   check_against_width(cfg, source.width)
+  root = checkpoint_root(workdir)
   sae_cfg, sae_history = cfg.sae, None
   if cfg.sae_checkpoint:
     sae_final, sae_cfg, sae_meta = load_sae(cfg.sae_checkpoint)
@@ -370,34 +421,35 @@ def run_codec(cfg: CodecConfig, workdir: str, on_chunk: Callable[[int], None] | 
     num_seeds = int(sae_meta["num_seeds"])
   else:
     num_seeds = cfg.num_seeds
-    states = init_sae_states(sae_cfg, cfg.sae_loop, source, cfg.seed, num_seeds)
-    states, sae_history = train_loop(sae_step_fn(sae_cfg, cfg.sae_loop.steps), states, source,
-                                     cfg.sae_loop, on_chunk)
-    sae_final = folded_sae_states(states)
+    keys = sae_keys(sae_cfg, cfg.seed, num_seeds)
+    metadata = {"sae": configuration.to_dict(sae_cfg), "full_config": configuration.to_dict(cfg),
+                "input_width": source.width, "num_runs": int(keys["k"].shape[0]), "num_seeds": num_seeds,
+                "runs": [{"k": int(k), "seed_index": r % num_seeds} for r, k in enumerate(np.asarray(keys["k"]))],
+                "source": source.description, "sae_steps": cfg.sae_loop.steps}
+    outcome = loop.run(sae_program(sae_cfg, cfg.sae_loop, source), keys, root,
+                       seed_labels=run_names(keys["k"], num_seeds), config=sae_training_config(cfg),
+                       metadata=metadata, progress=progress, overwrite=overwrite)
+    sae_final = folded_sae_states(outcome.state)
+    sae_history = history_by_step(outcome.history["sae"])
   runs = int(sae_final["k"].shape[0])
   run_labels = [{"k": int(k), "seed_index": r % num_seeds} for r, k in enumerate(np.asarray(sae_final["k"]))]
-  metadata = {"sae": configuration.to_dict(sae_cfg), "config": configuration.to_dict(cfg),
-              "input_width": source.width, "num_runs": runs, "num_seeds": num_seeds,
-              "runs": run_labels, "source": source.description}
-  if not cfg.sae_checkpoint:
-    save_states(os.path.join(workdir, *SAE_STORE), cfg.sae_loop.steps, sae_final, metadata)
 
   sae_metrics = evaluate_sae(sae_final, sae_cfg, source, cfg.sae_loop, cfg.dense_above)
   if isinstance(source, GroundTruthSource):
     sae_metrics.update(ground_truth_recovery(sae_final, sae_cfg, source, cfg.sae_loop.batch_size))
 
   squeezer_cfg = cfg.squeezer.as_sae_config(source.width)
-  sq_states = init_squeezer_states(squeezer_cfg, sae_final, sae_cfg, cfg.squeezer_loop, source, cfg.seed,
-                                   num_seeds)
-  sq_states, sq_history = train_loop(
-      squeezer_step_fn(sae_final, sae_cfg, squeezer_cfg, cfg.squeezer_loop.steps), sq_states, source,
-      cfg.squeezer_loop, on_chunk)
+  outcome = loop.run(squeezer_program(squeezer_cfg, sae_final, sae_cfg, cfg.squeezer_loop, source),
+                     squeezer_keys(cfg.seed, num_seeds, runs), root,
+                     seed_labels=run_names(sae_final["k"], num_seeds), config=squeezer_training_config(cfg),
+                     metadata={"squeezer": configuration.to_dict(squeezer_cfg), "num_runs": runs,
+                               "runs": run_labels, "source": source.description},
+                     progress=progress, overwrite=overwrite)
+  sq_states = outcome.state["squeezer"]
+  sq_history = history_by_step(outcome.history["squeezer"])
   live_latents = sae_metrics["firing_counts"] > 0
   sq_metrics = evaluate_squeezer(sq_states, sae_final, sae_cfg, squeezer_cfg, source, cfg.squeezer_loop,
                                  live_latents)
-  save_states(os.path.join(workdir, *SQUEEZER_STORE), cfg.squeezer_loop.steps,
-              folded_sae_states(sq_states), dict(metadata, squeezer=configuration.to_dict(squeezer_cfg)))
-
   return codec_report.write_codec_outputs(
       workdir, cfg=configuration.to_dict(cfg), source_description=source.description, run_labels=run_labels,
       sae_metrics=sae_metrics, sae_history=sae_history, squeezer_metrics=sq_metrics,

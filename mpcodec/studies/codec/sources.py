@@ -117,13 +117,13 @@ class GroundTruthSource:
       step += 1
 
 
-def check_finite(batch_BxD: Any, batch_index: int) -> None:
-  """Raises ActivationError naming the batch index if the batch holds NaN or Inf."""
+def check_finite(batch_BxD: Any, batch_index: int, what: str = "batch index") -> None:
+  """Raises ActivationError naming the batch (`what` and its index) if it holds NaN or Inf."""
   batch = np.asarray(batch_BxD)
   if not np.all(np.isfinite(batch)):
     bad_rows = np.flatnonzero(~np.all(np.isfinite(batch), axis=-1))
     raise ActivationError(
-        f"activations contain NaN/Inf in batch index {batch_index} (rows {bad_rows[:5].tolist()}"
+        f"activations contain NaN/Inf in {what} {batch_index} (rows {bad_rows[:5].tolist()}"
         f"{' ...' if bad_rows.size > 5 else ''} of {batch.shape[0]})")
 
 

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mpcodec.core import configuration
+from mpcodec.core import configuration, loop
 from mpcodec.sae import autoencoder as sae
 from mpcodec.studies.codec import pipeline as train
 from mpcodec.studies.codec.sources import (ActivationError, CheckpointSource, GroundTruthConfig, GroundTruthSource,
@@ -66,13 +66,17 @@ class _DeviceSource(_HostSource):
 
 
 @pytest.mark.parametrize("source_cls", [_HostSource, _DeviceSource])
-def test_nan_activations_stop_training_naming_the_batch_index(source_cls):
+def test_nan_activations_stop_training_naming_the_batch_index(source_cls, tmp_path):
   cfg = sae.SAEConfig(num_latents=8, k=2, aux_k=2)
-  loop = train.LoopConfig(steps=6, batch_size=4, chunk_steps=3, init_batches=1)
+  loop_cfg = train.LoopConfig(steps=6, batch_size=4, chunk_steps=3, init_batches=1)
   source = source_cls(nan_step=4)
-  states = train.init_sae_states(cfg, loop, source, seed=0, num_seeds=1)
+  keys = train.sae_keys(cfg, seed=0, num_seeds=1)
   with pytest.raises(ActivationError, match="NaN/Inf in batch index 4"):
-    train.train_loop(train.sae_step_fn(cfg, loop.steps), states, source, loop)
+    loop.run(train.sae_program(cfg, loop_cfg, source), keys, str(tmp_path),
+             seed_labels=train.run_names(keys["k"], 1), config={})
+  # The init sample is named as such, not by its internal stream offset.
+  with pytest.raises(ActivationError, match=r"NaN/Inf in the init sample, batch 0 "):
+    train.init_batch(source_cls(nan_step=train.INIT_SAMPLE_START), loop_cfg)
 
 
 def test_squeezer_k_above_its_neurons_is_a_config_error_naming_the_key():

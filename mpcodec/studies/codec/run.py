@@ -1,0 +1,25 @@
+"""The codec launch as one function: validate, hold the workdir, train the SAE then the Squeezer, report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from absl import logging
+
+from mpcodec.core import progress, workdir as workdir_lib
+from mpcodec.studies.codec import pipeline
+
+
+def main(raw_config: Any, workdir: str, overwrite: bool = False) -> dict[str, Any]:
+  """Trains (or resumes, or skips the finished stages of) the codec run in `workdir`; returns its payload.
+
+  Every config key is checked and the workdir proven writable before anything compiles; a second process
+  on the same workdir is refused.
+  """
+  cfg = pipeline.parse_codec_config(raw_config)
+  with workdir_lib.locked(workdir):
+    total = (0 if cfg.sae_checkpoint else cfg.sae_loop.steps) + cfg.squeezer_loop.steps
+    with progress.bar(total, "codec (SAE, then Squeezer)") as bar:
+      payload = pipeline.run_codec(cfg, workdir, progress=bar, overwrite=overwrite)
+    logging.info("outputs in %s", workdir)
+  return payload

@@ -1,0 +1,118 @@
+"""The codec's two stages through the one run loop: resume equals one pure call, skip, NaN, overwrite."""
+
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from configs import codec as codec_config
+from mpcodec.core.checkpoint import CheckpointStore
+from mpcodec.core.errors import NonFiniteError, WorkdirError
+from mpcodec.studies.codec import pipeline
+from mpcodec.studies.codec.sources import make_source
+
+
+def tiny_config(**overrides):
+  """The smoke config with 10-step chunks and 10-step checkpoints (stages of 40 and 20 steps)."""
+  cfg = codec_config.get_config("smoke")
+  cfg.sae_loop.chunk_steps = 10
+  cfg.sae_loop.checkpoint_every = 10
+  cfg.squeezer_loop.chunk_steps = 10
+  cfg.squeezer_loop.checkpoint_every = 10
+  for key, value in overrides.items():
+    section = cfg
+    *path, last = key.split(".")
+    for part in path:
+      section = section[part]
+    section[last] = value
+  return pipeline.parse_codec_config(cfg)
+
+
+def saved_state(workdir, stage):
+  store = CheckpointStore(os.path.join(workdir, "checkpoints", stage))
+  state = store.restore_as_saved(store.latest_step())["state"]
+  store.close()
+  return state
+
+
+def assert_trees_equal(a, b):
+  """Equal leaves in order (a state restored as saved has Orbax's dicts for the optimizer's tuples)."""
+  assert len(jax.tree.leaves(a)) == len(jax.tree.leaves(b))
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def read_metrics(workdir):
+  out = {}
+  for name in ("sae.json", "squeezer.json"):
+    with open(os.path.join(workdir, "metrics", name)) as f:
+      out[name] = json.load(f)
+  return out
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+  cfg = tiny_config()
+  workdir = str(tmp_path_factory.mktemp("codec_full"))
+  pipeline.run_codec(cfg, workdir)
+  return cfg, workdir
+
+
+def test_sae_stage_equals_one_pure_call_bit_for_bit(finished):
+  cfg, workdir = finished
+  pure_state, _ = pipeline.train_sae(cfg.sae, cfg.sae_loop, make_source(cfg.source), cfg.seed, cfg.num_seeds)
+  assert_trees_equal(saved_state(workdir, "sae"), pure_state)
+
+
+def test_interrupted_runs_resume_to_the_same_states_and_outputs(finished, tmp_path):
+  cfg, full_dir = finished
+  for stage, keep in (("sae", 20), ("squeezer", 10)):
+    workdir = str(tmp_path / stage)
+    shutil.copytree(full_dir, workdir)
+    shutil.rmtree(os.path.join(workdir, "metrics"))
+    if stage == "sae":
+      shutil.rmtree(os.path.join(workdir, "checkpoints", "squeezer"))
+    store = CheckpointStore(os.path.join(workdir, "checkpoints", stage))
+    store.delete_after(keep)
+    assert store.latest_step() == keep
+    store.close()
+    pipeline.run_codec(cfg, workdir)
+    for name in ("sae", "squeezer"):
+      assert_trees_equal(saved_state(workdir, name), saved_state(full_dir, name))
+    assert read_metrics(workdir) == read_metrics(full_dir)
+
+
+def test_a_finished_run_trains_nothing_again(finished):
+  cfg, workdir = finished
+  stores = [os.path.join(workdir, "checkpoints", s) for s in ("sae", "squeezer")]
+  before = {d: sorted(os.listdir(d)) for d in stores}
+  mtimes = {d: os.path.getmtime(os.path.join(d, before[d][-1])) for d in stores}
+  pipeline.run_codec(cfg, workdir)
+  assert {d: sorted(os.listdir(d)) for d in stores} == before
+  assert {d: os.path.getmtime(os.path.join(d, before[d][-1])) for d in stores} == mtimes
+
+
+def test_nan_loss_names_stage_step_and_run(tmp_path):
+  cfg = tiny_config(**{"sae.optim.name": "sgd", "sae.optim.learning_rate": 1e30})
+  with pytest.raises(NonFiniteError, match=r"codec sae: loss is .* at step \d+ for seed k=3 seed \d") as err:
+    pipeline.run_codec(cfg, str(tmp_path))
+  assert "last good checkpoint is sae step" in str(err.value)
+
+
+def test_another_config_is_refused_unless_overwrite(finished, tmp_path):
+  cfg, full_dir = finished
+  workdir = str(tmp_path / "copy")
+  shutil.copytree(full_dir, workdir)
+  other = tiny_config(**{"sae.k": 4})
+  with pytest.raises(WorkdirError, match=r"config\.sae\.k.*--overwrite"):
+    pipeline.run_codec(other, workdir)
+  pipeline.run_codec(other, workdir, overwrite=True)
+  assert read_metrics(workdir)["sae.json"]["runs"][0]["k"] == 4
+  # Changing only the Squeezer keeps the SAE stage's checkpoints.
+  sae_steps = sorted(os.listdir(os.path.join(workdir, "checkpoints", "sae")))
+  squeezed = tiny_config(**{"sae.k": 4, "squeezer.k": 3})
+  pipeline.run_codec(squeezed, workdir, overwrite=True)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints", "sae"))) == sae_steps
