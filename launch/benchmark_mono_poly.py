@@ -1,4 +1,5 @@
-"""Seed-sweep throughput: S seeds vmapped in one program vs a Python loop over single-seed runs.
+"""Seed-sweep throughput: S seeds vmapped in one program vs a Python loop over single-seed runs, and the
+default run through the one run loop against the same program as one pure call.
 
   python -m launch.benchmark_mono_poly                        # the mono->poly MLP, S = 1, 8, 64
   python -m launch.benchmark_mono_poly --seeds=1,8,64,256 --steps=500
@@ -7,21 +8,27 @@ For each S it times the same total work (S seeds x --steps steps) done two ways,
 compile (reported apart): a Python loop calling one jitted single-seed run S times, and one jitted
 vmapped run of all S seeds (minibatch order shared or per seed). It prints seed-steps per second, the
 ratio measured in the same process, and the achieved GFLOP/s (matmul FLOPs of forward + backward).
+
+With --run_loop (default) it then trains the default config (both phases, every checkpoint) through
+`experiment.train` in a scratch workdir and times the same program as one jitted pure call
+(`loop.pure_sweep`), and prints the loop's share of the pure rate (the target is >= 80%).
 """
 
+import tempfile
 import time
 
 from absl import app, flags
 import jax
-import jax.numpy as jnp
 
 from configs import mono_poly as mono_poly_config
+from mpcodec.core import loop as run_loop
 from mpcodec.studies.mono_poly import experiment as mono_poly
 
 _SEEDS = flags.DEFINE_list("seeds", ["1", "8", "64"], "Numbers of seeds to compare.")
 _STEPS = flags.DEFINE_integer("steps", 300, "Training steps per seed in each timed run.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repeats; the best is reported.")
 _SHARED = flags.DEFINE_bool("shared_data_order", True, "Seeds share one minibatch order.")
+_RUN_LOOP = flags.DEFINE_bool("run_loop", True, "Also time the default run through the run loop.")
 
 
 def matmul_flops_per_seed_step(cfg) -> float:
@@ -45,6 +52,7 @@ def main(argv):
   base = mono_poly_config.get_config()
   base.shared_data_order = _SHARED.value
   cfg = mono_poly.parse_config(base)
+  cfg_dict = base.to_dict()
   train_set, _ = mono_poly.make_datasets(cfg)
   x, y = train_set["x"], train_set["y_phase1"]
   steps = mono_poly.phase_steps(cfg, "phase1")
@@ -58,37 +66,62 @@ def main(argv):
     return steps.run_steps(state, mono_poly.order_key(cfg, "phase1", key), 0, x, y, num_steps)
 
   single_jit = jax.jit(single)
-  init = jax.jit(jax.vmap(lambda k: steps.init(jax.random.fold_in(k, 0), x)))
+  init = jax.jit(jax.vmap(lambda k: steps.init(k["init"], x)))
   header = (f"{'S':>5} {'loop seed-steps/s':>18} {'vmap seed-steps/s':>18} {'ratio':>6} "
             f"{'loop GFLOP/s':>13} {'vmap GFLOP/s':>13} {'compile loop s':>15} {'compile vmap s':>15}")
   print(header)
   for num_seeds in [int(s) for s in _SEEDS.value]:
-    keys = jax.vmap(mono_poly.seed_key)(jnp.arange(num_seeds))
+    keys = mono_poly.seed_keys(mono_poly.parse_config({**cfg_dict, "num_seeds": num_seeds}))
     states = init(keys)
     one_state = jax.tree.map(lambda a: a[0], states)
+    seed = lambda i: jax.tree.map(lambda k: k[i], keys)
 
     start = time.perf_counter()
-    compiled_single = single_jit.lower(one_state, keys[0]).compile()
+    compiled_single = single_jit.lower(one_state, seed(0)).compile()
     compile_loop = time.perf_counter() - start
     per_seed = [jax.tree.map(lambda a, i=i: a[i], states) for i in range(num_seeds)]
 
     def loop():
-      return [compiled_single(per_seed[i], keys[i]) for i in range(num_seeds)]
+      return [compiled_single(per_seed[i], seed(i)) for i in range(num_seeds)]
 
-    in_axes = (0, None if cfg.shared_data_order else 0)
-    sweep = jax.jit(jax.vmap(single, in_axes=in_axes))
-    sweep_key = keys[0] if cfg.shared_data_order else keys
+    sweep = jax.jit(jax.vmap(single))
     start = time.perf_counter()
-    compiled_sweep = sweep.lower(states, sweep_key).compile()
+    compiled_sweep = sweep.lower(states, keys).compile()
     compile_vmap = time.perf_counter() - start
 
     loop_time = best_time(loop, _REPEATS.value)
-    vmap_time = best_time(lambda: compiled_sweep(states, sweep_key), _REPEATS.value)
+    vmap_time = best_time(lambda: compiled_sweep(states, keys), _REPEATS.value)
     work = num_seeds * num_steps
     loop_rate, vmap_rate = work / loop_time, work / vmap_time
     print(f"{num_seeds:>5} {loop_rate:>18,.0f} {vmap_rate:>18,.0f} {vmap_rate / loop_rate:>6.2f} "
           f"{loop_rate * flops / 1e9:>13.2f} {vmap_rate * flops / 1e9:>13.2f} {compile_loop:>15.2f} "
           f"{compile_vmap:>15.2f}")
+
+  if _RUN_LOOP.value:
+    time_run_loop(cfg)
+
+
+def time_run_loop(cfg) -> None:
+  """The default run (both phases, every checkpoint) through the run loop vs the same program pure."""
+  program = mono_poly.make_program(cfg)
+  keys = mono_poly.seed_keys(cfg)
+  pure = jax.jit(run_loop.pure_sweep(program))
+  start = time.perf_counter()
+  compiled = pure.lower(keys).compile()
+  compile_pure = time.perf_counter() - start
+  pure_time = best_time(lambda: compiled(keys), 2)
+  seed_steps = cfg.num_seeds * (cfg.phase1.steps + cfg.phase2.steps)
+  with tempfile.TemporaryDirectory() as workdir:
+    outcome = mono_poly.train(cfg, workdir)
+  checkpoints = sum(len(p.boundaries()) and len([s for _, s in p.boundaries() if p.is_checkpoint_step(s)]) + 1
+                    for p in program.phases)
+  pure_rate = seed_steps / pure_time
+  print(f"\ndefault run, {cfg.num_seeds} seeds x {cfg.phase1.steps + cfg.phase2.steps} steps:")
+  print(f"  one pure call          {pure_rate:>10,.0f} seed-steps/s  (best of 2: {pure_time:.2f} s; "
+        f"compile {compile_pure:.2f} s)")
+  print(f"  through the run loop   {outcome.seed_steps_per_second:>10,.0f} seed-steps/s  ({outcome.train_seconds:.2f} s "
+        f"with {checkpoints} checkpoints; compile {outcome.compile_seconds:.2f} s)")
+  print(f"  run loop / pure call: {outcome.seed_steps_per_second / pure_rate:.0%} (target >= 80%)")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
+import scipy.stats
 
 Verdict = Literal["supported", "contradicted", "inconclusive"]
 VERDICTS = ("supported", "contradicted", "inconclusive")
@@ -30,8 +31,9 @@ def bootstrap_ci(values_S, rng_seed: int = 0, num_resamples: int = 10000, confid
   """Percentile bootstrap: (statistic(values), low, high) over resamples of the seeds with replacement.
 
   low / high are the (1 - confidence) / 2 and (1 + confidence) / 2 quantiles of the statistic over
-  `num_resamples` resamples; `statistic` must accept `axis=` (np.mean, np.median, ...). With a single
-  value the interval is undefined: returns (value, nan, nan). Efron & Tibshirani (1993), ch. 13.
+  `num_resamples` resamples (`scipy.stats.bootstrap`, percentile method, resamples drawn from
+  `np.random.default_rng(rng_seed)`); `statistic` must accept `axis=` (np.mean, np.median, ...). With a
+  single value the interval is undefined: returns (value, nan, nan). Efron & Tibshirani (1993), ch. 13.
   """
   values_S = _as_values(values_S, "values_S")
   if not 0.0 < confidence < 1.0:
@@ -42,12 +44,10 @@ def bootstrap_ci(values_S, rng_seed: int = 0, num_resamples: int = 10000, confid
   num_values = values_S.size
   if num_values < 2:
     return estimate, math.nan, math.nan
-  rng = np.random.default_rng(rng_seed)
-  resample_idx_BxS = rng.integers(0, num_values, size=(num_resamples, num_values))
-  resampled_B = statistic(values_S[resample_idx_BxS], axis=1)
-  tail = (1.0 - confidence) / 2.0
-  low, high = np.quantile(resampled_B, [tail, 1.0 - tail])
-  return estimate, float(low), float(high)
+  result = scipy.stats.bootstrap((values_S,), statistic, n_resamples=num_resamples, vectorized=True,
+                                 confidence_level=confidence, method="percentile",
+                                 rng=np.random.default_rng(rng_seed))
+  return estimate, float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 def cohens_dz(differences_S) -> float:

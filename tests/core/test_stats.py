@@ -34,6 +34,23 @@ def test_bootstrap_ci_is_deterministic_and_uses_the_statistic():
   assert (low, high) == pytest.approx(tuple(np.quantile(medians, [0.025, 0.975])))
 
 
+def numpy_percentile_bootstrap(values, rng_seed, num_resamples, confidence=0.95):
+  """The percentile bootstrap written out: resample seeds with replacement, take the tail quantiles."""
+  rng = np.random.default_rng(rng_seed)
+  means = values[rng.integers(0, values.size, size=(num_resamples, values.size))].mean(axis=1)
+  tail = (1 - confidence) / 2
+  return tuple(np.quantile(means, [tail, 1 - tail]))
+
+
+@pytest.mark.parametrize("size", [3, 16, 64])
+def test_bootstrap_ci_equals_the_written_out_percentile_bootstrap(size):
+  """scipy.stats.bootstrap draws the same resamples as the plain numpy formulation, so the intervals of
+  every report are the same as they were when the bootstrap was written out here."""
+  values = np.random.default_rng(size).normal(0.3, 1.0, size)
+  _, low, high = stats.bootstrap_ci(values, rng_seed=7, num_resamples=4000)
+  np.testing.assert_allclose((low, high), numpy_percentile_bootstrap(values, 7, 4000), rtol=1e-12)
+
+
 def test_bootstrap_ci_single_value_and_bad_input():
   estimate, low, high = stats.bootstrap_ci([4.0])
   assert estimate == 4.0 and math.isnan(low) and math.isnan(high)
