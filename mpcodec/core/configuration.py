@@ -18,7 +18,6 @@ from __future__ import annotations
 import ast
 import copy
 import dataclasses
-import json
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -136,11 +135,6 @@ def to_dict(obj: Any) -> Any:
   if isinstance(obj, (tuple, list)):
     return [to_dict(v) for v in obj]
   return obj
-
-
-def to_json(obj: Any) -> str:
-  """Canonical JSON of a config dataclass (sorted keys), used to compare configs of runs."""
-  return json.dumps(to_dict(obj), sort_keys=True, indent=2)
 
 
 # ----------------------------------------------------------------------------------------------------

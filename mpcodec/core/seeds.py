@@ -53,7 +53,3 @@ def shared_key(base_seed: int, purpose: str) -> jax.Array:
   shared = jax.random.fold_in(jax.random.PRNGKey(base_seed), SHARED)
   return jax.random.fold_in(shared, purpose_id(purpose))
 
-
-def step_key(key: jax.Array, step: int | jax.Array) -> jax.Array:
-  """The key of absolute step `step` of a stream."""
-  return jax.random.fold_in(key, step)

@@ -8,52 +8,155 @@ input shardings (every per-seed computation is independent, so no collectives ar
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from mpcodec.core.errors import ConfigError, MpcodecError
+
 SEED_AXIS = "seed"
 
 
-def maybe_initialize_distributed() -> None:
-  """Starts jax.distributed when launched as one process of several (cluster env vars present)."""
-  markers = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")
-  if any(os.environ.get(m) for m in markers) and jax.process_count() == 1:
+# The launchers that start several processes of one run, and the variables that tell a process so.
+COORDINATOR_VARS = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+SLURM_COUNT_VARS = ("SLURM_STEP_NUM_TASKS", "SLURM_NTASKS", "SLURM_NPROCS")  # srun's step count wins
+OMPI_VARS = ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK")
+
+
+def _int_var(environ: Mapping[str, str], name: str) -> int:
+  try:
+    return int(environ[name])
+  except KeyError:
+    raise ConfigError(f"environment: {name} is not set (needed with {_launch_vars(environ)})") from None
+  except ValueError:
+    raise ConfigError(f"environment: {name}={environ[name]!r} is not an integer") from None
+
+
+def _launch_vars(environ: Mapping[str, str]) -> str:
+  names = COORDINATOR_VARS + SLURM_COUNT_VARS + ("SLURM_PROCID", "SLURM_ARRAY_TASK_ID") + OMPI_VARS
+  return ", ".join(f"{n}={environ[n]}" for n in names if environ.get(n)) or "no launcher variables"
+
+
+def _process_id(environ: Mapping[str, str], name: str, count: int) -> int:
+  index = _int_var(environ, name)
+  if not 0 <= index < count:
+    raise ConfigError(f"environment: {name}={index} is not a process index of {count} processes (0..{count - 1})")
+  return index
+
+
+def distributed_request(environ: Mapping[str, str]) -> dict | None:
+  """The `jax.distributed.initialize` arguments a process started with `environ` must call; None when it
+  is the only process of its run.
+
+  Several processes of one run are asked for by, first match wins:
+  - an explicit coordinator: JAX_COORDINATOR_ADDRESS (host:port of process 0) with JAX_NUM_PROCESSES > 1
+    and JAX_PROCESS_ID (passed to initialize as they are);
+  - Open MPI (mpirun): OMPI_COMM_WORLD_SIZE > 1, with OMPI_COMM_WORLD_RANK;
+  - SLURM (srun): the step's task count SLURM_STEP_NUM_TASKS, else SLURM_NTASKS, else SLURM_NPROCS, > 1,
+    with SLURM_PROCID. A SLURM array task with one task (SLURM_ARRAY_TASK_ID set, SLURM_NTASKS <= 1) is
+    an independent single-process run.
+  The coordinator of Open MPI and SLURM launches is found by JAX (its own cluster detection, or
+  JAX_COORDINATOR_ADDRESS when set). A variable that is malformed, or a coordinator address without a
+  process count, raises ConfigError naming it.
+  """
+  if environ.get("JAX_COORDINATOR_ADDRESS") and environ.get("JAX_NUM_PROCESSES"):
+    count = _int_var(environ, "JAX_NUM_PROCESSES")
+    if count < 1:
+      raise ConfigError(f"environment: JAX_NUM_PROCESSES={count} must be >= 1")
+    if count == 1:
+      return None
+    return {"coordinator_address": environ["JAX_COORDINATOR_ADDRESS"], "num_processes": count,
+            "process_id": _process_id(environ, "JAX_PROCESS_ID", count)}
+  if environ.get("JAX_NUM_PROCESSES") and _int_var(environ, "JAX_NUM_PROCESSES") > 1:
+    raise ConfigError(f"environment: JAX_NUM_PROCESSES={environ['JAX_NUM_PROCESSES']} needs "
+                      f"JAX_COORDINATOR_ADDRESS (host:port of process 0) and JAX_PROCESS_ID")
+  if environ.get("OMPI_COMM_WORLD_SIZE"):
+    count = _int_var(environ, "OMPI_COMM_WORLD_SIZE")
+    if count > 1:
+      return {"num_processes": count, "process_id": _process_id(environ, "OMPI_COMM_WORLD_RANK", count),
+              "cluster_detection_method": "ompi"}
+  slurm = next((name for name in SLURM_COUNT_VARS if environ.get(name)), None)
+  if slurm is not None:
+    count = _int_var(environ, slurm)
+    if count > 1:
+      return {"num_processes": count, "process_id": _process_id(environ, "SLURM_PROCID", count),
+              "cluster_detection_method": "slurm"}
+    return None
+  if environ.get("JAX_COORDINATOR_ADDRESS"):
+    raise ConfigError(f"environment: JAX_COORDINATOR_ADDRESS={environ['JAX_COORDINATOR_ADDRESS']} is set "
+                      f"without JAX_NUM_PROCESSES and JAX_PROCESS_ID (and no SLURM or Open MPI launch of "
+                      f"several tasks): set both, or unset it for a single-process run")
+  return None
+
+
+def maybe_initialize_distributed(environ: Mapping[str, str] | None = None) -> bool:
+  """Starts jax.distributed when the environment launched this process as one of several (see
+  `distributed_request`); returns whether the run has several processes.
+
+  Must run before anything uses JAX's devices. A failed start raises MpcodecError naming the variables
+  that asked for it (never a silent fall-back to one process, which would train the whole run on every
+  process and race on its checkpoints).
+  """
+  environ = os.environ if environ is None else environ
+  request = distributed_request(environ)
+  if request is None:
+    return False
+  if not jax.distributed.is_initialized():
     try:
-      jax.distributed.initialize()
-    except (RuntimeError, ValueError):
-      # A single-process launch on a cluster node: carry on with the local devices.
-      pass
+      jax.distributed.initialize(**request)
+    except Exception as e:  # JAX raises RuntimeError, ValueError, TypeError, XlaRuntimeError here.
+      text = str(e).strip().splitlines()
+      raise MpcodecError(
+          f"the environment asks for {request['num_processes']} processes ({_launch_vars(environ)}) but "
+          f"jax.distributed.initialize failed ({type(e).__name__}: {text[0][:300] if text else ''}); start "
+          f"every process with the same variables (SLURM: srun; Open MPI: mpirun; else "
+          f"JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID), before JAX is used") from e
+  if jax.process_count() != request["num_processes"]:
+    raise MpcodecError(f"the environment asks for {request['num_processes']} processes "
+                       f"({_launch_vars(environ)}) but jax.distributed runs {jax.process_count()}")
+  return True
+
+
+def barrier(name: str) -> None:
+  """Waits until every process of the run reaches the barrier `name`; nothing with one process."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(name)
 
 
 def seed_mesh(num_seeds: int) -> Mesh | None:
-  """1-D mesh over the largest number of devices that divides `num_seeds`; None for one device."""
-  devices = jax.devices()
-  count = len(devices)
-  while count > 1 and num_seeds % count:
-    count -= 1
-  if count <= 1:
-    return None
-  return Mesh(np.asarray(devices[:count]), (SEED_AXIS,))
+  """1-D mesh over the largest number of devices that divides `num_seeds`; None for one device.
+
+  With several processes every process gives the mesh the same number of its local devices (a process
+  without a shard could not take part in the run), so `num_seeds` must be a multiple of the process
+  count (ConfigError otherwise).
+  """
+  processes = jax.process_count()
+  if processes == 1:
+    devices = jax.devices()
+    count = len(devices)
+    while count > 1 and num_seeds % count:
+      count -= 1
+    if count <= 1:
+      return None
+    return Mesh(np.asarray(devices[:count]), (SEED_AXIS,))
+  if num_seeds % processes:
+    raise ConfigError(f"num_seeds = {num_seeds} cannot be split over the {processes} processes of this run: "
+                      f"use a multiple of {processes} seeds, or fewer processes")
+  by_process: dict[int, list] = {}
+  for device in sorted(jax.devices(), key=lambda d: (d.process_index, d.id)):
+    by_process.setdefault(device.process_index, []).append(device)
+  per_process = min(len(d) for d in by_process.values())
+  while num_seeds % (per_process * processes):
+    per_process -= 1
+  devices = [d for index in sorted(by_process) for d in by_process[index][:per_process]]
+  return Mesh(np.asarray(devices), (SEED_AXIS,))
 
 
 def seed_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec(SEED_AXIS))
-
-
-def shard_seeds(tree, mesh: Mesh | None):
-  """Places every leaf's leading (seed) axis across the mesh; identity when mesh is None."""
-  if mesh is None:
-    return tree
-  return jax.device_put(tree, seed_sharding(mesh))
-
-
-def replicate(tree, mesh: Mesh | None):
-  """Places every leaf whole on every device of the mesh; identity when mesh is None."""
-  if mesh is None:
-    return tree
-  return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
 
 
 def replicated_sharding(mesh: Mesh) -> NamedSharding:
@@ -89,8 +192,19 @@ def put_replicated(tree, mesh: Mesh | None):
 
 
 def to_host(tree):
-  """Every leaf as a whole numpy array on the host, also when its shards live in several processes."""
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
-  return jax.tree.map(np.asarray, jax.device_get(tree))
+  """Every leaf as a whole numpy array on the host, also when its shards live in several processes.
+
+  With several processes every process must call it with the same tree (gathering is collective).
+  """
+
+  def leaf(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      if x.is_fully_replicated:
+        return np.asarray(x.addressable_data(0))
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    # Host arrays and arrays of this process's devices: as they are (process_allgather would stack
+    # every process's copy).
+    return np.asarray(jax.device_get(x))
+
+  return jax.tree.map(leaf, tree)

@@ -14,7 +14,6 @@ import numpy as np
 import scipy.stats
 
 Verdict = Literal["supported", "contradicted", "inconclusive"]
-VERDICTS = ("supported", "contradicted", "inconclusive")
 
 
 def _as_values(values, name: str = "values") -> np.ndarray:

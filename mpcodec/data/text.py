@@ -158,11 +158,3 @@ def encode(token_lists: Sequence[Sequence[str]], vocabulary: Vocabulary, max_len
     ids = [index.get(token, OOV_ID) for token in tokens[:max_length]]
     ids_NxL[row, :len(ids)] = ids
   return ids_NxL
-
-
-def token_length_percentiles(token_lists: Sequence[Sequence[str]],
-                             percentiles: Sequence[float] = (50, 90, 95, 99)) -> dict[str, float]:
-  """Percentiles of the number of tokens per text, to choose `max_length`."""
-  lengths = np.array([len(tokens) for tokens in token_lists])
-  return {f"p{p:g}": float(np.percentile(lengths, p)) for p in percentiles} | {
-      "max": float(lengths.max())}

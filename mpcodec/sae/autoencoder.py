@@ -23,7 +23,6 @@ from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from mpcodec.sae import sparse_ops
@@ -427,8 +426,3 @@ def fold_input_scale(params: Params, scale: jax.Array, threshold: jax.Array | No
   inv = 1.0 / scale
   folded = dict(params, b_enc_N=params["b_enc_N"] * inv, b_dec_D=params["b_dec_D"] * inv)
   return folded, (None if threshold is None else threshold * inv)
-
-
-def decoder_row_norms(params: Params) -> np.ndarray:
-  """L2 norm of every decoder row (host numpy), for checks and reports."""
-  return np.linalg.norm(np.asarray(params["w_dec_NxD"]), axis=-1)

@@ -59,4 +59,4 @@ def test_errors_name_the_key(raw, message):
 def test_json_round_trip():
   cfg = configuration.parse(Outer, {"sizes": (3,), "name": "x"})
   assert configuration.parse(Outer, configuration.to_dict(cfg)) == cfg
-  assert '"sizes": [\n    3\n  ]' in configuration.to_json(cfg)
+  assert configuration.to_dict(cfg)["sizes"] == [3]

@@ -42,7 +42,6 @@ from mpcodec.core import losses, loop, seeds
 from mpcodec.core.optim import OptimConfig, make_optimizer
 
 MEASURE_NAMES = dimensionality.MEASURE_NAMES
-SCALAR_SERIES = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
 STEP_SERIES = ("batch_loss", "grad_norm")
 
 

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from mpcodec.core import configuration, loop, seeds, sharding
-from mpcodec.core.checkpoint import CheckpointError, CheckpointStore
+from mpcodec.core.checkpoint import CheckpointStore
 from mpcodec.data.bars import BarsConfig, make_bars_splits
 from mpcodec.models.mlp import MLP
 from mpcodec.studies.mono_poly import curriculum
@@ -234,17 +234,6 @@ def restore_state(cfg: MonoPolyConfig, store: CheckpointStore, step: int, phase:
   """The seed-stacked train state saved at `step` of `phase` (checksums verified)."""
   template = abstract_carry(cfg, phase) if template is None else template
   return store.restore(step, template)["state"]
-
-
-def restore_phase_params(workdir: str, phase: str, step: int | None = None):
-  """(config, params stacked over seeds, step) restored from a phase's checkpoint (latest by default)."""
-  store = CheckpointStore(checkpoint_dir(workdir, phase))
-  steps = store.all_steps()
-  if not steps:
-    raise CheckpointError(f"no {phase} checkpoints in {store.directory}; train first with launch.mono_poly")
-  step = steps[-1] if step is None else step
-  cfg = parse_config(store.restore_metadata(step)["config"])
-  return cfg, restore_state(cfg, store, step, phase)["params"], step
 
 
 def hidden_activations(cfg: MonoPolyConfig, params: Any, x_NxD: jax.Array) -> dict[str, jax.Array]:

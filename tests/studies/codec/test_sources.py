@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from mpcodec.core import configuration, loop
+from mpcodec.core.checkpoint import CheckpointStore
 from mpcodec.sae import autoencoder as sae
 from mpcodec.studies.codec import pipeline as train
 from mpcodec.studies.codec.sources import (ActivationError, CheckpointSource, GroundTruthConfig, GroundTruthSource,
@@ -148,7 +149,10 @@ def test_checkpoint_source_streams_the_layer_of_the_saved_model(mono_poly_workdi
   from mpcodec.studies.mono_poly import experiment as mono_poly  # pylint: disable=g-import-not-at-top
   source = CheckpointSource(SourceConfig(kind="checkpoint", workdir=mono_poly_workdir, phase="phase2",
                                          layer="hidden_0", seed_index=1))
-  model_cfg, params, step = mono_poly.restore_phase_params(mono_poly_workdir, "phase2")
+  store = CheckpointStore(mono_poly.checkpoint_dir(mono_poly_workdir, "phase2"))
+  step = store.latest_step()
+  model_cfg = mono_poly.parse_config(store.restore_metadata(step)["config"])
+  params = mono_poly.restore_state(model_cfg, store, step, "phase2")["params"]
   assert source.step == step == 4 and source.width == model_cfg.model.hidden_widths[0]
   batch = next(source.batches(8, start_step=9))
   seed_params = jax.tree.map(lambda a: a[1], params)
