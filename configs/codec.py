@@ -2,7 +2,7 @@
 
   python -m launch.codec --config=configs/codec.py --workdir=runs/codec
 Seconds-long smoke run:
-  python -m launch.codec --config=configs/codec.py:smoke --workdir=/tmp/codec_smoke
+  python -m launch.codec --config=configs/codec.py:smoke --workdir=runs/codec_smoke
 On the hidden layer of a mono->poly run (written by launch.mono_poly):
   python -m launch.codec --config=configs/codec.py:source=mono_poly --config.source.workdir=runs/mono_poly \
       --workdir=runs/codec_mono_poly

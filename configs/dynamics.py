@@ -6,7 +6,7 @@ A subset by config argument (comma-separated key=value; several names joined wit
   python -m launch.dynamics --config=configs/dynamics.py:arch=mlp_128_64,dataset=mnist --workdir=runs/dyn
   python -m launch.dynamics --config=configs/dynamics.py:arch=cnn_32_64+cnn_32_64_128 --workdir=runs/dyn
 Seconds-long smoke grid (MNIST and AG News, few steps), alone or with a filter:
-  python -m launch.dynamics --config=configs/dynamics.py:smoke --workdir=/tmp/dynamics_smoke
+  python -m launch.dynamics --config=configs/dynamics.py:smoke --workdir=runs/dynamics_smoke
 Other keys of the argument: seeds=N, steps=N (overrides). Data come from --data_dir or MPCODEC_DATA_DIR.
 
 The default grid (the original study's 55 configurations):

@@ -3,7 +3,7 @@
 Run (training, then analysis from the checkpoints):
   python -m launch.mono_poly --config=configs/mono_poly.py --workdir=runs/mono_poly
 Seconds-long smoke run:
-  python -m launch.mono_poly --config=configs/mono_poly.py:smoke --workdir=/tmp/mono_poly_smoke
+  python -m launch.mono_poly --config=configs/mono_poly.py:smoke --workdir=runs/mono_poly_smoke
 Override any knob from the command line, e.g. --config.num_seeds=64 --config.phase2.steps=6000.
 """
 

@@ -2,7 +2,7 @@
 
   python -m launch.benchmark_dynamics
   python -m launch.benchmark_dynamics --archs=mlp_512x2_256x2@mnist --steps=500
-  python -m launch.benchmark_dynamics --full_grid --workdir=/tmp/dynamics_grid
+  python -m launch.benchmark_dynamics --full_grid --workdir=runs/dynamics_grid
   python -m launch.benchmark_dynamics --archs= --flops
 
 For one MLP, one CNN and one Transformer at the default grid settings (configs/dynamics.py: same batch,

@@ -1,7 +1,7 @@
 """Trains the mono->poly experiment for every seed at once, then analyses its checkpoints.
 
   python -m launch.mono_poly --config=configs/mono_poly.py --workdir=runs/mono_poly
-  python -m launch.mono_poly --config=configs/mono_poly.py:smoke --workdir=/tmp/smoke
+  python -m launch.mono_poly --config=configs/mono_poly.py:smoke --workdir=runs/smoke
 """
 
 from absl import flags
