@@ -1,6 +1,6 @@
 """Trains the toy superposition models and writes metrics, the phase diagram and a report.
 
-python -m launch.toy_superposition --config=configs/toy_superposition.py --workdir=DIR
+  python -m launch.toy_superposition --config=configs/toy_superposition.py --workdir=runs/toy
 """
 
 from absl import flags
@@ -8,9 +8,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from launch import common
-from mpcodec.core import configuration
 from mpcodec.studies.toy_superposition import report as toy_superposition
-from mpcodec.studies.toy_superposition.experiment import ToySuperpositionConfig
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file[:variant].")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (metrics/, plots/, report.md).")
@@ -19,8 +17,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   del argv
-  cfg = configuration.parse(ToySuperpositionConfig, _CONFIG.value)
-  toy_superposition.run_experiment(cfg, _WORKDIR.value, log=logging.info)
+  toy_superposition.main(_CONFIG.value, _WORKDIR.value, log=logging.info)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from mpcodec.core import configuration
+from mpcodec.core import configuration, workdir as workdir_lib
 from mpcodec.metrics import superposition
 from mpcodec.core import io
 from mpcodec.studies.toy_superposition import experiment as toy_train
@@ -326,10 +326,19 @@ def _report_markdown(cfg: toy_train.ToySuperpositionConfig, pentagon: dict[str, 
   return "\n".join(lines) + "\n"
 
 
+def main(raw_config: Any, workdir: str, log: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
+  """The launch: validates the config, then `run_experiment`."""
+  return run_experiment(configuration.parse(toy_train.ToySuperpositionConfig, raw_config), workdir, log)
+
+
 def run_experiment(cfg: toy_train.ToySuperpositionConfig, workdir: str,
                    log: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
-  """Trains all sweeps, writes every output under `workdir`, returns the results dict (as in the JSON)."""
+  """Trains all sweeps, writes every output under `workdir`, returns the results dict (as in the JSON).
+
+  The workdir is proven writable before anything trains.
+  """
   configuration.check_values(cfg)
+  workdir_lib.check_writable(workdir)
   log(f"pentagon + dense: {cfg.num_seeds} seeds x {cfg.train.num_restarts} restarts x 2 cells")
   runs = toy_train.run_pentagon_and_dense(cfg)
   pentagon = summarize_pentagon(**runs["pentagon"])
