@@ -18,13 +18,16 @@ from collections.abc import Iterator
 from mpcodec.core.errors import WorkdirError
 
 LOCK_NAME = ".lock"
+# Lock files this process holds -> how many nested `locked` blocks hold each (re-entry keeps the lock).
+_HELD: dict[str, int] = {}
 
 
 def check_writable(workdir: str) -> None:
   """Creates `workdir` if needed and writes a probe file in it; WorkdirError naming it otherwise."""
   try:
     os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f".write_probe_{os.getpid()}")
+    # Host and pid: processes of one multi-host run probe a shared workdir at once, pids may repeat.
+    probe = os.path.join(workdir, f".write_probe_{socket.gethostname()}_{os.getpid()}")
     with open(probe, "w", encoding="utf-8") as f:
       f.write("ok")
     os.remove(probe)
@@ -55,6 +58,15 @@ def locked(workdir: str) -> Iterator[None]:
   """Holds `workdir` for this process for the duration of the block."""
   check_writable(workdir)
   path = os.path.join(workdir, LOCK_NAME)
+  key = os.path.realpath(path)
+  if _HELD.get(key) and (_holder(path) or {}).get("pid") == os.getpid():
+    # Held by an outer block of this process: that block keeps the lock and releases it.
+    _HELD[key] += 1
+    try:
+      yield
+    finally:
+      _HELD[key] -= 1
+    return
   me = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
         "command": " ".join(sys.argv)[:500]}
   for _ in range(3):
@@ -81,9 +93,11 @@ def locked(workdir: str) -> Iterator[None]:
     break
   else:
     raise WorkdirError(f"workdir {workdir}: could not take its lock file {path}")
+  _HELD[key] = 1
   try:
     yield
   finally:
+    _HELD.pop(key, None)
     holder = _holder(path)
     if holder is not None and holder.get("pid") == me["pid"] and holder.get("host") == me["host"]:
       with contextlib.suppress(FileNotFoundError):
