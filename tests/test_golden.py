@@ -1,0 +1,106 @@
+"""Golden values: a few numbers of each study after a few steps of its smoke config, on CPU in float32.
+
+They were computed once by running this code; they pin the formulas, the seed scheme and the defaults
+together. A failure here means a result of the study changed. If that is intended (a new default, a
+fixed formula), recompute the values, update the pins and say so in the commit; if not, it is a bug.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from configs import mono_poly as mono_config
+from configs import toy_superposition as toy_config
+from mpcodec.core import configuration, seeds
+from mpcodec.metrics import selectivity
+from mpcodec.studies.dynamics import program as dynamics, sweep as dynamics_sweep
+from mpcodec.studies.mono_poly import experiment as mono_poly
+from mpcodec.studies.toy_superposition import experiment as toy
+from tests.studies.dynamics.test_program import _toy_images
+
+# float32 on CPU is deterministic on one machine; the tolerance leaves room for another CPU's
+# vectorisation, not for a changed computation (which moves these numbers by far more after a few steps).
+RTOL, ATOL = 1e-5, 1e-7
+
+WHY = ("a changed formula, seed scheme or default changes these; if intended, update the pins and say "
+       "so in the commit")
+
+
+def assert_pinned(actual, expected, what: str, atol: float = ATOL) -> None:
+  np.testing.assert_allclose(np.asarray(actual, np.float64), np.asarray(expected, np.float64), rtol=RTOL,
+                             atol=atol, err_msg=f"{what}: {WHY}")
+
+
+def test_seed_scheme_is_pinned():
+  """The raw key bits of `seeds` (every study's random numbers start here)."""
+  key = seeds.seed_key(0, 3, "init")
+  assert key.dtype == jnp.uint32 and np.asarray(key).tolist() == [3900042405, 1648462964], (
+      f"seed_key(0, 3, 'init') = {np.asarray(key).tolist()}: {WHY}")
+  assert seeds.purpose_id("init") == 1182065780, f"purpose_id('init') (CRC-32, 31 bits): {WHY}"
+  assert np.asarray(seeds.shared_key(0, "data_order/phase1")).tolist() == [504481445, 1761925648], (
+      f"shared_key(0, 'data_order/phase1'): {WHY}")
+  # seed_keys is seed_key per index (adding seeds changes no existing one).
+  np.testing.assert_array_equal(seeds.seed_keys(0, 5, "init")[3], key)
+
+
+def test_mono_poly_golden():
+  """Smoke config, 2 seeds, 20 steps a phase, through the pure `make_train` (what the loop cuts into
+  chunks): each phase's last loss per seed, a weight sum, and the mean orientation CRS of hidden_0."""
+  raw = configuration.override(mono_config.get_config("smoke"),
+                               {"num_seeds": 2, "phase1.steps": 20, "phase2.steps": 20})
+  cfg = mono_poly.parse_config(raw)
+  state, history = jax.jit(jax.vmap(mono_poly.make_train(cfg)))(mono_poly.seed_keys(cfg))
+  assert history["phase1"]["loss"].shape == (2, 20) and history["phase2"]["loss"].shape == (2, 20)
+  assert_pinned(history["phase1"]["loss"][:, -1], [0.5757315754890442, 0.5359888076782227],
+                "mono->poly phase1 loss at step 19, seeds 0 and 1")
+  assert_pinned(history["phase2"]["loss"][:, -1], [0.4323909282684326, 0.4285733997821808],
+                "mono->poly phase2 loss at step 19, seeds 0 and 1")
+  kernel = np.asarray(state["params"]["hidden_0"]["kernel"][0], np.float64)
+  assert kernel.shape == (3072, 10)
+  # A sum of 30,720 weights of both signs: its absolute tolerance is the float32 rounding of that many.
+  assert_pinned(kernel.sum(), -16.032383964904966, "mono->poly seed 0 hidden_0 kernel sum", atol=1e-4)
+  _, test = mono_poly.make_datasets(cfg)
+  params = jax.tree.map(lambda x: x[0], state["params"])
+  acts = mono_poly.hidden_activations(cfg, params, test["x"])
+  crs = selectivity.mono_poly_selectivity(acts["hidden_0"], test["orientation"], test["colour"])
+  assert_pinned(np.mean(np.asarray(crs["crs_orientation"], np.float64)), 0.503946627676487,
+                "mono->poly seed 0 mean orientation CRS of hidden_0 after phase 2")
+
+
+def test_dynamics_golden():
+  """mlp_128_64 (the smoke grid's architecture) for 10 steps on the synthetic 3-class image set, 2 seeds,
+  through `run_seeds` (the one loop): the last step's batch loss and hidden_0's participation ratio at
+  step 0 (the initialisation), per seed."""
+  cfg = dynamics.DynamicsConfig(arch="mlp_128_64", dataset="mnist", num_seeds=2, num_steps=10, batch_size=8,
+                                measure_every=5, probe_size=24, train_probe_size=16, twonn_samples=12,
+                                measurements_per_chunk=1)
+  configuration.check_values(cfg)
+  result = dynamics_sweep.run_seeds(cfg, _toy_images())
+  assert result.probe.layer_names == ("hidden_0", "hidden_1")
+  assert result.series["batch_loss"].shape == (2, 10)
+  assert result.series["participation_ratio"].shape == (2, 3, 2)
+  assert_pinned(result.series["batch_loss"][:, -1], [0.13873541355133057, 0.03134605288505554],
+                "dynamics batch loss at step 9, seeds 0 and 1 (the toy images of tests/studies/dynamics/"
+                "test_program.py::_toy_images; a change there changes it too)")
+  assert_pinned(result.series["participation_ratio"][:, 0, 0], [2.2762060165405273, 2.402661085128784],
+                "dynamics participation ratio of hidden_0 at step 0, seeds 0 and 1")
+
+
+def test_toy_superposition_golden():
+  """The smoke config's pentagon cell (n = 5, m = 2, sparsity 0.9, unit importance), 2 seeds, cut to 100
+  steps (the cosine schedule follows): the kept run's last 10-step mean loss and every restart's."""
+  raw = configuration.override(toy_config.get_config("smoke"),
+                               {"train.num_steps": 100, "train.history_every": 10})
+  cfg = configuration.parse(toy.ToySuperpositionConfig, raw)
+  n = cfg.train.num_features
+  train = jax.jit(jax.vmap(toy.make_train(cfg.train), in_axes=(0, None, None)))
+  params, history = train(toy.seed_keys(cfg.seed, 2), jnp.float32(cfg.pentagon_sparsity),
+                          jnp.ones((n,), jnp.float32))
+  assert params["W"].shape == (2, 2, 5) and history["loss"].shape == (2, 10)
+  assert np.asarray(history["kept_restart"]).tolist() == [1, 3], f"kept restart per seed: {WHY}"
+  assert_pinned(history["loss"][:, -1], [0.061980750411748886, 0.032306283712387085],
+                "toy superposition loss of the kept restart over steps 90-99, seeds 0 and 1")
+  assert_pinned(history["restart_final_loss"],
+                [[0.06281217187643051, 0.061980750411748886, 0.06330537050962448, 0.06790942698717117],
+                 [0.06183577701449394, 0.05067607760429382, 0.041246332228183746, 0.032306283712387085]],
+                "toy superposition final loss of every restart, seeds 0 and 1")
