@@ -30,7 +30,7 @@ PRESETS = {
         "phase_diagram.train.num_steps": 300, "phase_diagram.train.batch_size": 128,
         "phase_diagram.train.history_every": 30, "phase_diagram.train.num_restarts": 2,
         "privileged_basis.sparsities": (0.0, 0.9),
-        "privileged_basis.train.num_steps": 3_000, "privileged_basis.train.batch_size": 128,
+        "privileged_basis.train.num_steps": 6_000, "privileged_basis.train.batch_size": 128,
         "privileged_basis.train.history_every": 300, "privileged_basis.train.num_restarts": 2,
         "privileged_basis.train.optim.learning_rate": 5e-2,
     },

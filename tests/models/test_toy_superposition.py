@@ -16,6 +16,7 @@ from mpcodec.core.configuration import ConfigError, parse
 from mpcodec.models import toy_superposition as toy_model
 from mpcodec.studies.toy_superposition import report as toy_report
 from mpcodec.studies.toy_superposition import experiment as toy_train
+from mpcodec.core import seeds
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,7 +59,9 @@ def test_one_step_equals_manual_adam_step():
   key = jax.random.key(5)
   params, history = jax.jit(toy_train.make_train(cfg))(key, jnp.float32(0.5), jnp.ones(4))
   # Reproduce the first (and only) restart by hand: Adam's first step moves each entry by -lr * sign(g).
-  key_init, key_data = jax.random.split(jax.random.fold_in(key, 0))
+  restart = jax.random.fold_in(key, 0)
+  key_init = jax.random.fold_in(restart, seeds.purpose_id("init"))
+  key_data = jax.random.fold_in(restart, seeds.purpose_id("data_order"))
   start = toy_model.init_params(key_init, 4, 2)
   from mpcodec.data.toy_features import sample_sparse_features
   x = sample_sparse_features(jax.random.fold_in(key_data, 0), 32, 4, 0.5)

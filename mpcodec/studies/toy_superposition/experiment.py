@@ -32,6 +32,7 @@ import optax
 from mpcodec.data.toy_features import sample_sparse_features
 from mpcodec.models import toy_superposition as toy_model
 from mpcodec.core.optim import OptimConfig, make_optimizer
+from mpcodec.core import seeds
 
 Params = dict[str, jax.Array]
 TrainFn = Callable[[jax.Array, jax.Array, jax.Array], tuple[Params, dict[str, jax.Array]]]
@@ -83,7 +84,8 @@ def make_train(cfg: ToyTrainConfig) -> TrainFn:
 
   def train_once(key: jax.Array, sparsity: jax.Array, importance_N: jax.Array
                  ) -> tuple[Params, jax.Array]:
-    key_init, key_data = jax.random.split(key)
+    key_init = jax.random.fold_in(key, seeds.purpose_id("init"))
+    key_data = jax.random.fold_in(key, seeds.purpose_id("data_order"))
     params = toy_model.init_params(key_init, cfg.num_features, cfg.hidden_dim)
 
     def step(carry, step_index):
@@ -198,8 +200,9 @@ class ToySuperpositionConfig:
 
 
 def seed_keys(seed: int, num_seeds: int) -> jax.Array:
-  """(num_seeds,) PRNG keys of a sweep, derived from the experiment seed."""
-  return jax.random.split(jax.random.key(seed), num_seeds)
+  """(num_seeds,) keys of a sweep: seed i's is `seeds.seed_key(seed, i, "toy_train")` (restarts, init
+  and data are folded in from it), the same whatever the number of seeds."""
+  return seeds.seed_keys(seed, num_seeds, "toy_train")
 
 
 def run_pentagon_and_dense(cfg: ToySuperpositionConfig) -> dict[str, dict[str, jax.Array]]:
