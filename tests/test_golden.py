@@ -9,10 +9,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from configs import codec as codec_config
 from configs import mono_poly as mono_config
 from configs import toy_superposition as toy_config
 from mpcodec.core import configuration, seeds
 from mpcodec.metrics import selectivity
+from mpcodec.studies.codec import pipeline as codec_pipeline
+from mpcodec.studies.codec.sources import make_source
 from mpcodec.studies.dynamics import program as dynamics, sweep as dynamics_sweep
 from mpcodec.studies.mono_poly import experiment as mono_poly
 from mpcodec.studies.toy_superposition import experiment as toy
@@ -104,3 +107,23 @@ def test_toy_superposition_golden():
                 [[0.04277439042925835, 0.037204865366220474, 0.03855835273861885, 0.0450822189450264],
                  [0.04417767375707626, 0.03520755469799042, 0.058261048048734665, 0.03901150822639465]],
                 "toy superposition final loss of every restart, seeds 0 and 1")
+
+
+def test_codec_golden():
+  """The smoke codec (64 known atoms in 16 dims; SAE of 64 latents, k = 3, 2 seeds), cut to 20 SAE and 10
+  Squeezer steps, as the same programs `run_codec` trains: last-step losses and one decoder sum."""
+  raw = codec_config.get_config("smoke")
+  raw.sae_loop.steps, raw.squeezer_loop.steps = 20, 10
+  cfg = codec_pipeline.parse_codec_config(raw)
+  source = make_source(cfg.source)
+  state, history = codec_pipeline.train_sae(cfg.sae, cfg.sae_loop, source, cfg.seed, cfg.num_seeds)
+  assert history["loss"].shape == (20, 2)
+  assert_pinned(history["loss"][-1], [0.4485909044742584, 0.45567765831947327], "codec SAE loss at step 19")
+  folded = codec_pipeline.folded_sae_states(state)
+  assert_pinned(np.asarray(folded["params"]["w_dec_NxD"])[0].sum(), 4.318471908569336,
+                "codec SAE decoder sum, run 0", atol=1e-4)
+  squeezer_cfg = cfg.squeezer.as_sae_config(source.width)
+  _, squeezer_history = codec_pipeline.train_squeezer(squeezer_cfg, folded, cfg.sae, cfg.squeezer_loop, source,
+                                                      cfg.seed, cfg.num_seeds)
+  assert_pinned(squeezer_history["loss"][-1], [0.8978542685508728, 0.8916893005371094],
+                "codec Squeezer loss at step 9")
