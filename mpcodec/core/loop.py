@@ -212,10 +212,17 @@ def _abstract_inputs(phase: Phase, start: int, num_steps: int) -> Any:
                       phase.inputs(0, 1))
 
 
-def _start(phase: Phase, index: int, carry: dict) -> dict:
+def _start(phase: Phase, index: int, carry: dict, barrier: bool = False) -> dict:
+  """The carry at the phase's step 0. The start runs as a program of its own: jitted alone in `run`, and
+  between optimization barriers inside `pure_sweep`, so XLA fuses it with nothing around it (a fused
+  multiply-add across it would change the last bit) and both paths compute the same bits."""
   if phase.start is None or index == 0:
     return carry
-  return {**carry, "state": phase.start(carry["state"])}
+  if barrier:
+    state = jax.lax.optimization_barrier(phase.start(jax.lax.optimization_barrier(carry["state"])))
+  else:
+    state = jax.jit(phase.start)(carry["state"])
+  return {**carry, "state": state}
 
 
 def _host_inputs(phase: Phase, start: int, num_steps: int) -> Any:
@@ -236,7 +243,7 @@ def pure_sweep(program: Program) -> Callable[[Any], tuple[State, dict]]:
   def train(keys):
     carry = initial_carry(program, keys, _host_inputs)
     for index, phase in enumerate(program.phases):
-      carry = _start(phase, index, carry)
+      carry = _start(phase, index, carry, barrier=True)
       fn = _chunk_with_history(program, phase, phase.num_steps, carry["history"][phase.name])
       carry, _ = fn(carry, keys, program.data, _host_inputs(phase, 0, phase.num_steps), jnp.int32(0))
     return carry["state"], carry["history"]
@@ -342,9 +349,14 @@ def check_checkpoints(root: str, phase_names: Sequence[str], config: Mapping, ov
         continue
       if overwrite:
         store.close()
-        for other in phase_names:
-          logging.warning("--overwrite: removing checkpoints of a different config in %s", os.path.join(root, other))
-          shutil.rmtree(os.path.join(root, other), ignore_errors=True)
+        # Several processes: every one has read the checkpoints before process 0 alone removes them.
+        sharding.barrier(f"overwrite read {root}")
+        if jax.process_index() == 0:
+          for other in phase_names:
+            logging.warning("--overwrite: removing checkpoints of a different config in %s",
+                            os.path.join(root, other))
+            shutil.rmtree(os.path.join(root, other), ignore_errors=True)
+        sharding.barrier(f"overwrite done {root}")
         return
       differing = _differing_keys(saved or {}, dict(config))
       raise WorkdirError(

@@ -1,0 +1,144 @@
+"""The one run loop on a toy program: chunk boundaries, history offsets, NaN/Inf and bad-input stops,
+checkpoints at extra steps, resume and interruption equal to one pure call."""
+
+import dataclasses
+import os
+import signal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mpcodec.core import loop, seeds
+from mpcodec.core.checkpoint import CheckpointStore
+from mpcodec.core.errors import ActivationError, InterruptedRun, NonFiniteError
+
+NUM_SEEDS = 3
+
+
+def toy_program(nan_at: int | None = None, bad_input_at: int | None = None, extra=(), every=4):
+  """An integer random walk per seed (x += floor(scale * noise of step t)) in two phases, the second
+  starting from 10 x.
+
+  Metrics: "loss" per step (the walk's value; NaN from step `nan_at` of phase "a" on seed 1) and
+  "every_other" per 2 steps (a coarser series, like dynamics' measurements; chunks end at even steps).
+  Integer values keep the arithmetic exact, so this tests the loop's bookkeeping, not XLA's rounding
+  (the studies' own tests hold the bit-for-bit equality of real programs).
+  """
+
+  def single(state, key, data, inputs, start_step, num_steps):
+    del inputs
+
+    def step(x, t):
+      x = x + jnp.floor(data["scale"] * jax.random.normal(jax.random.fold_in(key["noise"], t)))
+      bad = (t >= nan_at) & (key["index"] == 1) if nan_at is not None else False
+      return x, (jnp.where(bad, jnp.nan, x), jnp.asarray(bad_input_at is not None) & (t == (bad_input_at or 0)))
+
+    x, (loss, bad_input) = jax.lax.scan(step, state["x"], start_step + jnp.arange(num_steps))
+    metrics = {"loss": loss, "every_other": loss[1::2], "bad_input": bad_input}
+    return {"x": x, "steps": state["steps"] + num_steps}, metrics
+
+  def init(keys):
+    return {"x": jnp.zeros(keys["index"].shape), "steps": jnp.zeros(keys["index"].shape, jnp.int32)}
+
+  chunk = loop.vmap_chunk(single)
+  phases = (loop.Phase("a", 10, chunk, chunk_every=2, checkpoint_every=every, extra_checkpoints=tuple(extra),
+                       bad_input_metric="bad_input"),
+            loop.Phase("b", 6, chunk, start=lambda s: {**s, "x": 10 * s["x"]}, chunk_every=4, checkpoint_every=every))
+  return loop.Program(study="toy", init=init, phases=phases, data={"scale": jnp.float32(4.0)})
+
+
+def toy_keys():
+  return {"noise": seeds.seed_keys(7, NUM_SEEDS, "noise"), "index": jnp.arange(NUM_SEEDS)}
+
+
+def run(program, workdir, **kwargs):
+  return loop.run(program, toy_keys(), str(workdir), seed_labels=[f"s{i}" for i in range(NUM_SEEDS)],
+                  config={"toy": 1}, **kwargs)
+
+
+def assert_trees_equal(a, b):
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_chunk_boundaries_depend_on_the_absolute_step_only():
+  phase = dataclasses.replace(toy_program(extra=(7,)).phases[0], chunk_every=3)
+  assert phase.boundaries() == [(0, 3), (3, 4), (4, 6), (6, 7), (7, 8), (8, 9), (9, 10)]
+  # A run resumed from any boundary executes the same chunks as the rest of an uninterrupted one.
+  for start, _ in phase.boundaries():
+    assert phase.boundaries(start) == [b for b in phase.boundaries() if b[0] >= start]
+  assert [s for s in range(11) if phase.is_checkpoint_step(s)] == [0, 4, 7, 8, 10]
+
+
+def test_history_matches_a_plain_numpy_walk():
+  state, history = jax.jit(loop.pure_sweep(toy_program()))(toy_keys())
+  keys = toy_keys()
+  for seed in range(NUM_SEEDS):
+    noise = [float(jax.random.normal(jax.random.fold_in(keys["noise"][seed], t))) for t in range(10)]
+    walk_a = np.cumsum(np.floor(4 * np.asarray(noise, np.float32)))
+    np.testing.assert_array_equal(history["a"]["loss"][seed], walk_a)
+    np.testing.assert_array_equal(history["a"]["every_other"][seed], walk_a[1::2])
+    noise_b = [float(jax.random.normal(jax.random.fold_in(keys["noise"][seed], t))) for t in range(6)]
+    walk_b = 10 * walk_a[-1] + np.cumsum(np.floor(4 * np.asarray(noise_b, np.float32)))
+    np.testing.assert_array_equal(history["b"]["loss"][seed], walk_b)
+  np.testing.assert_array_equal(state["steps"], [16] * NUM_SEEDS)
+
+
+def test_chunked_run_and_resumes_equal_one_pure_call(tmp_path):
+  program = toy_program(extra=(6,))
+  pure_state, pure_history = jax.jit(loop.pure_sweep(program))(toy_keys())
+  full = run(program, tmp_path / "full")
+  assert_trees_equal(full.state, pure_state)
+  assert_trees_equal(full.history, pure_history)
+  assert CheckpointStore(tmp_path / "full" / "a").all_steps() == [0, 4, 6, 8, 10]
+  assert CheckpointStore(tmp_path / "full" / "b").all_steps() == [0, 4, 6]
+  for phase, keep in (("a", 6), ("a", 0), ("b", 4)):
+    workdir = tmp_path / f"{phase}{keep}"
+    run(program, workdir)
+    if phase == "a":
+      CheckpointStore(workdir / "b").delete_after(-1)
+    CheckpointStore(workdir / phase).delete_after(keep)
+    resumed = run(program, workdir)
+    assert resumed.resumed_from == ((phase, keep) if (phase, keep) != ("a", 0) else None)
+    assert_trees_equal(resumed.state, pure_state)
+    assert_trees_equal(resumed.history, pure_history)
+
+
+def test_non_finite_loss_names_phase_step_and_seed_and_saves_nothing_after_it(tmp_path):
+  with pytest.raises(NonFiniteError, match=r"toy a: loss is nan at step 5 for seed s1 \(index 1\); the last "
+                                           r"good checkpoint is a step 4"):
+    run(toy_program(nan_at=5), tmp_path)
+  assert CheckpointStore(tmp_path / "a").all_steps() == [0, 4]
+
+
+def test_bad_input_flag_names_the_step(tmp_path):
+  with pytest.raises(ActivationError, match=r"toy a: activations contain NaN/Inf in batch index 7"):
+    run(toy_program(bad_input_at=7), tmp_path)
+
+
+def test_sigint_stops_after_the_chunk_with_a_checkpoint(tmp_path):
+  program = toy_program(every=100)
+  progress_steps = []
+
+  class Progress:
+    """Sends SIGINT to this process once the first chunk has been counted."""
+
+    def update(self, n):
+      if n:
+        progress_steps.append(n)
+      if len(progress_steps) == 1 and n:
+        os.kill(os.getpid(), signal.SIGINT)
+
+    def set_postfix_str(self, text):
+      del text
+
+  with pytest.raises(InterruptedRun, match=r"toy: interrupted at a step \d+; checkpoint saved"):
+    run(program, tmp_path, progress=Progress())
+  stopped = CheckpointStore(tmp_path / "a").latest_step()
+  assert 0 < stopped < 10 and stopped in [end for _, end in program.phases[0].boundaries()]
+  resumed = run(program, tmp_path)
+  assert resumed.resumed_from == ("a", stopped)
+  assert_trees_equal(resumed.state, jax.jit(loop.pure_sweep(program))(toy_keys())[0])
