@@ -433,7 +433,7 @@ def run(program: Program, keys: Any, checkpoint_root: str, *, seed_labels: Seque
       resume_index, resume_step = index, latest
       break
   for index in range(resume_index + 1):
-    carry = _start(program.phases[index], index, carry) if index > 0 else carry
+    carry = sharding.put_seed_axis(_start(program.phases[index], index, carry), mesh) if index > 0 else carry
   if resume_step or resume_index:
     phase = program.phases[resume_index]
     carry = stores[phase.name].restore(resume_step, carry)
@@ -449,8 +449,8 @@ def run(program: Program, keys: Any, checkpoint_root: str, *, seed_labels: Seque
       phase = program.phases[index]
       store = stores[phase.name]
       start = resume_step if index == resume_index else 0
-      if index > resume_index:
-        carry = _start(phase, index, carry)
+      if index > resume_index:  # The start's outputs may come out replicated: place them like the rest.
+        carry = sharding.put_seed_axis(_start(phase, index, carry), mesh)
       if start == 0 and 0 not in store.all_steps():
         store.save(0, compiled.copy(carry), dict(saved_metadata, phase=phase.name, step=0), wait=False)
       tic = time.perf_counter()
