@@ -351,3 +351,41 @@ def test_dynamics_killed_then_interrupted_resumes_to_the_uninterrupted_result(tm
   assert record == expected_record
   for step in checkpoint_steps(ref_store):
     assert_same_bits(saved_arrays(ref_store, step), saved_arrays(store, step), f"dynamics checkpoint step {step}")
+
+
+# ------------------------------------------------------------------------------------------------
+# codec
+
+# The smoke codec with longer stages: SAE 400 steps, Squeezer 200, a checkpoint every 40, chunks of 20.
+CODEC_ARGS = ("launch.codec", "--config=configs/codec.py:smoke", "--config.sae_loop.steps=400",
+              "--config.sae_loop.checkpoint_every=40", "--config.squeezer_loop.steps=200",
+              "--config.squeezer_loop.checkpoint_every=40")
+CODEC_OUTPUTS = ("metrics/sae.json", "metrics/squeezer.json", "metrics/sae_history.csv",
+                 "metrics/squeezer_history.csv")
+
+
+def test_codec_killed_in_each_stage_resumes_to_the_uninterrupted_result(tmp_path):
+  reference = Launch(CODEC_ARGS, str(tmp_path / "reference"), str(tmp_path / "logs"), "reference")
+  workdir = str(tmp_path / "killed")
+  sae_dir, squeezer_dir = (os.path.join(workdir, "checkpoints", stage) for stage in ("sae", "squeezer"))
+  first = Launch(CODEC_ARGS, workdir, str(tmp_path / "logs"), "first")
+  first.signal_when(at_least(sae_dir, 3), "3 SAE checkpoints", signal.SIGKILL)
+  assert first.wait() == -signal.SIGKILL
+  assert not checkpoint_steps(squeezer_dir), "the Squeezer started before the SAE finished"
+  second = Launch(CODEC_ARGS, workdir, str(tmp_path / "logs"), "second")
+  second.signal_when(at_least(squeezer_dir, 2), "2 Squeezer checkpoints", signal.SIGKILL)
+  assert second.wait() == -signal.SIGKILL
+  assert second.resumed_from()[0] == "sae"
+  third = Launch(CODEC_ARGS, workdir, str(tmp_path / "logs"), "third").finish()
+  stage, step = RESUMED.findall(third.stderr)[-1]
+  assert stage == "squeezer" and 0 < int(step) < 200, third.describe()
+  reference.finish()
+  for name in ("sae", "squeezer"):
+    ref_store = os.path.join(reference.workdir, "checkpoints", name)
+    store = os.path.join(workdir, "checkpoints", name)
+    assert checkpoint_steps(store) == checkpoint_steps(ref_store)
+    for ckpt_step in checkpoint_steps(ref_store):
+      assert_same_bits(saved_arrays(ref_store, ckpt_step), saved_arrays(store, ckpt_step),
+                       f"codec {name} step {ckpt_step}")
+  for output in CODEC_OUTPUTS:
+    assert read_bytes(os.path.join(workdir, output)) == read_bytes(os.path.join(reference.workdir, output)), output

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 
 from configs import dynamics as dynamics_config
-from mpcodec.core import configuration
+from mpcodec.core import configuration, loop
+from mpcodec.core.checkpoint import CheckpointStore
 from mpcodec.core.errors import SweepError
 from mpcodec.data.dataset import Dataset
 from mpcodec.metrics import dimensionality
 from mpcodec.studies.dynamics import program as dynamics, sweep as dynamics_sweep
 from mpcodec.studies.dynamics import shards as dynamics_shards
 from mpcodec.studies.dynamics import results as dynamics_results
-from mpcodec.studies.dynamics import program as dynamics_program
 from mpcodec.studies.dynamics import flops as dynamics_flops
 from tests import support
 
@@ -180,7 +180,7 @@ def test_chunk_length_does_not_change_results():
 def test_default_grid_has_the_55_configurations():
   runs = configuration.parse(dynamics_sweep.SweepConfig, dynamics_config.get_config()).runs
   assert len(runs) == 55 and len(set(runs)) == 55
-  families = [dynamics_program.family_of(r.split("@")[0]) for r in runs]
+  families = [dynamics.family_of(r.split("@")[0]) for r in runs]
   assert (families.count("mlp"), families.count("cnn"), families.count("transformer")) == (32, 9, 14)
   assert dynamics_config.get_config("arch=mlp_128_64,dataset=mnist").runs == ["mlp_128_64@mnist"]
   sweep = configuration.parse(dynamics_sweep.SweepConfig, dynamics_config.get_config())
@@ -416,3 +416,28 @@ def test_benchmark_estimates_the_grid_from_short_runs(smoke_data_dir):
   slowest = float(re.search(r"with 2 shards on 2 machines like this one the grid takes ([\d.]+) min",
                             out.stdout).group(1))
   assert slowest == pytest.approx(max(shard_minutes), abs=0.011)
+
+
+def test_chunked_checkpointed_resumed_run_equals_one_pure_call_bit_for_bit(tmp_path):
+  """The production chunks (measurements seed by seed, steps vmapped), cut at every 2 measurements,
+  checkpointed every 10 steps and resumed mid-run, equal the same program as one pure call."""
+  cfg = _toy_config(num_steps=20, measurements_per_chunk=2, checkpoint_every=10, shared_data_order=True)
+  prepared = dynamics.prepare(cfg, _toy_images())
+  program = dynamics.loop_program(cfg, prepared)
+  keys = dynamics.loop_keys(cfg)
+  pure_state, pure_history = jax.jit(loop.pure_sweep(program))(keys)
+
+  def run(workdir):
+    return loop.run(program, keys, str(workdir), seed_labels=[0, 1], config={"toy": True})
+
+  full = run(tmp_path)
+  store = CheckpointStore(tmp_path / "train")
+  assert store.all_steps() == [0, 10, 20]
+  store.delete_after(10)
+  resumed = run(tmp_path)
+  assert resumed.resumed_from == ("train", 10) and resumed.steps_trained == 10
+  for outcome in (full, resumed):
+    for got, want in ((outcome.state, pure_state), (outcome.history, pure_history)):
+      assert jax.tree.structure(got) == jax.tree.structure(want)
+      for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
