@@ -27,6 +27,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from mpcodec.core.errors import CheckpointError
+from mpcodec.core.sharding import to_host
 
 STATE_ITEM = "state"
 METADATA_ITEM = "metadata"
@@ -66,7 +67,7 @@ def _quiet(method):
 
 def _abstract_target(target: Any) -> Any:
   """ShapeDtypeStructs carrying the target's sharding, or the default device for host arrays."""
-  default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  default = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])  # this process's (multi-process runs)
 
   def leaf(x):
     sharding = getattr(x, "sharding", None)
@@ -111,17 +112,29 @@ def _fingerprints(tree: Any) -> jax.Array:
 def fingerprints(tree: Any) -> dict[str, int]:
   """{array path: 32-bit fingerprint} of a pytree of arrays (computed on device; any sharding)."""
   paths = [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
-  values = np.asarray(jax.device_get(_fingerprints(tree))) if paths else []
+  values = to_host(_fingerprints(tree)) if paths else []  # to_host: the arrays may span several processes
   return {path: int(v) for path, v in zip(paths, values)}
 
 
 class CheckpointStore:
-  """Step-numbered checkpoints of one pytree plus JSON metadata in one directory."""
+  """Step-numbered checkpoints of one pytree plus JSON metadata in one directory.
+
+  In a run of several processes a store is this process's alone (a reader: process 0's analysis), unless
+  `all_processes`: then every process opens it, saves and restores together (the training loop), and
+  Orbax synchronises them at each of these calls.
+  """
 
   @_quiet
-  def __init__(self, directory: str | os.PathLike, max_to_keep: int | None = None):
+  def __init__(self, directory: str | os.PathLike, max_to_keep: int | None = None, all_processes: bool = False):
     self.directory = os.path.abspath(os.fspath(directory))
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+    if jax.process_count() == 1 or all_processes:
+      options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+    else:  # Orbax would wait for every process at its first call (it creates the folder itself).
+      os.makedirs(self.directory, exist_ok=True)
+      me = jax.process_index()
+      options = ocp.CheckpointManagerOptions(
+          max_to_keep=max_to_keep, create=False,
+          multiprocessing_options=ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me}))
     self._manager = ocp.CheckpointManager(
         self.directory, options=options, item_names=(STATE_ITEM, METADATA_ITEM, INTEGRITY_ITEM))
 
@@ -197,8 +210,8 @@ class CheckpointStore:
     For readers without the code that wrote the checkpoint: the target is built from Orbax's own
     metadata of the state item (read by a standalone handler: the manager returns an item's metadata only
     once a handler for it is registered, i.e. after a save or restore of it), every array placed on the
-    first default device, then restored and verified against its checksums by `restore`. Named tuples
-    and dataclasses of the saved state come back as dicts.
+    first local device of this process, then restored and verified against its checksums by `restore`.
+    Named tuples and dataclasses of the saved state come back as dicts.
     """
     self._require_step(step)
     handler = ocp.StandardCheckpointHandler()
@@ -212,7 +225,7 @@ class CheckpointStore:
       handler.close()
     if saved is None:
       raise CheckpointError(f"the checkpoint at step {step} in {self.directory} holds no array metadata")
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     target = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(tuple(leaf.shape), leaf.dtype, sharding=device),
                           getattr(saved, "tree", saved), is_leaf=_is_array_metadata)
     return self.restore(step, target)

@@ -350,13 +350,13 @@ def check_checkpoints(root: str, phase_names: Sequence[str], config: Mapping, ov
       if overwrite:
         store.close()
         # Several processes: every one has read the checkpoints before process 0 alone removes them.
-        sharding.barrier(f"overwrite read {root}")
+        sharding.barrier("mpcodec.loop: overwrite read")
         if jax.process_index() == 0:
           for other in phase_names:
             logging.warning("--overwrite: removing checkpoints of a different config in %s",
                             os.path.join(root, other))
             shutil.rmtree(os.path.join(root, other), ignore_errors=True)
-        sharding.barrier(f"overwrite done {root}")
+        sharding.barrier("mpcodec.loop: overwrite done")
         return
       differing = _differing_keys(saved or {}, dict(config))
       raise WorkdirError(
@@ -414,7 +414,8 @@ def run(program: Program, keys: Any, checkpoint_root: str, *, seed_labels: Seque
                     os.path.dirname(checkpoint_root) or checkpoint_root)
   saved_metadata = {"study": program.study, "config": dict(config), "seeds": list(seed_labels),
                     **(metadata or {})}
-  stores = {p.name: CheckpointStore(os.path.join(checkpoint_root, p.name)) for p in program.phases}
+  stores = {p.name: CheckpointStore(os.path.join(checkpoint_root, p.name), all_processes=True)
+            for p in program.phases}
   keys = sharding.put_seed_axis(keys, mesh)
   data = sharding.put_replicated(program.data, mesh)
   compiled = _Compiled(program, mesh, compile_cache)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import jax
 from absl import logging
 
 from mpcodec.core import configuration, progress as progress_lib, sharding
@@ -83,8 +84,8 @@ def main(raw_config: Any, workdir: str, data_dir: str | None = None, arch: str =
     hooks = dynamics_sweep.SweepHooks(on_run_start=on_run_start, on_run_end=on_run_end, progress=bar)
     records = dynamics_sweep.run_sweep(part, workdir, data_dir, overwrite=overwrite, hooks=hooks)
   # The table lists every selected run, so a shard shows the others' runs as finished or not run yet.
-  table = report_dynamics.write_accuracy_table(workdir, records, grid)
-  print(table)
+  if jax.process_index() == 0:  # Several processes: one table, written once.
+    print(report_dynamics.write_accuracy_table(workdir, records, grid))
   failed = dynamics_sweep.unfinished(records)
   if failed:
     raise SweepError(f"{len(failed)} of {len(records)} runs did not finish ({', '.join(failed[:5])}"

@@ -285,8 +285,10 @@ def run_sweep(sweep: SweepConfig, workdir: str, data_dir: str | None = None,
         report_dynamics.plot_run(workdir, run, record)
       results.mark_finished(workdir, run, record)
       records[run] = record
-    else:
-      records[run] = {"status": "finished", "final_test_accuracy": result.final_test_accuracy.tolist()}
+    # Several processes: process 0 alone writes the files; the others return the record it wrote.
+    sharding.barrier(f"mpcodec.dynamics: {run} written")
+    if not primary:
+      records[run] = results.finished_record(workdir, run, cfg)
     hooks.on_run_end(run, records[run], False)
     next_arch = order[index + 1].partition("@")[0] if index + 1 < len(order) else None
     if next_arch != cfg.arch:
