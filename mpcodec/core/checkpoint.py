@@ -12,9 +12,7 @@ the restore with one message naming the step, instead of training on from garbag
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import logging as std_logging
-import functools
 import os
 import re
 from typing import Any
@@ -36,34 +34,14 @@ INTEGRITY_ITEM = "integrity"
 
 
 class _OrbaxInfoFilter(std_logging.Filter):
-  """Drops Orbax's INFO lines (one per save, also from its background threads); warnings pass."""
+  """Drops Orbax's INFO lines (several per save and restore, also from its background threads), so a
+  run's log stays readable; warnings pass."""
 
   def filter(self, record: std_logging.LogRecord) -> bool:
     return record.levelno >= std_logging.WARNING or f"{os.sep}orbax{os.sep}" not in record.pathname
 
 
 std_logging.getLogger("absl").addFilter(_OrbaxInfoFilter())
-
-
-@contextlib.contextmanager
-def _quiet_orbax():
-  """Orbax logs every save and restore at INFO through absl; keep a run's log readable."""
-  previous = logging.get_verbosity()
-  logging.set_verbosity(min(previous, logging.WARNING))  # absl: lower verbosity = fewer messages
-  try:
-    yield
-  finally:
-    logging.set_verbosity(previous)
-
-
-
-
-def _quiet(method):
-  @functools.wraps(method)
-  def wrapper(*args, **kwargs):
-    with _quiet_orbax():
-      return method(*args, **kwargs)
-  return wrapper
 
 
 def _abstract_target(target: Any) -> Any:
@@ -125,7 +103,6 @@ class CheckpointStore:
   Orbax synchronises them at each of these calls.
   """
 
-  @_quiet
   def __init__(self, directory: str | os.PathLike, max_to_keep: int | None = None, all_processes: bool = False):
     self.directory = os.path.abspath(os.fspath(directory))
     if jax.process_count() == 1 or all_processes:
@@ -143,17 +120,22 @@ class CheckpointStore:
     self._writer: concurrent.futures.ThreadPoolExecutor | None = None
     self._pending: list[concurrent.futures.Future] = []
 
-  @_quiet
   def all_steps(self) -> list[int]:
     self.wait()
     self._manager.reload()
     return sorted(int(s) for s in self._manager.all_steps())
 
+  def step_or_latest(self, step: int | None, what: str = "checkpoint") -> int:
+    """`step`, or the latest step when None; CheckpointError naming the folder when there is none."""
+    steps = self.all_steps()
+    if not steps:
+      raise CheckpointError(f"no {what} in {self.directory}")
+    return steps[-1] if step is None else int(step)
+
   def latest_step(self) -> int | None:
     steps = self.all_steps()
     return steps[-1] if steps else None
 
-  @_quiet
   def save(self, step: int, state: Any, metadata: dict, wait: bool = True,
            checksums: dict[str, int] | None = None) -> None:
     """Writes `state`, `metadata` and the arrays' fingerprints at `step`.
@@ -192,7 +174,6 @@ class CheckpointStore:
     for future in done:
       future.result()
 
-  @_quiet
   def wait(self) -> None:
     """Blocks until every save started so far is on disk; raises the error of a failed one."""
     pending, self._pending = self._pending, []
@@ -200,7 +181,6 @@ class CheckpointStore:
       future.result()
     self._manager.wait_until_finished()
 
-  @_quiet
   def delete_after(self, step: int) -> None:
     """Removes the checkpoints after `step` (a run resumed from an earlier step writes them again)."""
     self._manager.wait_until_finished()
@@ -213,7 +193,6 @@ class CheckpointStore:
       raise CheckpointError(
           f"no checkpoint at step {step} in {self.directory}; available steps: {available or 'none'}")
 
-  @_quiet
   def restore(self, step: int, target: Any) -> Any:
     """Restores the state at `step` onto the structure, shapes and shardings of `target`."""
     self._require_step(step)
@@ -229,7 +208,6 @@ class CheckpointStore:
     self._verify(step, state)
     return state
 
-  @_quiet
   def restore_as_saved(self, step: int) -> Any:
     """Restores the state at `step` as it was saved (structure, shapes, dtypes), on the default device.
 
@@ -286,7 +264,6 @@ class CheckpointStore:
           f"checkpoint at step {step} in {self.directory} is corrupt: {len(bad)} array(s) differ from the "
           f"checksums saved with them (first: {bad[0]}){self._earlier_hint(step)}")
 
-  @_quiet
   def restore_metadata(self, step: int) -> dict:
     """The JSON metadata saved with the checkpoint at `step`."""
     self._require_step(step)
@@ -302,7 +279,6 @@ class CheckpointStore:
       raise CheckpointError(f"metadata of the checkpoint at step {step} in {self.directory} is not a JSON object")
     return metadata
 
-  @_quiet
   def close(self) -> None:
     try:
       self.wait()

@@ -61,8 +61,6 @@ class Phase:
     start: state at the phase's step 0 from the previous phase's last state (e.g. a fresh optimizer).
     inputs: host-side inputs of the chunk [start, start + num_steps) (e.g. activation batches read from
       files), arrays with the step axis first, passed to `chunk` unbatched; None when it needs none.
-    check_inputs: called on the host with (inputs, start_step) before a chunk is dispatched; raises a
-      user error naming the bad step (e.g. NaN activations).
     chunk_every: chunks end at multiples of this step (progress and NaN checks).
     checkpoint_every: checkpoints at multiples of this step, at step 0 and at the end.
     extra_checkpoints: more steps to checkpoint at (e.g. around a detected jump).
@@ -76,7 +74,6 @@ class Phase:
   chunk: Chunk
   start: Callable[[State], State] | None = None
   inputs: Callable[[int, int], Any] | None = None
-  check_inputs: Callable[[Any, int], None] | None = None
   chunk_every: int = 100
   checkpoint_every: int = 1000
   extra_checkpoints: tuple[int, ...] = ()
@@ -228,10 +225,7 @@ def _start(phase: Phase, index: int, carry: dict, barrier: bool = False) -> dict
 def _host_inputs(phase: Phase, start: int, num_steps: int) -> Any:
   if phase.inputs is None:
     return None
-  inputs = phase.inputs(start, num_steps)
-  if phase.check_inputs is not None:
-    phase.check_inputs(inputs, start)
-  return inputs
+  return phase.inputs(start, num_steps)
 
 
 def pure_sweep(program: Program) -> Callable[[Any], tuple[State, dict]]:
@@ -241,7 +235,7 @@ def pure_sweep(program: Program) -> Callable[[Any], tuple[State, dict]]:
   """
 
   def train(keys):
-    carry = initial_carry(program, keys, _host_inputs)
+    carry = initial_carry(program, keys, _abstract_inputs)  # shapes only: inputs are read once, below
     for index, phase in enumerate(program.phases):
       carry = _start(phase, index, carry, barrier=True)
       fn = _chunk_with_history(program, phase, phase.num_steps, carry["history"][phase.name])

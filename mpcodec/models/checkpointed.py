@@ -167,10 +167,7 @@ def load_checkpointed_model(checkpoint_dir: str, step: int | None = None) -> Che
     raise CheckpointError(f"no checkpoints in {directory}: the directory does not exist")
   store = CheckpointStore(directory)
   try:
-    steps = store.all_steps()
-    if not steps:
-      raise CheckpointError(f"no checkpoints in {directory}")
-    step = steps[-1] if step is None else int(step)
+    step = store.step_or_latest(step, "checkpoints")
     where = _where(directory, step)
     metadata = store.restore_metadata(step)
     block = activation_source_block(metadata, where)

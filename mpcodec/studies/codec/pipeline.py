@@ -391,10 +391,7 @@ def load_sae(directory: str, step: int | None = None) -> tuple[State, sae.SAECon
     raise CheckpointError(f"no SAE checkpoint folder {directory}")
   store = CheckpointStore(directory)
   try:
-    steps = store.all_steps()
-    if not steps:
-      raise CheckpointError(f"no SAE checkpoint in {store.directory}")
-    step = steps[-1] if step is None else step
+    step = store.step_or_latest(step, "SAE checkpoint")
     metadata = store.restore_metadata(step)
     if "sae" not in metadata or metadata.get("step") != metadata.get("sae_steps"):
       raise CheckpointError(f"{store.directory} step {step} is not a finished SAE (train it to the end first)")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from configs import codec as codec_config
+from mpcodec.core import configuration
 from mpcodec.core.checkpoint import CheckpointStore
 from mpcodec.core.errors import NonFiniteError, WorkdirError
 from mpcodec.studies.codec import pipeline
@@ -22,13 +23,7 @@ def tiny_config(**overrides):
   cfg.sae_loop.checkpoint_every = 10
   cfg.squeezer_loop.chunk_steps = 10
   cfg.squeezer_loop.checkpoint_every = 10
-  for key, value in overrides.items():
-    section = cfg
-    *path, last = key.split(".")
-    for part in path:
-      section = section[part]
-    section[last] = value
-  return pipeline.parse_codec_config(cfg)
+  return pipeline.parse_codec_config(configuration.override(cfg, overrides))
 
 
 def saved_state(workdir, stage):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from configs import mono_poly as mono_poly_config
-from mpcodec.core import loop
+from mpcodec.core import configuration, loop
 from mpcodec.core.checkpoint import CheckpointStore
 from mpcodec.core.errors import CheckpointError, ConfigError, NonFiniteError, WorkdirError
 from mpcodec.studies.mono_poly import experiment as mono_poly
@@ -29,13 +29,7 @@ def tiny_config(**overrides):
   cfg.phase1.checkpoint_every = 5
   cfg.phase2.steps = 10
   cfg.phase2.checkpoint_every = 5
-  for key, value in overrides.items():
-    section = cfg
-    *path, last = key.split(".")
-    for part in path:
-      section = section[part]
-    section[last] = value
-  return cfg
+  return configuration.override(cfg, overrides)
 
 
 def leaves(tree):
