@@ -1,0 +1,258 @@
+"""From a sweep's dimensionality series to the study's findings: `analyze(workdir, ...)`.
+
+Reads every finished run under `<workdir>/dynamics/` (bad input stops before any work, see
+`sweep_series`), then computes, all from the saved series:
+1. each layer's stabilisation step and each run's convergence order (`stabilisation_analysis`);
+2. jumps in every series, with a null-calibrated detector and its validity table (`jump_analysis`);
+3. jump types by clustering, with their stability across seed halves (`jump_types`);
+4. critical periods against surrogate, circular-shift and base-rate nulls (`critical_analysis`);
+5. a checkpoint plan around representative jumps and matched controls (`checkpoint_plan`), and with
+   `rerun` the re-run that saves those checkpoints, checked bit for bit against the saved series;
+6. mechanistic measures at the planned checkpoints, jumps against controls (`mechanism_effects`);
+7. the replication table of the earlier study's claims (`replication`).
+Everything is computed before anything is written; the outputs then go to `<workdir>/analysis/`
+(`analysis_report.write_outputs`), each file atomically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Literal
+
+import jax
+
+from mpcodec.core import configuration, progress as progress_lib
+from mpcodec.core.errors import ConfigError
+from mpcodec.metrics import changepoint_validity, changepoints
+from mpcodec.studies.dynamics import analysis_report, checkpoint_plan, critical_analysis, jump_analysis
+from mpcodec.studies.dynamics import jump_types, mechanism_effects, replication, stabilisation_analysis
+from mpcodec.studies.dynamics.program import MEASURE_NAMES
+from mpcodec.studies.dynamics.sweep_series import SweepSeries, load_sweep
+
+
+@dataclasses.dataclass(frozen=True)
+class AnalysisConfig:
+  """Knobs of the analysis of a dynamics sweep (configs/dynamics_analysis.py)."""
+
+  primary_measure: str = "participation_ratio"   # the measure of the headline figures and the dashboard
+  measures: tuple[str, ...] = ()                 # measures analysed; empty = every one the sweep saved
+  seed: int = 0                                  # surrogates, nulls, clustering
+  bootstrap_resamples: int = 10000
+  # Stabilisation (mpcodec.metrics.convergence.stabilisation_band).
+  tail_fraction: float = 0.2
+  family_alpha: float = 0.05
+  seed_multiplier: float = 1.0
+  # Jumps (mpcodec.metrics.changepoints) and the validity harness run with the same detector.
+  detector: changepoints.DetectorConfig = changepoints.DetectorConfig()
+  min_jump_factor: float = 1.0                   # x the typical seed-to-seed SD of the layer's series
+  validity_trials: int = 200                     # planted series per size, layout and noise
+  validity_null_trials: int = 1000               # series per null (pure noise, drift, decay, AR(1) 0.8)
+  validity_measurements: int = 0                 # series length of the harness; 0 = the sweep's most common
+  # Jump types.
+  min_types: int = 2
+  max_types: int = 8
+  min_jumps_to_cluster: int = 30
+  # Critical periods (mpcodec.metrics.critical_periods).
+  loss_series: Literal["train_loss", "test_loss"] = "train_loss"
+  critical_surrogates: int = 199
+  critical_alpha: float = 0.05
+  coordination_shifts: int = 1000
+  # Checkpoint plan.
+  jumps_per_seed: int = 3
+  window_margin: int = 1                         # measurements before and after a jump's window
+  rerun_runs: tuple[str, ...] = ()               # with --rerun: only these arch@dataset runs; empty = all
+  # Replication verdicts: how far the claimed figure may lie outside our CI and still replicate.
+  fraction_tolerance: float = 0.05               # absolute, on fractions
+  count_tolerance: float = 0.1                   # relative, on counts
+  plots: bool = True
+
+  def checks(self):
+    yield "primary_measure", self.primary_measure in MEASURE_NAMES, (
+        f"unknown measure {self.primary_measure!r}; valid: {list(MEASURE_NAMES)}")
+    for i, name in enumerate(self.measures):
+      yield f"measures[{i}]", name in MEASURE_NAMES, f"unknown measure {name!r}; valid: {list(MEASURE_NAMES)}"
+    yield ("bootstrap_resamples", self.bootstrap_resamples >= 100,
+           f"must be >= 100, got {self.bootstrap_resamples}")
+    yield "min_jump_factor", self.min_jump_factor >= 0, f"must be >= 0, got {self.min_jump_factor}"
+    yield "validity_trials", self.validity_trials >= 5, f"must be >= 5, got {self.validity_trials}"
+    yield ("validity_null_trials", self.validity_null_trials >= 5,
+           f"must be >= 5, got {self.validity_null_trials}")
+    yield ("validity_measurements", self.validity_measurements == 0 or self.validity_measurements >= 20,
+           f"must be 0 (the sweep's length) or >= 20, got {self.validity_measurements}")
+    yield "min_types", self.min_types >= 2, f"must be >= 2, got {self.min_types}"
+    yield "max_types", self.max_types >= self.min_types, f"must be >= min_types, got {self.max_types}"
+    yield ("critical_surrogates", self.critical_surrogates >= 19,
+           f"must be >= 19, got {self.critical_surrogates}")
+    yield "critical_alpha", 0 < self.critical_alpha < 1, f"must lie in (0, 1), got {self.critical_alpha}"
+    yield ("coordination_shifts", self.coordination_shifts >= 1,
+           f"must be >= 1, got {self.coordination_shifts}")
+    yield "jumps_per_seed", self.jumps_per_seed >= 1, f"must be >= 1, got {self.jumps_per_seed}"
+    yield "window_margin", self.window_margin >= 0, f"must be >= 0, got {self.window_margin}"
+    yield ("fraction_tolerance", 0 <= self.fraction_tolerance < 1,
+           f"must lie in [0, 1), got {self.fraction_tolerance}")
+    yield "count_tolerance", 0 <= self.count_tolerance < 1, f"must lie in [0, 1), got {self.count_tolerance}"
+
+
+# The harness needs room for early, middle and late steps at least min_segment apart.
+MIN_VALIDITY_MEASUREMENTS = 20
+
+
+def validity_length(sweep: SweepSeries, cfg: AnalysisConfig) -> int:
+  """Series length of the validity harness: the config's, else the sweep's most common length (400 when
+  that is too short for the harness)."""
+  if cfg.validity_measurements:
+    return cfg.validity_measurements
+  lengths = [r.num_measurements for r in sweep.runs]
+  common = max(set(lengths), key=lambda n: (lengths.count(n), n))
+  return common if common >= MIN_VALIDITY_MEASUREMENTS else 400
+
+
+def is_output_projection(layer: str) -> bool:
+  """Whether a measured layer is an attention output projection (the zoo's `block_i/attention/out`)."""
+  return layer.endswith("/out") or "proj" in layer
+
+
+def _measures(sweep: SweepSeries, cfg: AnalysisConfig) -> tuple[str, ...]:
+  wanted = cfg.measures or sweep.measure_names
+  missing = [m for m in wanted if m not in sweep.measure_names]
+  if missing or cfg.primary_measure not in sweep.measure_names:
+    raise ConfigError(f"config.measures: {missing or [cfg.primary_measure]} not saved by every run of the "
+                      f"sweep; saved: {list(sweep.measure_names)}")
+  return tuple(wanted)
+
+
+class _Stages:
+  """Progress over the analysis' stages, and the seconds each took."""
+
+  def __init__(self, bar):
+    self.bar, self.seconds, self._name, self._start = bar, {}, None, 0.0
+
+  def __call__(self, name: str) -> None:
+    self.done()
+    self._name, self._start = name, time.perf_counter()
+    self.bar.set_description(f"dynamics analysis: {name}")
+
+  def done(self) -> None:
+    if self._name is not None:
+      self.seconds[self._name] = time.perf_counter() - self._start
+      self.bar.update(1)
+      self._name = None
+
+
+STAGES = ("validity", "convergence", "jumps", "types", "critical periods", "plan", "re-run", "mechanisms",
+          "replication", "writing")
+
+
+def analyze(workdir: str, cfg: AnalysisConfig = AnalysisConfig(), data_dir: str | None = None,
+            rerun: bool = False) -> dict[str, Any]:
+  """Analyses the sweep under `workdir` and writes `<workdir>/analysis/`; returns report.json's content.
+
+  With `rerun`, the planned runs are trained again with checkpoints at the planned steps (data from
+  `data_dir`, else $MPCODEC_DATA_DIR) and the mechanisms are measured there; without it they are
+  measured only if an earlier re-run left every planned checkpoint, and otherwise carry the reason.
+  """
+  configuration.check_values(cfg)
+  sweep = load_sweep(workdir)
+  measures = _measures(sweep, cfg)
+  unknown = [r for r in cfg.rerun_runs if r not in {run.run for run in sweep.runs}]
+  if unknown:
+    raise ConfigError(f"config.rerun_runs: {unknown} are not finished runs of the sweep; its runs are "
+                      f"{[run.run for run in sweep.runs]}")
+  key = jax.random.PRNGKey(cfg.seed)
+  with progress_lib.bar(len(STAGES), "dynamics analysis", unit="stage") as bar:
+    stage = _Stages(bar)
+    stage("validity")
+    length = validity_length(sweep, cfg)
+    # The same penalty table as the sweep's series of that length: the table describes the detector
+    # exactly as it was applied.
+    validity = changepoint_validity.validity_table(
+        cfg.detector, jax.random.fold_in(key, 1), num_measurements=length, trials=cfg.validity_trials,
+        null_trials=cfg.validity_null_trials,
+        table=jump_analysis.penalty_table(length, cfg.detector, cfg.seed))
+    stage("convergence")
+    convergence_rows, orders, stabilisation = stabilisation_analysis.convergence_rows(
+        sweep.runs, measures, cfg.tail_fraction, cfg.family_alpha, cfg.seed_multiplier,
+        cfg.bootstrap_resamples)
+    seed_numbers = sorted({int(s) for r in sweep.runs for s in r.seeds})
+    stable_at_start_S = stabilisation_analysis.stable_at_start_per_seed(
+        sweep.runs, stabilisation, cfg.primary_measure, seed_numbers)
+    stage("jumps")
+    jumps, detection = jump_analysis.detect_jumps(sweep.runs, measures, cfg.detector, cfg.seed,
+                                                  cfg.min_jump_factor)
+    stage("types")
+    types = jump_types.fit_types(jumps, cfg.min_types, cfg.max_types, cfg.min_jumps_to_cluster, cfg.seed)
+    stage("critical periods")
+    critical_rows, critical_per_run = critical_analysis.critical_rows(
+        sweep.runs, measures, jax.random.fold_in(key, 3), cfg.loss_series, cfg.critical_surrogates,
+        cfg.critical_alpha, cfg.coordination_shifts)
+    critical_effects = critical_analysis.run_effects(sweep.runs, critical_per_run, cfg.primary_measure,
+                                                     cfg.bootstrap_resamples)
+    stage("plan")
+    plan = checkpoint_plan.plan_checkpoints(sweep.runs, jumps, types["labels"], cfg.jumps_per_seed,
+                                            cfg.window_margin)
+    stage("re-run")
+    records = {r.run: r.record for r in sweep.runs}
+    rerun_outcomes = (checkpoint_plan.rerun(workdir, plan, records, data_dir, runs=cfg.rerun_runs)
+                      if rerun else None)
+    stage("mechanisms")
+    mechanisms = _mechanisms(workdir, sweep, plan, data_dir, cfg, rerun)
+    stage("replication")
+    table = replication.replication_table(
+        sweep.runs, jumps, stable_at_start_S, critical_per_run, cfg.primary_measure, cfg.fraction_tolerance,
+        cfg.count_tolerance, cfg.bootstrap_resamples, is_output_projection)
+    stage("writing")
+    findings = analysis_report.Findings(
+        sweep=sweep, measures=measures, config=configuration.to_dict(cfg), validity=validity,
+        convergence_rows=convergence_rows, orders=orders, stable_at_start_S=stable_at_start_S,
+        seed_numbers=seed_numbers, jumps=jumps, detection=detection, types=types,
+        critical_rows=critical_rows, critical_per_run=critical_per_run,
+        critical_effects=critical_effects, plan=plan, rerun=rerun_outcomes, mechanisms=mechanisms,
+        replication=table, stage_seconds=stage.seconds)
+    report = analysis_report.write_outputs(workdir, findings, cfg.primary_measure, cfg.plots)
+    stage.done()
+  return report
+
+
+def _mechanisms(workdir: str, sweep: SweepSeries, plan: dict, data_dir: str | None, cfg: AnalysisConfig,
+                rerun: bool) -> dict[str, Any]:
+  """Mechanism values at the planned windows, their effects and the three answers (or the reason not)."""
+  value_rows, skipped = [], []
+  families = {r.family for r in sweep.runs}
+  for run in sweep.runs:
+    run_plan = plan["runs"][run.run]
+    if not run_plan["windows"]:
+      skipped.append(f"{run.run}: {run_plan['reason']}")
+      continue
+    if not checkpoint_plan.has_checkpoints(workdir, run.run, run_plan["checkpoint_steps"]):
+      skipped.append(f"{run.run}: the planned checkpoints are not saved yet (run the analysis with --rerun)")
+      continue
+    values = mechanism_effects.checkpoint_measures(workdir, run.run, run.record, run_plan["checkpoint_steps"],
+                                                   data_dir)
+    value_rows += mechanism_effects.window_values(run.run, run.family, run_plan["windows"],
+                                                  run_plan["seeds"], values)
+  effects = mechanism_effects.mechanism_effects(value_rows, cfg.bootstrap_resamples)
+  reason = None if value_rows else (_summarise(skipped) if skipped else "no planned window")
+  del rerun
+  return {"values": value_rows, "effects": effects, "skipped": skipped, "reason": reason,
+          "answers": mechanism_effects.answers(effects, families, reason)}
+
+
+def _summarise(skipped: list[str]) -> str:
+  """'k run(s): reason; ...' from 'run: reason' lines."""
+  by_reason: dict[str, list[str]] = {}
+  for line in skipped:
+    run, _, reason = line.partition(": ")
+    by_reason.setdefault(reason, []).append(run)
+  return "; ".join(f"{len(runs)} run(s): {reason}" for reason, runs in by_reason.items())
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+  """A few lines for the launcher to print: where things are and the replication verdicts."""
+  exclusions = report["exclusions"]
+  lines = [f"{len(report['runs'])} runs analysed ({exclusions['num_diverged_runs']} diverged runs and "
+           f"{exclusions['num_excluded_seeds']} seeds left out); "
+           f"{report['jumps']['total']} jumps; analysis in {sum(report['seconds'].values()):.1f} s"]
+  for row in report["replication"]:
+    lines.append(f"  {row['verdict']:>18}: {row['claim']}")
+  return lines
