@@ -7,7 +7,9 @@ Two kinds of synthetic data with a known answer:
   correlated groups (members fire together), anti-correlated groups (at most one member fires) and themes
   (a theme drawn per sample raises the firing probability of its member features);
 - activations x = f·D + noise for a known dictionary D with unit-norm rows and exactly k active atoms
-  per sample, so that a sparse autoencoder's recovery of D can be scored.
+  per sample, so that a sparse autoencoder's recovery of D can be scored. `ThemeConfig` plants themes
+  in them in two independent ways: co-firing (a sample's theme promotes its members into the k active
+  atoms) and geometric (a theme's atoms lie near a shared direction); `theme_labels` gives the truth.
 
 Every sampler is a pure function of an explicit PRNG key, jittable, and vmappable over keys.
 """
@@ -16,10 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from mpcodec.core.errors import DataError
 
 
 def _positive_uniform(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
@@ -47,14 +52,122 @@ def make_dictionary(key: jax.Array, num_atoms: int, dim: int) -> jax.Array:
   return atoms_NxD / jnp.linalg.norm(atoms_NxD, axis=-1, keepdims=True)
 
 
+@dataclasses.dataclass(frozen=True)
+class ThemeConfig:
+  """Planted themes of a ground-truth dictionary (`make_themed_dictionary`, `sample_dictionary_activations`).
+
+  The first `themed_atoms` atoms (0 = all) belong to themes, the rest to none (-1). The two ways of
+  planting are independent, either may be off, and they partition the atoms differently, so that one run
+  tells which analysis finds which (`theme_labels`): co-firing themes are contiguous blocks, atom i has
+  theme floor(i·T / themed_atoms); geometric themes are interleaved, atom i has theme i mod T. With
+  T² <= themed_atoms every block holds atoms of every geometric theme (the two partitions' ARI is ~0).
+
+  Attributes:
+    num_themes: T; 0 = no themes (the plain generator, bit for bit).
+    themed_atoms: atoms that belong to a theme (the first ones); 0 = every atom.
+    theme_probability: co-firing: probability that a sample has a theme, drawn uniformly among the T;
+      each member of that theme is then promoted with probability `member_probability` into the sample's
+      k active atoms (promoted atoms outrank all others; if more than k are promoted, k of them are
+      chosen uniformly). Still exactly k active atoms per sample. 0 = no co-firing.
+    member_probability: see theme_probability.
+    direction_cosine: geometric: each theme has a random unit direction u_t and its atoms are
+      normalise(c·u_t + sqrt(1 - c²)·v) with v a random unit vector orthogonal to u_t, so
+      cos(atom, u_t) = c exactly and two atoms of a theme have cosine about c² (angle arccos c to the
+      theme direction; c = 0.5 is 60°). 0 = plain random atoms (make_dictionary, bit for bit).
+  """
+
+  num_themes: int = 0
+  themed_atoms: int = 0
+  theme_probability: float = 0.0
+  member_probability: float = 0.25
+  direction_cosine: float = 0.0
+
+  def checks(self) -> Iterator[tuple[str, bool, str]]:
+    yield "num_themes", self.num_themes >= 0, f"must be >= 0, got {self.num_themes}"
+    yield "themed_atoms", self.themed_atoms >= 0, f"must be >= 0 (0 = every atom), got {self.themed_atoms}"
+    yield "theme_probability", 0.0 <= self.theme_probability <= 1.0, (
+        f"must lie in [0, 1], got {self.theme_probability}")
+    yield "member_probability", 0.0 <= self.member_probability <= 1.0, (
+        f"must lie in [0, 1], got {self.member_probability}")
+    yield "direction_cosine", 0.0 <= self.direction_cosine <= 1.0, (
+        f"must lie in [0, 1], got {self.direction_cosine}")
+
+  @property
+  def cofiring(self) -> bool:
+    return self.num_themes > 0 and self.theme_probability > 0
+
+  @property
+  def geometric(self) -> bool:
+    return self.num_themes > 0 and self.direction_cosine > 0
+
+
+def theme_labels(num_atoms: int, cfg: ThemeConfig, kind: Literal["cofiring", "geometric"] = "cofiring"
+                 ) -> np.ndarray:
+  """(num_atoms,) int32 ground-truth theme of each atom (-1 = none) for one way of planting; see ThemeConfig.
+
+  The labels do not depend on whether that way is switched on (check `cfg.cofiring` / `cfg.geometric`).
+  """
+  if cfg.num_themes == 0:
+    return np.full(num_atoms, -1, np.int32)
+  themed = cfg.themed_atoms or num_atoms
+  if not cfg.num_themes <= themed <= num_atoms:
+    raise DataError(f"themes: need num_themes={cfg.num_themes} <= themed_atoms={themed} <= "
+                    f"num_atoms={num_atoms}")
+  labels = np.full(num_atoms, -1, np.int32)
+  index = np.arange(themed)
+  labels[:themed] = index * cfg.num_themes // themed if kind == "cofiring" else index % cfg.num_themes
+  return labels
+
+
+def feature_theme_labels(cfg: FeatureConfig) -> np.ndarray:
+  """(n,) int32 theme of each feature of a `FeatureConfig` (its first theme; -1 = none)."""
+  labels = np.full(cfg.num_features, -1, np.int32)
+  for t, members in reversed(list(enumerate(cfg.themes))):
+    labels[list(members)] = t
+  return labels
+
+
+def themed_dictionary(key: jax.Array, theme_N: np.ndarray | jax.Array, dim: int, direction_cosine: float
+                      ) -> jax.Array:
+  """(N, dim) unit rows; atoms of theme t are normalise(c·u_t + sqrt(1 - c²)·v), unthemed ones Gaussian.
+
+  u_t: a random unit direction per theme; v: a random unit vector orthogonal to u_t, one per atom.
+  `theme_N` holds each atom's theme (-1 = none), e.g. `theme_labels` or `feature_theme_labels`.
+  """
+  theme_N = jnp.asarray(theme_N, jnp.int32)
+  num_atoms = theme_N.shape[0]
+  num_themes = max(int(np.max(np.asarray(theme_N), initial=-1)) + 1, 1)
+  key_direction, key_atom = jax.random.split(key)
+  directions_TxD = make_dictionary(key_direction, num_themes, dim)
+  gaussian_NxD = jax.random.normal(key_atom, (num_atoms, dim), jnp.float32)
+  u_NxD = directions_TxD[jnp.maximum(theme_N, 0)]
+  orthogonal_NxD = gaussian_NxD - jnp.sum(gaussian_NxD * u_NxD, axis=-1, keepdims=True) * u_NxD
+  orthogonal_NxD = orthogonal_NxD / jnp.linalg.norm(orthogonal_NxD, axis=-1, keepdims=True)
+  cosine = jnp.float32(direction_cosine)
+  themed_NxD = cosine * u_NxD + jnp.sqrt(1.0 - cosine * cosine) * orthogonal_NxD
+  themed_NxD = themed_NxD / jnp.linalg.norm(themed_NxD, axis=-1, keepdims=True)
+  plain_NxD = gaussian_NxD / jnp.linalg.norm(gaussian_NxD, axis=-1, keepdims=True)
+  return jnp.where((theme_N >= 0)[:, None], themed_NxD, plain_NxD)
+
+
+def make_themed_dictionary(key: jax.Array, num_atoms: int, dim: int, cfg: ThemeConfig) -> jax.Array:
+  """`make_dictionary` when cfg has no geometric themes (same bits), else `themed_dictionary`."""
+  if not cfg.geometric:
+    return make_dictionary(key, num_atoms, dim)
+  return themed_dictionary(key, theme_labels(num_atoms, cfg, "geometric"), dim, cfg.direction_cosine)
+
+
 def sample_dictionary_activations(key: jax.Array, batch_size: int, dictionary_NxD: jax.Array,
-                                  k_active: int, noise_std: float | jax.Array
-                                  ) -> tuple[jax.Array, jax.Array]:
+                                  k_active: int, noise_std: float | jax.Array,
+                                  themes: ThemeConfig | None = None) -> tuple[jax.Array, jax.Array]:
   """Samples x = f·D + noise_std·N(0, 1) with exactly `k_active` atoms active per sample.
 
   The active atoms of a sample are chosen uniformly without replacement (top-k of uniform scores);
   their coefficients are uniform on (0, 1] (never exactly 0, so the count of nonzeros is exactly k)
-  and all other coefficients are 0.
+  and all other coefficients are 0. With co-firing themes (`themes.cofiring`), a sample has a theme
+  with probability theme_probability and each member of it is promoted with probability
+  member_probability: a promoted atom's score gets +1, so it is chosen before any other. Without them,
+  the draw is the same as with `themes=None`, bit for bit.
   Returns (x_BxD, f_BxN), both float32.
   """
   num_atoms, dim = dictionary_NxD.shape
@@ -62,6 +175,15 @@ def sample_dictionary_activations(key: jax.Array, batch_size: int, dictionary_Nx
     raise ValueError(f"k_active={k_active} must be in [1, num_atoms={num_atoms}]")
   key_choice, key_coef, key_noise = jax.random.split(key, 3)
   scores_BxN = jax.random.uniform(key_choice, (batch_size, num_atoms))
+  if themes is not None and themes.cofiring:
+    # Keys of their own (fold_in), so the three draws above are those of an unthemed sample.
+    key_has, key_which, key_member = jax.random.split(jax.random.fold_in(key, 1), 3)
+    theme_N = jnp.asarray(theme_labels(num_atoms, themes, "cofiring"))
+    has_theme_B = jax.random.uniform(key_has, (batch_size,)) < themes.theme_probability
+    theme_B = jax.random.randint(key_which, (batch_size,), 0, themes.num_themes)
+    promoted_BxN = (has_theme_B[:, None] & (theme_N[None, :] == theme_B[:, None])
+                    & (jax.random.uniform(key_member, (batch_size, num_atoms)) < themes.member_probability))
+    scores_BxN = scores_BxN + promoted_BxN.astype(jnp.float32)
   _, active_BxK = jax.lax.top_k(scores_BxN, k_active)
   coefficients_BxK = _positive_uniform(key_coef, (batch_size, k_active))
   rows_Bx1 = jnp.arange(batch_size)[:, None]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from mpcodec.core.configuration import ConfigError, parse
+from mpcodec.core.errors import DataError
 from mpcodec.data import toy_features
 
 NUM_SAMPLES = 100_000
@@ -128,3 +129,71 @@ def test_importance_decay():
 def test_feature_config_rejects_impossible_values(override, key):
   with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
     parse(toy_features.FeatureConfig, {**STRUCTURED, **override})
+
+
+THEMES = toy_features.ThemeConfig(num_themes=4, themed_atoms=48, theme_probability=0.6,
+                                  member_probability=0.3, direction_cosine=0.6)
+SAMPLE_WITH_THEMES = jax.jit(toy_features.sample_dictionary_activations, static_argnums=(1, 3, 5))
+
+
+def test_theme_labels_blocks_and_feature_themes():
+  blocks = toy_features.theme_labels(50, THEMES, "cofiring")
+  np.testing.assert_array_equal(blocks, np.concatenate([np.repeat(np.arange(4), 12), [-1, -1]]))
+  interleaved = toy_features.theme_labels(50, THEMES, "geometric")
+  np.testing.assert_array_equal(interleaved, np.concatenate([np.tile(np.arange(4), 12), [-1, -1]]))
+  np.testing.assert_array_equal(toy_features.theme_labels(7, toy_features.ThemeConfig(), "cofiring"), -1)
+  with pytest.raises(DataError, match="num_themes"):
+    toy_features.theme_labels(3, THEMES, "geometric")
+  cfg = parse(toy_features.FeatureConfig, STRUCTURED)      # themes [[8, 9], [9, 10]]: 9 keeps its first
+  np.testing.assert_array_equal(toy_features.feature_theme_labels(cfg), [-1] * 8 + [0, 0, 1, -1])
+
+
+def test_geometric_themes_put_atoms_at_the_set_angle_of_a_shared_direction():
+  dictionary = np.asarray(toy_features.make_themed_dictionary(jax.random.key(0), 50, 256, THEMES))
+  labels = toy_features.theme_labels(50, THEMES, "geometric")
+  np.testing.assert_allclose(np.linalg.norm(dictionary, axis=1), 1.0, atol=1e-5)
+  cosine = dictionary @ dictionary.T
+  same = (labels[:, None] == labels[None, :]) & (labels[:, None] >= 0) & ~np.eye(50, dtype=bool)
+  # Two atoms of a theme: c² = 0.36 up to the random orthogonal parts (about 1/sqrt(256) each).
+  assert abs(cosine[same].mean() - 0.36) < 0.02
+  assert abs(cosine[~same & ~np.eye(50, dtype=bool)].mean()) < 0.02
+  # The theme direction is recovered as the normalised mean of its atoms, at cosine about c.
+  for t in range(4):
+    members = dictionary[labels == t]
+    direction = members.mean(0) / np.linalg.norm(members.mean(0))
+    assert abs(np.mean(members @ direction) - 0.6) < 0.1
+  # Without geometric themes the dictionary is make_dictionary's, bit for bit.
+  plain = toy_features.ThemeConfig(num_themes=4, theme_probability=0.5)
+  np.testing.assert_array_equal(toy_features.make_themed_dictionary(jax.random.key(0), 50, 16, plain),
+                                toy_features.make_dictionary(jax.random.key(0), 50, 16))
+
+
+def test_cofiring_themes_keep_k_and_raise_within_theme_cofiring():
+  dictionary = toy_features.make_dictionary(jax.random.key(3), 50, 16)
+  x, f = SAMPLE_WITH_THEMES(jax.random.key(4), 20_000, dictionary, 4, 0.0, THEMES)
+  fired = np.asarray(f) > 0
+  np.testing.assert_array_equal(fired.sum(1), 4)
+  np.testing.assert_allclose(np.asarray(x), np.asarray(f) @ np.asarray(dictionary), atol=1e-5)
+  labels = toy_features.theme_labels(50, THEMES, "cofiring")
+  rate = fired.mean(0)
+  lift = (fired.T.astype(float) @ fired) / len(fired) / np.outer(rate, rate)
+  same = (labels[:, None] == labels[None, :]) & (labels[:, None] >= 0) & ~np.eye(50, dtype=bool)
+  other = (labels[:, None] != labels[None, :]) & (labels[:, None] >= 0) & (labels[None, :] >= 0)
+  # Within a theme about 1.8, across themes about 0.46 (a themed sample's k slots go to its theme).
+  assert lift[same].mean() > 1.4 and lift[other].mean() < 0.7
+  # No co-firing configured (or none at all): the draw of the plain sampler, bit for bit.
+  _, plain = SAMPLE_WITH_THEMES(jax.random.key(4), 64, dictionary, 4, 0.0, None)
+  for cfg in (toy_features.ThemeConfig(), toy_features.ThemeConfig(num_themes=4, direction_cosine=0.5)):
+    _, same_draw = SAMPLE_WITH_THEMES(jax.random.key(4), 64, dictionary, 4, 0.0, cfg)
+    np.testing.assert_array_equal(same_draw, plain)
+
+
+@pytest.mark.parametrize("override, key", [
+    (dict(num_themes=-1), "num_themes"),
+    (dict(theme_probability=1.5), "theme_probability"),
+    (dict(direction_cosine=-0.1), "direction_cosine"),
+    (dict(member_probability=2.0), "member_probability"),
+])
+def test_theme_config_rejects_impossible_values(override, key):
+  with pytest.raises(ConfigError, match=key):
+    parse(toy_features.ThemeConfig, override)
