@@ -24,6 +24,8 @@ from mpcodec.studies.dynamics.program import DynamicsConfig, ProbeSets
 from mpcodec.studies.dynamics.program import family_of
 
 FAMILIES = ("mlp", "cnn", "transformer")
+# Version of the .npz/.json layout below; readers refuse another one (a record without it is version 1).
+FORMAT_VERSION = 1
 
 
 @dataclasses.dataclass
@@ -100,6 +102,7 @@ def write_series(workdir: str, run: str, cfg: DynamicsConfig, dataset: Dataset, 
   accuracy = result.final_test_accuracy
   record = {
       "status": "finished",
+      "format_version": FORMAT_VERSION,
       "arch": cfg.arch,
       "dataset": cfg.dataset,
       "family": family_of(cfg.arch),

@@ -24,9 +24,9 @@ from mpcodec.core.errors import DataError, SweepError
 from mpcodec.studies.dynamics import results
 from mpcodec.studies.dynamics.program import MEASURE_NAMES, family_of
 
-# The layout `results.write_series` writes. A record may carry "format_version"; one without it was
-# written by the first version of the writer, which is this layout.
-SERIES_FORMAT_VERSION = 1
+# The layout `results.write_series` writes; a record without "format_version" was written by the first
+# version of the writer, which is this layout.
+SERIES_FORMAT_VERSION = results.FORMAT_VERSION
 LOSS_SERIES = ("test_loss", "train_loss")
 MIN_SEEDS = 3   # below this a CI over seeds is unavailable and a verdict cannot be tested
 
