@@ -1,25 +1,30 @@
-"""Benchmark of the dynamics runs: training throughput with and without in-scan measurement.
+"""Benchmark of the dynamics runs: mpcodec's measured run against an ndt-style PyTorch tracker, and
+training throughput with and without in-scan measurement.
 
   python -m launch.benchmark_dynamics
-  python -m launch.benchmark_dynamics --archs=mlp_512x2_256x2@mnist --steps=500
-  python -m launch.benchmark_dynamics --full_grid --workdir=runs/dynamics_grid
+  python -m launch.benchmark_dynamics --archs=mlp_512x2_256x2@mnist --steps=200 --repeats=5
+  python -m launch.benchmark_dynamics --torch_baseline=false --full_grid --workdir=runs/dynamics_grid
   python -m launch.benchmark_dynamics --archs= --flops
 
 For one MLP, one CNN and one Transformer at the default grid settings (configs/dynamics.py: same batch,
 probe, measure_every, seeds), prints steps/s and seed-steps/s of the training run with measurement every
-`measure_every` steps and without any measurement, and the overhead of measuring in percent; compile time
-is timed apart. Both runs of a pair are timed alternately, `--repeats` times each, and the fastest time of
-each is kept, so that load from other processes on a shared machine touches both alike. Wall time and this
-process's CPU time are printed (on a machine shared with others, CPU time / cores is the better estimate
-of the unloaded wall time). `--full_grid` times the whole default grid (every configuration trained and
-written as by launch.dynamics) and prints its wall time. `--estimate_grid` times every architecture of
-the grid once per input kind (images on MNIST, text on AG News) over `--steps` steps, with and without
-measurement, and extrapolates each configuration's and the whole grid's wall time from the per-step and
-per-measurement costs (compile times added); with `--shards=N`, also each shard's wall time when the grid
-is split as `launch.dynamics --shard=I/N` splits it. `--flops` prints the grid's FLOP budget per family
-without training: training against the measurement's forward passes (both from XLA's cost analysis of each
-model), the minutes they need at this machine's matmul rate, and the batch size at which the forward
-passes alone stay within +25%.
+`measure_every` steps (all seeds vmapped), of the same run without any measurement, and of the PyTorch
+tracker of launch/torch_tracker.py doing the same work (same architecture, batch, steps and probes, hooks
+on every measured layer, `torch.linalg.svdvals` and TwoNN per layer every `measure_every` steps, the seeds
+one after another), and the ratio of mpcodec's measured seed-steps/s to the tracker's. Compile time is
+timed apart; the tracker gets a warm-up seed. The variants are timed interleaved (A B C A B C ...),
+`--repeats` times each, and medians are reported (the ratio is the median of the ratios of the
+interleaved pairs), so that load from other processes on a shared machine touches all alike. torch's
+thread count is the faster of XLA's core count and 1 on a short probe, unless `--torch_threads` sets it.
+Wall time and this process's CPU time are printed. `--full_grid` times the whole default grid (every
+configuration trained and written as by launch.dynamics) and prints its wall time. `--estimate_grid`
+times every architecture of the grid once per input kind (images on MNIST, text on AG News) over
+`--steps` steps, with and without measurement, and extrapolates each configuration's and the whole
+grid's wall time from the per-step and per-measurement costs (compile times added); with `--shards=N`,
+also each shard's wall time when the grid is split as `launch.dynamics --shard=I/N` splits it. `--flops`
+prints the grid's FLOP budget per family without training: training against the measurement's forward
+passes (both from XLA's cost analysis of each model), the minutes they need at this machine's matmul
+rate, and the batch size at which the forward passes alone stay within +25%.
 """
 
 import dataclasses
@@ -34,9 +39,11 @@ import time
 from absl import app, flags
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mpcodec.core import configuration
 from mpcodec.data import registry
+from mpcodec.metrics import dimensionality
 from mpcodec.studies.dynamics import program as dynamics, sweep as dynamics_sweep
 from mpcodec.studies.dynamics import shards as dynamics_shards
 
@@ -46,7 +53,13 @@ _ARCHS = flags.DEFINE_list(
     "archs", ["mlp_512x2_256x2@mnist", "cnn_32_64_128@mnist", "transformer_d128_h4_l4@mnist"],
     "arch@dataset runs to time (one per family by default).")
 _STEPS = flags.DEFINE_integer("steps", 0, "Training steps timed per run (0 = the config's chunk).")
-_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repetitions per variant (fastest kept).")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repetitions per variant, interleaved (median kept).")
+_TORCH = flags.DEFINE_bool("torch_baseline", True, "Also time the ndt-style PyTorch tracker "
+                           "(launch/torch_tracker.py; needs torch, the 'bench' extra) side by side.")
+_TORCH_THREADS = flags.DEFINE_integer(
+    "torch_threads", 0, "torch intra-op threads. 0: the faster of the cores XLA uses and 1, chosen per run "
+    "by a short timed probe (on a loaded machine torch's OpenMP threads wait for each other and 2 threads "
+    "ran 5-20x slower than 1).")
 _CONFIG_ARG = flags.DEFINE_string("config_arg", "", "Argument passed to configs/dynamics.py get_config.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, f"Data directory (else ${registry.DATA_DIR_ENV}).")
 _FULL_GRID = flags.DEFINE_bool("full_grid", False, "Also time the whole default grid.")
@@ -93,8 +106,85 @@ def _timed(fn):
   return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def benchmark_run(sweep, run, data_dir, steps, repeats, quiet=False):
-  """Prints and returns the throughput of `run` with and without measurement."""
+def _median(values):
+  """Median of a list of numbers, or per component of a list of (wall, cpu) pairs."""
+  medians = np.median(np.asarray(values, np.float64), axis=0)
+  return float(medians) if medians.ndim == 0 else tuple(float(v) for v in medians)
+
+
+def jax_threads() -> int:
+  """Cores XLA's CPU client runs on: one intra-op thread per core this process may use."""
+  return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def torch_tracker_for(cfg, prepared, dataset):
+  """The PyTorch tracker doing `cfg`'s measured run on `prepared`'s probe sets (launch.torch_tracker)."""
+  from launch import torch_tracker  # pylint: disable=g-import-not-at-top
+  if dataset.kind != "image":
+    raise app.UsageError(f"the PyTorch baseline reads images only; {cfg.dataset} is {dataset.kind}")
+  run = torch_tracker.TrackerRun(
+      arch=cfg.arch, num_seeds=cfg.num_seeds, num_steps=cfg.num_steps, batch_size=cfg.batch_size,
+      measure_every=cfg.measure_every, learning_rate=cfg.optim.learning_rate,
+      warmup_steps=cfg.optim.warmup_steps, twonn_samples=cfg.twonn_samples,
+      num_classes=dataset.num_classes, arrays=prepared.probe.arrays, layer_names=prepared.probe.layer_names)
+  return torch_tracker.Tracker(run)
+
+
+def check_same_measures(prepared, cfg):
+  """Largest relative difference between mpcodec's and the tracker's measures of the same matrices:
+  (spectral measures, TwoNN).
+
+  The matrices are every measured layer's (rows, units) matrix on the probe at seed 0's initialisation;
+  TwoNN is compared on the first `twonn_samples` rows (all of them, so no subsample draw to match).
+  """
+  from launch import torch_tracker  # pylint: disable=g-import-not-at-top
+  torch = torch_tracker.require_torch()
+  params = jax.tree.map(lambda x: x[0], prepared.fns.init(prepared.keys)["params"])
+  _, acts = prepared.model.apply(params, prepared.data["probe_x"])
+  spectral, twonn = 0.0, 0.0
+  for name, layout in zip(prepared.probe.layer_names, prepared.probe.layer_layouts):
+    matrix, _ = dimensionality.layer_matrix(acts[name], layout, cfg.conv_mode)
+    if name in prepared.data["rows"]:
+      matrix = matrix[prepared.data["rows"][name]]
+    ours = dimensionality.all_measures(matrix, jax.random.PRNGKey(0), None)
+    ours["twonn_dimension"] = dimensionality.twonn_dimension(matrix[:cfg.twonn_samples])
+    matrix_t = torch.from_numpy(np.array(matrix))
+    theirs = [float(v) for v in torch_tracker.spectral_measures(matrix_t)]
+    theirs.append(float(torch_tracker.twonn(matrix_t[:cfg.twonn_samples])))
+    differences = [abs(float(ours[key]) - value) / max(abs(value), 1e-12)
+                   for key, value in zip(dimensionality.MEASURE_NAMES, theirs)]
+    spectral, twonn = max(spectral, *differences[:4]), max(twonn, differences[4])
+  return spectral, twonn
+
+
+def choose_torch_threads(probe_tracker, requested):
+  """Sets torch's threads to `requested`, or (0) to the faster of jax_threads() and 1 on `probe_tracker`.
+
+  Returns a line saying what was chosen and why.
+  """
+  from launch import torch_tracker  # pylint: disable=g-import-not-at-top
+  torch = torch_tracker.require_torch()
+  if requested:
+    torch.set_num_threads(requested)
+    probe_tracker.run()
+    return f"{requested} (--torch_threads)"
+  seconds = {}
+  for threads in dict.fromkeys((jax_threads(), 1)):
+    torch.set_num_threads(threads)
+    probe_tracker.run()
+    seconds[threads] = min(probe_tracker.run()[0] for _ in range(2))
+  best = min(seconds, key=seconds.get)
+  torch.set_num_threads(best)
+  probe = ", ".join(f"{t} thread(s) {s:.2f}s" for t, s in seconds.items())
+  return f"{best} (the faster on a one-seed probe: {probe}; XLA uses {jax_threads()})"
+
+
+def benchmark_run(sweep, run, data_dir, steps, repeats, quiet=False, torch_baseline=False,
+                  torch_threads=0):
+  """Prints and returns the throughput of `run` with and without measurement (and of the tracker).
+
+  The variants are timed interleaved (A B C A B C ...) `repeats` times each; medians are reported.
+  """
   cfg = dynamics_sweep.run_config(sweep, run)
   dataset = dynamics.load_dataset(cfg, data_dir)
   steps = steps or cfg.chunk_blocks * cfg.measure_every
@@ -103,27 +193,51 @@ def benchmark_run(sweep, run, data_dir, steps, repeats, quiet=False):
   variants = {}
   for label, measure in (("measured", True), ("train only", False)):
     variants[label] = _time_variant(dataclasses.replace(cfg, measure=measure), dataset, chunks=1)
-  best = {label: (float("inf"), float("inf")) for label in variants}
+  check = None
+  if torch_baseline:
+    prepared = dynamics.prepare(cfg, dataset)
+    tracker = torch_tracker_for(cfg, prepared, dataset)
+    check = check_same_measures(prepared, cfg)
+    # Warm-up (allocations, first-call dispatch), as the compiled variants had; it also picks the threads.
+    probe_tracker = type(tracker)(dataclasses.replace(tracker.run_cfg, num_seeds=1,
+                                                      num_steps=2 * cfg.measure_every))
+    threads = choose_torch_threads(probe_tracker, torch_threads)
+    variants["torch tracker"] = (0.0, tracker.run, steps)
+  times = {label: [] for label in variants}
   for _ in range(repeats):
     for label, (_, run_fn, _) in variants.items():
-      wall, cpu = _timed(run_fn)
-      best[label] = (min(best[label][0], wall), min(best[label][1], cpu))
-  overhead_wall = 100 * (best["measured"][0] / best["train only"][0] - 1)
-  overhead_cpu = 100 * (best["measured"][1] / best["train only"][1] - 1)
-  result = {"run": run, "measured": best["measured"], "train_only": best["train only"],
+      times[label].append(_timed(run_fn))
+  median = {label: _median(values) for label, values in times.items()}
+  overhead_wall = 100 * (median["measured"][0] / median["train only"][0] - 1)
+  overhead_cpu = 100 * (median["measured"][1] / median["train only"][1] - 1)
+  seed_steps = cfg.num_seeds * steps
+  result = {"run": run, "measured": median["measured"], "train_only": median["train only"],
             "overhead_wall_percent": overhead_wall, "overhead_cpu_percent": overhead_cpu,
             "steps": steps, "measurements": steps // cfg.measure_every,
-            "compile_seconds": variants["measured"][0]}
+            "compile_seconds": variants["measured"][0],
+            "walls": {label: [w for w, _ in values] for label, values in times.items()}}
+  if torch_baseline:
+    # Ratio of each interleaved pair (tracker time / mpcodec time of the same repeat), then its median.
+    pair_ratios = [t[0] / m[0] for t, m in zip(times["torch tracker"], times["measured"])]
+    result.update(torch=median["torch tracker"], ratio=_median(pair_ratios), pair_ratios=pair_ratios,
+                  ratio_of_medians=median["torch tracker"][0] / median["measured"][0],
+                  measure_difference=check, torch_threads=threads)
   if quiet:
     return result
   print(f"\n{run}: {cfg.num_seeds} seeds, batch {cfg.batch_size}, probe {cfg.probe_size}, measure every "
-        f"{cfg.measure_every} steps, {steps} steps timed (best of {repeats})")
+        f"{cfg.measure_every} steps, {steps} steps timed (median of {repeats}, interleaved)")
   for label, (compile_seconds, _, _) in variants.items():
-    wall, cpu = best[label]
-    print(f"  {label:>10}: {steps / wall:8.1f} steps/s, {cfg.num_seeds * steps / wall:9.1f} seed-steps/s "
-          f"(wall {wall:.2f}s, cpu {cpu:.2f}s); compile {compile_seconds:.1f}s")
-  print(f"  measurement overhead: {overhead_wall:+.1f}% wall, {overhead_cpu:+.1f}% cpu "
-        f"(limit +25%)")
+    wall, cpu = median[label]
+    compiled = f"; compile {compile_seconds:.1f}s" if label != "torch tracker" else ""
+    print(f"  {label:>13}: {steps / wall:8.1f} steps/s, {seed_steps / wall:9.1f} seed-steps/s "
+          f"(wall {wall:.2f}s, cpu {cpu:.2f}s{compiled})")
+  print(f"  measurement overhead: {overhead_wall:+.1f}% wall, {overhead_cpu:+.1f}% cpu")
+  if torch_baseline:
+    print(f"  mpcodec / torch tracker seed-steps/s: {result['ratio']:.2f}x (median of the {repeats} "
+          f"interleaved pairs {', '.join(f'{r:.2f}' for r in pair_ratios)}; ratio of medians "
+          f"{result['ratio_of_medians']:.2f}x); torch threads: {threads}")
+    print(f"  same matrices, largest relative difference of the measures: spectral {check[0]:.1e}, "
+          f"TwoNN {check[1]:.1e}")
   return result
 
 
@@ -238,9 +352,14 @@ def main(argv):
     raise app.UsageError("--shards splits the grid estimate: pass --estimate_grid too")
   needs_data = bool(_ARCHS.value) or _ESTIMATE_GRID.value or _FULL_GRID.value
   data_dir = registry.resolve_data_dir(_DATA_DIR.value) if needs_data else None   # --flops alone: none
-  print(f"devices: {jax.devices()}; cores visible: {os.cpu_count()}")
+  print(f"devices: {jax.devices()}; cores visible: {os.cpu_count()}; XLA CPU threads: {jax_threads()}")
+  torch_baseline = _TORCH.value and bool(_ARCHS.value)
+  if torch_baseline:
+    from launch import torch_tracker  # pylint: disable=g-import-not-at-top
+    print(f"torch {torch_tracker.require_torch().__version__}: intra-op threads chosen per run (below)")
   for run in _ARCHS.value:
-    benchmark_run(sweep, run, data_dir, _STEPS.value, _REPEATS.value)
+    benchmark_run(sweep, run, data_dir, _STEPS.value, _REPEATS.value, torch_baseline=torch_baseline,
+                  torch_threads=_TORCH_THREADS.value)
   if _FLOPS.value:
     print_flop_budget(sweep, matmul_gflops())
   if _ESTIMATE_GRID.value:
