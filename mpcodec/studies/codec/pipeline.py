@@ -21,9 +21,11 @@ from mpcodec.core import configuration, loop
 from mpcodec.core.checkpoint import CheckpointError, CheckpointStore
 from mpcodec.sae import autoencoder as sae
 from mpcodec.sae import squeezer
-from mpcodec.studies.codec.sources import (ActivationSource, GroundTruthSource, SourceConfig,
-                                   check_finite, check_width, make_source)
+from mpcodec.data.toy_features import ThemeConfig
+from mpcodec.studies.codec.sources import (ActivationSource, GroundTruthConfig, GroundTruthSource, SourceConfig,
+                                           check_finite, check_width, make_source)
 from mpcodec.metrics import codec as codec_metrics
+from mpcodec.studies.codec import analysis, dead_latents
 from mpcodec.studies.codec import report as codec_report
 from mpcodec.core import seeds
 
@@ -130,14 +132,15 @@ def init_batch(source: ActivationSource, loop_cfg: "LoopConfig") -> jax.Array:
 # ----------------------------------------------------------------------------- SAE
 
 
-def sae_program(cfg: sae.SAEConfig, loop_cfg: "LoopConfig", source: ActivationSource) -> loop.Program:
+def sae_program(cfg: sae.SAEConfig, loop_cfg: "LoopConfig", source: ActivationSource, name: str = "sae"
+                ) -> loop.Program:
   """SAE training of every (k, seed) run as a program of the one run loop (keys: `sae_keys`)."""
   sample_BxD = init_batch(source, loop_cfg)
 
   def init(keys):
     return jax.vmap(lambda key, k: sae.init_state(key, sample_BxD, k, cfg, loop_cfg.steps))(keys["init"], keys["k"])
 
-  phase = stage_phase("sae", sae_step_fn(cfg, loop_cfg.steps), source, loop_cfg)
+  phase = stage_phase(name, sae_step_fn(cfg, loop_cfg.steps), source, loop_cfg)
   return loop.Program(study="codec", init=init, phases=(phase,))
 
 
@@ -236,40 +239,56 @@ def ground_truth_recovery(states: State, cfg: sae.SAEConfig, source: Any, batch_
 
 
 def squeezer_keys(seed: int, num_seeds: int, runs: int) -> dict[str, jax.Array]:
-  """One Squeezer key per SAE run, drawn like the SAE's: by seed index, the same for every k."""
+  """One Squeezer key per Squeezer run, drawn like the SAE's: by seed index, the same for every k and K."""
   return {"init": jnp.tile(seeds.seed_keys(seed, num_seeds, "squeezer_init"), (runs // num_seeds, 1))}
+
+
+def squeezer_k_values(squeezer_cfg: sae.SAEConfig) -> tuple[int, ...]:
+  """The Squeezer K values trained side by side (its `k_grid`, else its one `k`)."""
+  return squeezer_cfg.k_values
+
+
+def tile_runs(tree: Any, times: int) -> Any:
+  """Every leaf repeated `times` times along its leading (run) axis: [r0, r1, .., r0, r1, ..]."""
+  return jax.tree.map(lambda a: jnp.tile(a, (times,) + (1,) * (a.ndim - 1)), tree)
 
 
 def train_squeezer(squeezer_cfg: sae.SAEConfig, sae_states: State, sae_cfg: sae.SAEConfig,
                    loop_cfg: "LoopConfig", source: ActivationSource, seed: int, num_seeds: int
                    ) -> tuple[State, dict[str, np.ndarray]]:
-  """(Squeezer train states, history) of every SAE run as one pure call (see `train_sae`)."""
+  """(Squeezer train states, history) of every (K, SAE run) as one pure call (see `train_sae`)."""
   program = squeezer_program(squeezer_cfg, sae_states, sae_cfg, loop_cfg, source)
-  runs = int(sae_states["k"].shape[0])
+  runs = int(sae_states["k"].shape[0]) * len(squeezer_k_values(squeezer_cfg))
   state, history = jax.jit(loop.pure_sweep(program))(squeezer_keys(seed, num_seeds, runs))
   return state["squeezer"], history_by_step(history["squeezer"])
 
 
 def squeezer_program(squeezer_cfg: sae.SAEConfig, sae_states: State, sae_cfg: sae.SAEConfig,
-                     loop_cfg: "LoopConfig", source: ActivationSource) -> loop.Program:
-  """Squeezer training of every SAE run as a program of the one run loop.
+                     loop_cfg: "LoopConfig", source: ActivationSource, name: str = "squeezer") -> loop.Program:
+  """Squeezer training of every (K, SAE run) as a program of the one run loop, K-major.
 
-  Its state is {"squeezer": train state, "sae": the frozen (folded) SAE state of the same run}, so a
-  checkpoint holds everything a resumed run needs.
+  Squeezer run q has K = K_values[q // R] and squeezes SAE run q % R (R SAE runs); K is traced (its
+  `k_grid` sets the static k_max), so one compiled program trains every K. Its state is {"squeezer":
+  train state, "sae": the frozen (folded) SAE state of the same run}, so a checkpoint holds everything a
+  resumed run needs.
   """
   sample_BxD = init_batch(source, loop_cfg)
+  k_values = squeezer_k_values(squeezer_cfg)
+  sae_runs = tile_runs(sae_states, len(k_values))
+  squeezer_ks = jnp.repeat(jnp.asarray(k_values, jnp.int32), int(sae_states["k"].shape[0]))
 
   def init(keys):
-    states = jax.vmap(lambda key, sae_state: squeezer.init_state(
-        key, sae_state, sample_BxD, sae_cfg, squeezer_cfg, loop_cfg.steps))(keys["init"], sae_states)
-    return {"squeezer": states, "sae": sae_states}
+    states = jax.vmap(lambda key, sae_state, k: dict(squeezer.init_state(
+        key, sae_state, sample_BxD, sae_cfg, squeezer_cfg, loop_cfg.steps), k=k))(
+            keys["init"], sae_runs, squeezer_ks)
+    return {"squeezer": states, "sae": sae_runs}
 
   def step(states, x_BxD):
     new, metrics = jax.vmap(lambda state, sae_state: squeezer.train_step(
         state, sae_state, x_BxD, sae_cfg, squeezer_cfg, loop_cfg.steps))(states["squeezer"], states["sae"])
     return {"squeezer": new, "sae": states["sae"]}, metrics
 
-  return loop.Program(study="codec", init=init, phases=(stage_phase("squeezer", step, source, loop_cfg),))
+  return loop.Program(study="codec", init=init, phases=(stage_phase(name, step, source, loop_cfg),))
 
 
 def evaluate_squeezer(states: State, sae_states: State, sae_cfg: sae.SAEConfig,
@@ -323,7 +342,7 @@ def evaluate_squeezer(states: State, sae_states: State, sae_cfg: sae.SAEConfig,
 
 @dataclasses.dataclass(frozen=True)
 class CodecConfig:
-  """Every knob of a codec run: source, SAE, Squeezer and their loops.
+  """Every knob of a codec run: source, SAE, Squeezer, their loops, and the analyses after them.
 
   Attributes:
     seed: base seed; run keys are fold_in(PRNGKey(seed), seed index).
@@ -331,21 +350,38 @@ class CodecConfig:
     dense_above: a latent firing on more than this fraction of tokens counts as dense.
     sae_checkpoint: directory of a saved SAE store (workdir/checkpoints/sae of an earlier run) to reuse
       instead of training one; its input width must match the source.
+    squeezer_k_grid: Squeezer K values trained side by side in one program (empty: `squeezer.k` alone);
+      every analysis is reported per K.
+    tax_width_factors: widths M = factor × layer width of the extra Squeezers trained for the
+      superposition-tax sweep (one program each, the K values of the grid that fit); the main
+      Squeezer's width is always in the sweep.
+    analysis: the compression-rule analyses after the Squeezer (`analysis.AnalysisConfig`).
+    dead_latents: the earlier study's dead-latent setting, trained when `dead_latents.enabled`.
   """
 
   seed: int = 0
   num_seeds: int = 2
   dense_above: float = 0.1
   sae_checkpoint: str = ""
+  squeezer_k_grid: tuple[int, ...] = ()
+  tax_width_factors: tuple[float, ...] = (0.25, 0.5, 2.0)
   source: SourceConfig = SourceConfig()
   sae: sae.SAEConfig = sae.SAEConfig()
   sae_loop: LoopConfig = LoopConfig()
   squeezer: squeezer.SqueezerConfig = squeezer.SqueezerConfig()
   squeezer_loop: LoopConfig = LoopConfig(steps=1000)
+  analysis: analysis.AnalysisConfig = analysis.AnalysisConfig()
+  dead_latents: dead_latents.DeadLatentsConfig = dead_latents.DeadLatentsConfig()
 
   def checks(self):
     yield "num_seeds", self.num_seeds >= 1, f"must be >= 1, got {self.num_seeds}"
     yield "dense_above", 0.0 < self.dense_above <= 1.0, f"must lie in (0, 1], got {self.dense_above}"
+    for i, k in enumerate(self.squeezer_k_grid):
+      yield f"squeezer_k_grid[{i}]", k >= 1, f"must be >= 1, got {k}"
+    yield "squeezer_k_grid", len(set(self.squeezer_k_grid)) == len(self.squeezer_k_grid), (
+        f"repeats a value: {self.squeezer_k_grid}")
+    for i, factor in enumerate(self.tax_width_factors):
+      yield f"tax_width_factors[{i}]", factor > 0, f"must be > 0, got {factor}"
 
 
 def parse_codec_config(cfg: Any) -> CodecConfig:
@@ -353,9 +389,28 @@ def parse_codec_config(cfg: Any) -> CodecConfig:
   return configuration.parse(CodecConfig, cfg)
 
 
+def squeezer_config(cfg: CodecConfig, width: int, num_neurons: int | None = None) -> sae.SAEConfig:
+  """The Squeezer as an SAEConfig of `num_neurons` neurons (default: its M), K grid included."""
+  base = cfg.squeezer.as_sae_config(width)
+  if num_neurons is not None:
+    base = dataclasses.replace(base, num_latents=num_neurons, aux_k=min(base.aux_k, num_neurons))
+  return dataclasses.replace(base, k_grid=tuple(cfg.squeezer_k_grid))
+
+
 def check_against_width(cfg: CodecConfig, width: int) -> None:
   """Rules that need the source width (the Squeezer's default M); raises ConfigError naming the key."""
   configuration.check_values(cfg.squeezer.as_sae_config(width), "config.squeezer")
+  num_neurons = cfg.squeezer.resolved_num_neurons(width)
+  for i, k in enumerate(cfg.squeezer_k_grid):
+    if k > num_neurons:
+      raise configuration.ConfigError(
+          f"config.squeezer_k_grid[{i}]: K={k} must be <= the Squeezer's num_neurons={num_neurons}")
+
+
+def tax_widths(cfg: CodecConfig, width: int) -> list[int]:
+  """The extra Squeezer widths of the tax sweep: round(factor × width), without the main one, ascending."""
+  main = cfg.squeezer.resolved_num_neurons(width)
+  return sorted({max(1, round(f * width)) for f in cfg.tax_width_factors} - {main})
 
 
 def checkpoint_root(workdir: str) -> str:
@@ -364,7 +419,7 @@ def checkpoint_root(workdir: str) -> str:
 
 
 # Knobs that change how a stage executes or what is computed after it, not its trained states.
-_NOT_TRAINING = ("dense_above", "chunk_steps", "checkpoint_every", "eval_batches")
+_NOT_TRAINING = ("dense_above", "chunk_steps", "checkpoint_every", "eval_batches", "analysis")
 
 
 def _training_only(config: Any) -> Any:
@@ -379,9 +434,12 @@ def sae_training_config(cfg: CodecConfig) -> dict:
   return {k: config[k] for k in ("seed", "num_seeds", "source", "sae", "sae_loop")}
 
 
-def squeezer_training_config(cfg: CodecConfig) -> dict:
-  """What decides the Squeezer stage's trained states: its own knobs and everything the SAE depends on."""
-  return _training_only(configuration.to_dict(cfg))
+def squeezer_training_config(cfg: CodecConfig, num_neurons: int | None = None) -> dict:
+  """What decides a Squeezer stage's trained states: its own knobs and everything the SAE depends on
+  (a tax-sweep stage adds its width; the other stages' knobs are not part of it)."""
+  config = _training_only(configuration.to_dict(cfg))
+  config = {k: v for k, v in config.items() if k not in ("tax_width_factors", "dead_latents")}
+  return config if num_neurons is None else dict(config, tax_num_neurons=num_neurons)
 
 
 def load_sae(directory: str, step: int | None = None) -> tuple[State, sae.SAEConfig, dict]:
@@ -402,11 +460,68 @@ def load_sae(directory: str, step: int | None = None) -> tuple[State, sae.SAECon
   return folded_sae_states(jax.tree.map(jnp.asarray, states)), sae_cfg, metadata
 
 
+def train_squeezer_stage(cfg: CodecConfig, source: ActivationSource, sae_states: State, sae_cfg: sae.SAEConfig,
+                         sae_labels: list[dict], num_seeds: int, num_neurons: int, main: bool, root: str,
+                         progress: Any = None, overwrite: bool = False) -> analysis.SqueezerStage | str:
+  """Trains (or resumes, or loads) one Squeezer stage of `num_neurons` neurons over every SAE run.
+
+  The main stage is "squeezer"; a tax-sweep stage is "squeezer_m<M>" and trains the grid's K values
+  that fit in M. Returns the stage, or the reason it was not trained (no K fits).
+  """
+  full = squeezer_config(cfg, source.width, num_neurons)
+  k_values = tuple(k for k in full.k_values if k <= num_neurons)
+  if not k_values:
+    return f"no Squeezer K of {list(full.k_values)} fits in M={num_neurons} neurons"
+  squeezer_cfg = dataclasses.replace(full, k=k_values[0], k_grid=k_values if len(k_values) > 1 else ())
+  sae_runs = int(sae_states["k"].shape[0])
+  labels = [dict(sae_labels[q % sae_runs], squeezer_k=int(k)) for q, k in
+            enumerate(np.repeat(np.asarray(k_values), sae_runs))]
+  name = "squeezer" if main else f"squeezer_m{num_neurons}"
+  program = squeezer_program(squeezer_cfg, sae_states, sae_cfg, cfg.squeezer_loop, source, name=name)
+  outcome = loop.run(program, squeezer_keys(cfg.seed, num_seeds, len(labels)), root,
+                     seed_labels=[f"k={r['k']} K={r['squeezer_k']} seed {r['seed_index']}" for r in labels],
+                     config=squeezer_training_config(cfg, None if main else num_neurons),
+                     metadata={"squeezer": configuration.to_dict(squeezer_cfg), "num_runs": len(labels),
+                               "runs": labels, "source": source.description},
+                     progress=progress, overwrite=overwrite)
+  return analysis.SqueezerStage(
+      name=name, num_neurons=num_neurons, cfg=squeezer_cfg, states=outcome.state["squeezer"],
+      sae_run=np.arange(len(labels)) % sae_runs, labels=labels,
+      history=history_by_step(outcome.history[name]))
+
+
+def train_dead_latent_setting(cfg: CodecConfig, root: str, progress: Any = None, overwrite: bool = False
+                              ) -> dict[str, Any]:
+  """Trains the earlier study's dead-latent setting (one SAE program per AuxK value) and summarizes it."""
+  setting = cfg.dead_latents
+  source = GroundTruthSource(GroundTruthConfig(
+      num_atoms=setting.num_concepts, dim=setting.dim, k_true=setting.concepts_per_token,
+      noise_std=setting.noise_std, seed=cfg.source.ground_truth.seed, themes=ThemeConfig()))
+  loop_cfg = dataclasses.replace(cfg.sae_loop, steps=setting.steps, batch_size=setting.batch_size,
+                                 eval_batches=setting.eval_batches)
+  counts, num_tokens = {}, 0
+  for aux_k in setting.aux_k_values:
+    sae_cfg = dataclasses.replace(cfg.sae, num_latents=setting.num_latents, k=setting.k, k_grid=(), aux_k=aux_k)
+    keys = sae_keys(sae_cfg, cfg.seed, setting.num_seeds)
+    name = f"dead_latents_aux{aux_k}"
+    outcome = loop.run(sae_program(sae_cfg, loop_cfg, source, name=name), keys, root,
+                       seed_labels=[f"aux_k={aux_k} seed {s}" for s in range(setting.num_seeds)],
+                       config={"dead_latents": configuration.to_dict(setting), "sae": configuration.to_dict(sae_cfg),
+                               "sae_loop": _training_only(configuration.to_dict(loop_cfg)), "seed": cfg.seed},
+                       metadata={"source": source.description}, progress=progress, overwrite=overwrite)
+    found = evaluate_sae(folded_sae_states(outcome.state), sae_cfg, source, loop_cfg, cfg.dense_above)
+    counts[aux_k] = found["firing_counts"]
+    num_tokens = int(found["num_tokens"])
+  return dict(dead_latents.summarize(setting, counts, num_tokens), source=source.description)
+
+
 def run_codec(cfg: CodecConfig, workdir: str, progress: Any = None, overwrite: bool = False) -> dict[str, Any]:
-  """Trains (or loads) the SAE, then the Squeezer, through the one run loop; writes metrics, plots, report.
+  """Trains (or loads) the SAE, then the Squeezers, through the one run loop; analyses them; writes
+  metrics, the atlas, plots and the report.
 
   Each stage checkpoints as it trains and resumes from its latest checkpoint; a finished stage is not
-  trained again. `overwrite` removes checkpoints of another config instead of refusing them.
+  trained again, and a finished analysis of the same inputs is read back. `overwrite` removes
+  checkpoints of another config instead of refusing them.
   """
   source = make_source(cfg.source)
   check_against_width(cfg, source.width)
@@ -428,26 +543,36 @@ def run_codec(cfg: CodecConfig, workdir: str, progress: Any = None, overwrite: b
                        metadata=metadata, progress=progress, overwrite=overwrite)
     sae_final = folded_sae_states(outcome.state)
     sae_history = history_by_step(outcome.history["sae"])
-  runs = int(sae_final["k"].shape[0])
   run_labels = [{"k": int(k), "seed_index": r % num_seeds} for r, k in enumerate(np.asarray(sae_final["k"]))]
 
   sae_metrics = evaluate_sae(sae_final, sae_cfg, source, cfg.sae_loop, cfg.dense_above)
   if isinstance(source, GroundTruthSource):
     sae_metrics.update(ground_truth_recovery(sae_final, sae_cfg, source, cfg.sae_loop.batch_size))
 
-  squeezer_cfg = cfg.squeezer.as_sae_config(source.width)
-  outcome = loop.run(squeezer_program(squeezer_cfg, sae_final, sae_cfg, cfg.squeezer_loop, source),
-                     squeezer_keys(cfg.seed, num_seeds, runs), root,
-                     seed_labels=run_names(sae_final["k"], num_seeds), config=squeezer_training_config(cfg),
-                     metadata={"squeezer": configuration.to_dict(squeezer_cfg), "num_runs": runs,
-                               "runs": run_labels, "source": source.description},
-                     progress=progress, overwrite=overwrite)
-  sq_states = outcome.state["squeezer"]
-  sq_history = history_by_step(outcome.history["squeezer"])
+  main_width = cfg.squeezer.resolved_num_neurons(source.width)
+  stages, skipped = [], {}
+  for num_neurons in [main_width] + tax_widths(cfg, source.width):
+    stage = train_squeezer_stage(cfg, source, sae_final, sae_cfg, run_labels, num_seeds, num_neurons,
+                                 num_neurons == main_width and not stages, root, progress, overwrite)
+    if isinstance(stage, str):
+      skipped[num_neurons] = stage
+    else:
+      stages.append(stage)
+  main = stages[0]
   live_latents = sae_metrics["firing_counts"] > 0
-  sq_metrics = evaluate_squeezer(sq_states, sae_final, sae_cfg, squeezer_cfg, source, cfg.squeezer_loop,
-                                 live_latents)
+  sq_metrics = evaluate_squeezer(main.states, tile_runs(sae_final, len(main.cfg.k_values)), sae_cfg, main.cfg,
+                                 source, cfg.squeezer_loop, np.tile(live_latents, (len(main.cfg.k_values), 1)))
+  dead_payload = (train_dead_latent_setting(cfg, root, progress, overwrite) if cfg.dead_latents.enabled
+                  else None)
+  analysis_payload = analysis.analyze(
+      workdir, cfg.analysis, source=source, sae_states=sae_final, sae_cfg=sae_cfg, sae_labels=run_labels,
+      stages=stages, skipped_widths=skipped, sae_metrics=sae_metrics, squeezer_metrics=sq_metrics,
+      dead_latents_payload=dead_payload, primary_squeezer_k=cfg.squeezer.k,
+      ultra_rare_below=cfg.dead_latents.ultra_rare_below,
+      inputs_config=dict(squeezer_training_config(cfg), tax_width_factors=list(cfg.tax_width_factors),
+                         dead_latents=configuration.to_dict(cfg.dead_latents)))
   return codec_report.write_codec_outputs(
       workdir, cfg=configuration.to_dict(cfg), source_description=source.description, run_labels=run_labels,
       sae_metrics=sae_metrics, sae_history=sae_history, squeezer_metrics=sq_metrics,
-      squeezer_history=sq_history, num_neurons=squeezer_cfg.num_latents)
+      squeezer_history=main.history, num_neurons=main.num_neurons, squeezer_labels=main.labels,
+      analysis_payload=analysis_payload)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from mpcodec.core import io
+from mpcodec.studies.codec import replication
 
 _PER_RUN_SAE = ("fvu", "l0", "dead_fraction", "dense_fraction", "mean_max_cosine_similarity",
                 "matched_cosine_similarity", "matched_pair_correlation")
@@ -72,8 +73,7 @@ def _plot_history(history: Mapping[str, np.ndarray], run_labels: Sequence[dict],
   for ax, name in zip(np.atleast_1d(axes), panels):
     values = np.asarray(history[name])
     for r, label in enumerate(run_labels):
-      ax.plot(np.arange(1, values.shape[0] + 1), values[:, r], lw=0.9,
-              label=f"k={label['k']} seed {label['seed_index']}")
+      ax.plot(np.arange(1, values.shape[0] + 1), values[:, r], lw=0.9, label=_run_name(label))
     ax.set_xlabel("step")
     ax.set_title(name)
     if name in ("fvu", "aux_loss") and np.all(values > 0):
@@ -110,7 +110,7 @@ def _plot_features_per_neuron(metrics: Mapping[str, np.ndarray], run_labels: Seq
   bins = np.arange(per_neuron.max() + 2) - 0.5
   fig, ax = plt.subplots(figsize=(5, 3.2))
   for r, label in enumerate(run_labels):
-    ax.hist(per_neuron[r], bins=bins, histtype="step", label=f"k={label['k']} seed {label['seed_index']}")
+    ax.hist(per_neuron[r], bins=bins, histtype="step", label=_run_name(label))
   ax.set_xlabel("SAE features per synthetic neuron")
   ax.set_ylabel("neurons")
   ax.set_title("Squeezer: features per synthetic neuron")
@@ -119,7 +119,8 @@ def _plot_features_per_neuron(metrics: Mapping[str, np.ndarray], run_labels: Seq
 
 
 def _run_name(row: Mapping[str, Any]) -> str:
-  return f"k={row['k']} seed {row['seed_index']}"
+  squeezer_k = f" K={row['squeezer_k']}" if "squeezer_k" in row else ""
+  return f"k={row['k']}{squeezer_k} seed {row['seed_index']}"
 
 
 def _markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -148,10 +149,18 @@ def write_codec_outputs(workdir: str, *, cfg: Mapping[str, Any], source_descript
                         run_labels: Sequence[dict], sae_metrics: Mapping[str, np.ndarray],
                         sae_history: Mapping[str, np.ndarray] | None,
                         squeezer_metrics: Mapping[str, np.ndarray],
-                        squeezer_history: Mapping[str, np.ndarray], num_neurons: int) -> dict[str, Any]:
-  """Writes metrics/, plots/ and report.md under `workdir`; returns the two JSON payloads."""
+                        squeezer_history: Mapping[str, np.ndarray], num_neurons: int,
+                        squeezer_labels: Sequence[dict] | None = None,
+                        analysis_payload: Mapping[str, Any] | None = None) -> dict[str, Any]:
+  """Writes metrics/, plots/ and report.md under `workdir`; returns the JSON payloads.
+
+  squeezer_labels: one per Squeezer run (its SAE run's label and its K; default: the SAE's labels);
+  analysis_payload: metrics/analysis.json (written by `analysis.analyze`), whose findings and replication
+  table go into report.md.
+  """
+  squeezer_labels = list(run_labels if squeezer_labels is None else squeezer_labels)
   sae_payload = dict(sae_summary(sae_metrics, run_labels), source=source_description, config=cfg)
-  squeezer_payload = dict(squeezer_summary(squeezer_metrics, run_labels), source=source_description,
+  squeezer_payload = dict(squeezer_summary(squeezer_metrics, squeezer_labels), source=source_description,
                           num_neurons=num_neurons)
   io.write_json(os.path.join(workdir, "metrics", "sae.json"), sae_payload)
   io.write_json(os.path.join(workdir, "metrics", "squeezer.json"), squeezer_payload)
@@ -160,13 +169,17 @@ def write_codec_outputs(workdir: str, *, cfg: Mapping[str, Any], source_descript
     io.write_csv(os.path.join(workdir, "metrics", "sae_history.csv"), _history_rows(sae_history, run_labels))
     _plot_history(sae_history, run_labels, "SAE training", os.path.join(plots, "sae_training.png"))
   io.write_csv(os.path.join(workdir, "metrics", "squeezer_history.csv"),
-               _history_rows(squeezer_history, run_labels))
-  _plot_history(squeezer_history, run_labels, "Squeezer training", os.path.join(plots, "squeezer_training.png"))
+               _history_rows(squeezer_history, squeezer_labels))
+  _plot_history(squeezer_history, squeezer_labels, "Squeezer training",
+                os.path.join(plots, "squeezer_training.png"))
   _plot_density(sae_metrics, run_labels, os.path.join(plots, "latent_density.png"))
-  _plot_features_per_neuron(squeezer_metrics, run_labels, os.path.join(plots, "features_per_neuron.png"))
-  io.write_text(os.path.join(workdir, "report.md"),
-                report_markdown(sae_payload, squeezer_payload, source_description, sae_history is None))
-  return {"sae": sae_payload, "squeezer": squeezer_payload}
+  _plot_features_per_neuron(squeezer_metrics, squeezer_labels, os.path.join(plots, "features_per_neuron.png"))
+  text = report_markdown(sae_payload, squeezer_payload, source_description, sae_history is None)
+  if analysis_payload is not None:
+    tolerance = analysis_payload["fingerprint"]["analysis"]["replication_tolerance"]
+    text += "\n" + replication.analysis_markdown(analysis_payload, tolerance)
+  io.write_text(os.path.join(workdir, "report.md"), text)
+  return {"sae": sae_payload, "squeezer": squeezer_payload, "analysis": analysis_payload}
 
 
 def report_markdown(sae_payload: Mapping[str, Any], squeezer_payload: Mapping[str, Any],

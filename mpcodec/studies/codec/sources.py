@@ -20,9 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from mpcodec.core.errors import ActivationError
-from mpcodec.data.toy_features import make_dictionary, sample_dictionary_activations
-
-
+from mpcodec.data.toy_features import (ThemeConfig, make_dictionary, sample_dictionary_activations,
+                                       theme_labels, themed_dictionary)
 
 
 class ActivationSource(Protocol):
@@ -40,13 +39,24 @@ class ActivationSource(Protocol):
 
 @dataclasses.dataclass(frozen=True)
 class GroundTruthConfig:
-  """Synthetic activations with a known dictionary: n atoms in d dims, k_true active per token."""
+  """Synthetic activations with a known dictionary: n atoms in d dims, k_true active per token.
+
+  `themes` plants themes in the atoms both ways (mpcodec.data.toy_features.ThemeConfig): co-firing (a
+  sample's theme promotes its members into the k_true active atoms) and geometric (a theme's atoms lie
+  near a shared direction), so the codec's theme analyses have a known answer of each kind. With
+  `independent_theme_kinds`, the geometric themes group a fixed shuffle of the co-firing themes' atoms
+  (same sizes, another partition), so a clustering that recovers one kind can be told from one that
+  recovers the other.
+  """
 
   num_atoms: int = 512
   dim: int = 128
   k_true: int = 8
   noise_std: float = 0.01
   seed: int = 0
+  themes: ThemeConfig = ThemeConfig(num_themes=8, theme_probability=0.5, member_probability=0.15,
+                                    direction_cosine=0.5)
+  independent_theme_kinds: bool = True
 
   def checks(self):
     yield "num_atoms", self.num_atoms >= 1, f"must be >= 1, got {self.num_atoms}"
@@ -54,6 +64,10 @@ class GroundTruthConfig:
     yield "k_true", 1 <= self.k_true <= self.num_atoms, (
         f"k_true={self.k_true} must lie in [1, num_atoms={self.num_atoms}]")
     yield "noise_std", self.noise_std >= 0, f"must be >= 0, got {self.noise_std}"
+    themed = self.themes.themed_atoms or self.num_atoms
+    yield "themes.num_themes", self.themes.num_themes <= themed <= self.num_atoms, (
+        f"num_themes={self.themes.num_themes} must be <= themed atoms ({themed}) <= num_atoms={self.num_atoms}")
+    yield from ((f"themes.{key}", ok, msg) for key, ok, msg in self.themes.checks())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,24 +99,46 @@ class SourceConfig:
 
 
 class GroundTruthSource:
-  """x = f·D + noise_std·ε with exactly k_true atoms of the dictionary D active per token."""
+  """x = f·D + noise_std·ε with exactly k_true atoms of the dictionary D active per token.
+
+  `cofiring_theme_N` / `geometric_theme_N`: each true atom's planted theme of that kind (-1 = none, or
+  None when that kind is not planted).
+  """
 
   def __init__(self, cfg: GroundTruthConfig):
     self.cfg = cfg
     root = jax.random.PRNGKey(cfg.seed)
-    self.dictionary_NxD = make_dictionary(jax.random.fold_in(root, 0), cfg.num_atoms, cfg.dim)
+    labels_N = theme_labels(cfg.num_atoms, cfg.themes)
+    self.cofiring_theme_N = labels_N if cfg.themes.cofiring else None
+    self.geometric_theme_N = None
+    dictionary_key = jax.random.fold_in(root, 0)
+    if cfg.themes.geometric:
+      if cfg.independent_theme_kinds:
+        labels_N = labels_N[np.random.default_rng([cfg.seed, 2]).permutation(cfg.num_atoms)]
+      self.geometric_theme_N = labels_N
+      self.dictionary_NxD = themed_dictionary(dictionary_key, labels_N, cfg.dim, cfg.themes.direction_cosine)
+    else:
+      self.dictionary_NxD = make_dictionary(dictionary_key, cfg.num_atoms, cfg.dim)
     self._data_key = jax.random.fold_in(root, 1)
     self.width = cfg.dim
     # One compiled sampler per batch size: `batches` is called once per host batch in some loops.
     self._compiled_samplers: dict[int, Callable[[jax.Array], jax.Array]] = {}
+    self._compiled_pairs: dict[int, Callable[[jax.Array], tuple[jax.Array, jax.Array]]] = {}
+    planted = [kind for kind, on in (("co-firing", cfg.themes.cofiring), ("geometric", cfg.themes.geometric)) if on]
     self.description = (f"ground truth: {cfg.num_atoms} unit atoms in {cfg.dim} dims, "
-                        f"{cfg.k_true} active per token, noise std {cfg.noise_std:g}")
+                        f"{cfg.k_true} active per token, noise std {cfg.noise_std:g}"
+                        + (f", {cfg.themes.num_themes} planted themes ({' and '.join(planted)})" if planted else ""))
 
-  def sample(self, step: jax.Array | int, batch_size: int) -> tuple[jax.Array, jax.Array]:
-    """(x_BxD, f_BxN) of batch `step`; pure in `step`."""
+  def _sample(self, step: jax.Array | int, batch_size: int) -> tuple[jax.Array, jax.Array]:
     key = jax.random.fold_in(self._data_key, step)
     return sample_dictionary_activations(key, batch_size, self.dictionary_NxD, self.cfg.k_true,
-                                         self.cfg.noise_std)
+                                         self.cfg.noise_std, self.cfg.themes)
+
+  def sample(self, step: jax.Array | int, batch_size: int) -> tuple[jax.Array, jax.Array]:
+    """(x_BxD, f_BxN) of batch `step`; pure in `step` (one compiled sampler per batch size)."""
+    if batch_size not in self._compiled_pairs:
+      self._compiled_pairs[batch_size] = jax.jit(lambda step: self._sample(step, batch_size))
+    return self._compiled_pairs[batch_size](step)
 
   def batch_fn(self, batch_size: int) -> Callable[[jax.Array], jax.Array]:
     return lambda step: self.sample(step, batch_size)[0]
@@ -193,6 +229,11 @@ class CheckpointSource:
     while True:
       yield np.asarray(self._activations(jnp.asarray(self._inputs[self._indices(step, batch_size)])))
       step += 1
+
+  def batch_examples(self, batch_size: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """(dataset indices (B,), model inputs (B, ...)) of batch `step`: what its activations came from."""
+    indices = self._indices(step, batch_size)
+    return indices, self._inputs[indices]
 
 
 def make_source(cfg: SourceConfig) -> GroundTruthSource | CheckpointSource:

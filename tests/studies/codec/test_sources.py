@@ -186,3 +186,12 @@ def test_codec_runs_on_a_mono_poly_hidden_layer(mono_poly_workdir, tmp_path):
   assert "layer hidden_0" in payload["sae"]["source"]
   for name in EXPECTED_FILES:
     assert os.path.getsize(os.path.join(tmp_path, name)) > 0, name
+  # The real neurons exist here: the validation section is computed, not "cannot be tested on ground truth".
+  with open(os.path.join(tmp_path, "metrics", "analysis.json")) as f:
+    validation = json.load(f)["validation"]
+  assert "no real neuron layer" not in (validation.get("reason") or "")
+  records = [r["validation"] for r in payload["analysis"]["runs"]["squeezer"] if "validation" in r]
+  assert records and all("matched_similarity" in r or "no roommate pairs" in r["reason"] for r in records)
+  assert any(r.get("matched_similarity") is not None for r in records)
+  with open(os.path.join(tmp_path, "atlas.json")) as f:
+    assert any("top_input_images" in atom for atom in json.load(f)["atoms"])

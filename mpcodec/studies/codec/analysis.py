@@ -1,0 +1,366 @@
+"""Reading the compression rules after the Squeezer: `analyze` writes metrics/analysis.json, atlas.json, plots.
+
+Held-out activations (a window of `num_tokens` tokens past every training and evaluation stream) go
+through every SAE run and every Squeezer run; `rules.py` computes each run's OR-gates, validation,
+co-activation, superposition tax and theme findings; this module combines the runs of one (SAE k,
+Squeezer K) over seeds (bootstrap CI, computed verdict), reports every analysis per Squeezer K beside its
+faithfulness ratio, and says where the Squeezer is faithful (ratio <= `faithful_below`).
+
+The analyses are a pure function of the trained states, the source and this config: a finished analysis
+(analysis.json written for the same inputs, atlas and plots present) is read back, not recomputed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mpcodec.core import configuration, io
+from mpcodec.sae import autoencoder as sae
+from mpcodec.sae import squeezer
+from mpcodec.studies.codec import atlas as atlas_lib
+from mpcodec.studies.codec import plots, replication, rules, sections
+from mpcodec.studies.codec.sources import GroundTruthSource, check_finite
+
+# The analysis window's batches: beyond training (from 0), the init sample (1e8), evaluation (2e8) and
+# the ground-truth recovery sample (3e8).
+ANALYSIS_START = 4 * 10 ** 8
+SECTIONS = ("or_gates", "validation", "coactivation", "superposition_tax", "themes", "dead_latents")
+SECTION_VERDICTS = ("supported", "contradicted", "inconclusive", "cannot be tested")
+
+
+@dataclasses.dataclass(frozen=True)
+class AnalysisConfig:
+  """Knobs of the compression-rule analyses.
+
+  Attributes:
+    enabled: run the analyses after the Squeezer (off: no analysis.json, atlas or analysis plots).
+    num_tokens, batch_size: the held-out window (rounded up to whole batches) and its batches.
+    min_count: a truth-table cell needs this many samples, else the pair is untestable.
+    margin: "clearly above" in a truth table = more than margin × the neuron's standard deviation.
+    max_pairs: at most this many roommate pairs per run (the rest are counted, not read).
+    match_tolerance: frequency-matched pairs: firing rates within this relative tolerance.
+    lift_pseudo_count: pseudo-count α of the smoothed lift.
+    num_permutations: draws of the permutation null of shared themes.
+    lift_permutations: draws of the co-activation permutation null (each shuffles the whole code matrix).
+    theme_inputs: what is clustered into themes: "decoder" rows, "encoder" rows, "coactivation" graph.
+    theme_method, theme_k_range, theme_criterion: the clustering, the numbers of themes tried, the criterion.
+    theme_match_cosine: a latent inherits a planted theme from its Hungarian-matched true atom only when
+      their decoder cosine is at least this.
+    theme_recovered_ari: planted themes count as recovered when the ARI's CI lies above this.
+    faithful_below: a Squeezer K is faithful when its mean faithfulness ratio is at most this.
+    top_neurons: neurons drawn in the truth-table heatmaps; top_inputs: top-activating inputs per atom.
+    null_seed: base seed of every null draw.
+    replication_tolerance: a claimed figure replicates when our CI comes within this relative distance.
+  """
+
+  enabled: bool = True
+  num_tokens: int = 32768
+  batch_size: int = 2048
+  min_count: int = 8
+  margin: float = 0.5
+  max_pairs: int = 65536
+  match_tolerance: float = 0.2
+  lift_pseudo_count: float = 1.0
+  num_permutations: int = 20
+  lift_permutations: int = 10
+  theme_inputs: tuple[str, ...] = ("decoder", "encoder", "coactivation")
+  theme_method: Literal["spectral", "kmeans", "hdbscan"] = "spectral"
+  theme_k_range: tuple[int, int] = (2, 16)
+  theme_criterion: Literal["silhouette", "eigengap"] = "silhouette"
+  theme_match_cosine: float = 0.9
+  theme_recovered_ari: float = 0.8
+  faithful_below: float = 2.0
+  top_neurons: int = 6
+  top_inputs: int = 8
+  null_seed: int = 0
+  replication_tolerance: float = 0.25
+
+  def checks(self) -> Iterator[tuple[str, bool, str]]:
+    for key in ("num_tokens", "batch_size", "min_count", "max_pairs", "num_permutations", "lift_permutations",
+                "top_neurons", "top_inputs"):
+      yield key, getattr(self, key) >= 1, f"must be >= 1, got {getattr(self, key)}"
+    yield "margin", self.margin >= 0, f"must be >= 0, got {self.margin}"
+    yield "match_tolerance", self.match_tolerance > 0, f"must be > 0, got {self.match_tolerance}"
+    yield "lift_pseudo_count", self.lift_pseudo_count > 0, f"must be > 0, got {self.lift_pseudo_count}"
+    for i, kind in enumerate(self.theme_inputs):
+      yield f"theme_inputs[{i}]", kind in ("decoder", "encoder", "coactivation"), (
+          f"must be 'decoder', 'encoder' or 'coactivation', got {kind!r}")
+    low, high = self.theme_k_range
+    yield "theme_k_range", 2 <= low <= high, f"must be (low, high) with 2 <= low <= high, got {self.theme_k_range}"
+    yield "theme_match_cosine", -1.0 <= self.theme_match_cosine <= 1.0, (
+        f"must lie in [-1, 1], got {self.theme_match_cosine}")
+    yield "faithful_below", self.faithful_below >= 1.0, f"must be >= 1, got {self.faithful_below}"
+    yield "replication_tolerance", self.replication_tolerance >= 0, (
+        f"must be >= 0, got {self.replication_tolerance}")
+
+  def rule_settings(self) -> rules.RuleSettings:
+    return rules.RuleSettings(min_count=self.min_count, margin=self.margin, max_pairs=self.max_pairs,
+                              match_tolerance=self.match_tolerance, lift_pseudo_count=self.lift_pseudo_count,
+                              num_permutations=self.num_permutations, lift_permutations=self.lift_permutations)
+
+
+@dataclasses.dataclass
+class SqueezerStage:
+  """One trained Squeezer stage: `num_neurons` neurons, runs K-major over the SAE runs.
+
+  states: stacked train states (runs first); sae_run[q]: the SAE run Squeezer run q squeezes;
+  labels[q]: {"k", "seed_index", "squeezer_k"}; history: its training history (steps, runs).
+  """
+
+  name: str
+  num_neurons: int
+  cfg: sae.SAEConfig
+  states: dict[str, Any]
+  sae_run: np.ndarray
+  labels: list[dict]
+  history: dict[str, np.ndarray]
+
+
+# ----------------------------------------------------------------------------- held-out arrays
+
+
+@dataclasses.dataclass
+class Window:
+  """The held-out activations x (B, D) and, per token, where it came from (step, row)."""
+
+  x_BxD: np.ndarray
+  step_B: np.ndarray
+  row_B: np.ndarray
+  batch_size: int
+
+
+def held_out_window(source: Any, cfg: AnalysisConfig) -> Window:
+  """`num_tokens` held-out activations (whole batches), each batch checked for NaN/Inf."""
+  num_batches = -(-cfg.num_tokens // cfg.batch_size)
+  stream = source.batches(cfg.batch_size, ANALYSIS_START)
+  batches = []
+  for i in range(num_batches):
+    batch = np.asarray(next(stream), np.float32)
+    check_finite(batch, i, "the analysis window, batch")
+    batches.append(batch)
+  step_B = np.repeat(ANALYSIS_START + np.arange(num_batches), cfg.batch_size)
+  row_B = np.tile(np.arange(cfg.batch_size), num_batches)
+  return Window(np.concatenate(batches), step_B, row_B, cfg.batch_size)
+
+
+def _in_chunks(fn, arrays: Sequence[np.ndarray], chunk: int) -> list[np.ndarray]:
+  """fn over row chunks of the arrays, outputs concatenated on the host (bounded device memory)."""
+  outs = None
+  for start in range(0, arrays[0].shape[0], chunk):
+    got = jax.device_get(fn(*(jnp.asarray(a[start:start + chunk]) for a in arrays)))
+    outs = [[g] for g in got] if outs is None else [o + [g] for o, g in zip(outs, got)]
+  return [np.concatenate(o) for o in outs]
+
+
+@functools.partial(jax.jit, static_argnames="sae_cfg")
+def _sae_chunk(sae_state, x_BxD, sae_cfg):
+  x_hat_BxD, codes = sae.apply(sae_state, x_BxD, sae_cfg)
+  # (B, k_max) values and latents: the dense (B, N) codes are rebuilt on the host, once per run.
+  chunks = x_BxD.shape[0]
+  return (codes.values_T.reshape(-1, chunks).T, codes.cols_T.reshape(-1, chunks).T, codes.rows_T.reshape(-1, chunks).T,
+          x_hat_BxD)
+
+
+@functools.partial(jax.jit, static_argnames=("sae_cfg", "squeezer_cfg"))
+def _squeezer_chunk(state, sae_state, x_BxD, sae_cfg, squeezer_cfg):
+  out = squeezer.reconstructions(state, sae_state, x_BxD, sae_cfg, squeezer_cfg)
+  return out["neurons"], out["x_hat_squeezed"]
+
+
+@dataclasses.dataclass
+class SparseCodes:
+  """An SAE run's codes on the window as (token, latent, value) triples, and x̂ of the SAE alone."""
+
+  rows: np.ndarray
+  cols: np.ndarray
+  values: np.ndarray
+  num_latents: int
+  x_hat_BxD: np.ndarray
+
+  @property
+  def live_N(self) -> np.ndarray:
+    return np.bincount(self.cols[self.values > 0], minlength=self.num_latents) > 0
+
+  def dense(self) -> np.ndarray:
+    codes_BxN = np.zeros((self.x_hat_BxD.shape[0], self.num_latents), np.float32)
+    np.add.at(codes_BxN, (self.rows, self.cols), self.values)
+    return codes_BxN
+
+
+def sae_outputs(sae_state: dict, sae_cfg: sae.SAEConfig, x_BxD: np.ndarray, chunk: int) -> SparseCodes:
+  """The codes and x̂ of a folded SAE state on raw activations, in row chunks."""
+  values, cols, rows, x_hat_BxD = _in_chunks(lambda x: _sae_chunk(sae_state, x, sae_cfg), [x_BxD], chunk)
+  # Rows are chunk-local: offset each chunk's rows by its first token.
+  offsets = (np.arange(values.shape[0]) // chunk) * chunk
+  return SparseCodes((rows + offsets[:, None]).ravel(), cols.ravel(), values.ravel(), sae_cfg.num_latents,
+                     x_hat_BxD)
+
+
+def squeezer_outputs(state: dict, sae_state: dict, sae_cfg: sae.SAEConfig, squeezer_cfg: sae.SAEConfig,
+                     x_BxD: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+  """(neuron activations (B, M), x̂ through the Squeezer (B, D)) of one Squeezer run."""
+  return tuple(_in_chunks(lambda x: _squeezer_chunk(state, sae_state, x, sae_cfg, squeezer_cfg), [x_BxD], chunk))
+
+
+def _take(tree: Any, index: int) -> Any:
+  return jax.tree.map(lambda a: a[index], tree)
+
+
+# ----------------------------------------------------------------------------- the entry point
+
+
+def analyze(workdir: str, cfg: AnalysisConfig, *, source: Any, sae_states: dict, sae_cfg: sae.SAEConfig,
+            sae_labels: list[dict], stages: list[SqueezerStage], skipped_widths: Mapping[int, str],
+            sae_metrics: Mapping[str, np.ndarray], squeezer_metrics: Mapping[str, np.ndarray],
+            dead_latents_payload: Mapping[str, Any] | None, primary_squeezer_k: int,
+            inputs_config: Mapping[str, Any], ultra_rare_below: float = 1e-3) -> dict[str, Any] | None:
+  """Runs every analysis, writes metrics/analysis.json, atlas.json (+ atlas_inputs.npz) and plots/.
+
+  Returns the analysis payload (None when disabled). A finished analysis of the same `inputs_config`
+  and analysis config is read back from analysis.json instead.
+  """
+  if not cfg.enabled:
+    return None
+  fingerprint = {"inputs": dict(inputs_config), "analysis": configuration.to_dict(cfg)}
+  path = os.path.join(workdir, "metrics", "analysis.json")
+  if _finished(workdir, path, fingerprint):
+    with open(path) as f:
+      return json.load(f)
+  tic = time.perf_counter()
+  computed = compute(cfg, source=source, sae_states=sae_states, sae_cfg=sae_cfg, sae_labels=sae_labels,
+                     stages=stages, sae_metrics=sae_metrics, primary_squeezer_k=primary_squeezer_k)
+  payload = sections.build_payload(cfg, computed, skipped_widths=skipped_widths,
+                                   dead_latents_payload=dead_latents_payload, sae_metrics=sae_metrics,
+                                   squeezer_metrics=squeezer_metrics, ultra_rare_below=ultra_rare_below)
+  payload["source"] = source.description
+  payload["fingerprint"] = fingerprint
+  atlas = atlas_lib.build_atlas(computed["primary"], source, cfg, computed["window"])
+  payload["atlas_shape"] = {k: atlas["json"].get(k, 0) for k in ("num_atoms", "num_live_atoms", "num_neurons")}
+  payload["replication"] = replication.replication_rows(payload, cfg.replication_tolerance)
+  io.write_json(os.path.join(workdir, "atlas.json"), atlas["json"])
+  atlas_lib.write_inputs(os.path.join(workdir, atlas_lib.INPUTS_FILE), atlas["inputs"])
+  plots.write_plots(os.path.join(workdir, "plots"), payload, computed["primary"], cfg)
+  io.write_json(path, payload)
+  # Wall time is not part of analysis.json (a re-run must write the same file); it has its own.
+  io.write_json(os.path.join(workdir, "metrics", "analysis_timing.json"),
+                {"seconds": time.perf_counter() - tic, "num_tokens": int(computed["window"].x_BxD.shape[0])})
+  return payload
+
+
+def _finished(workdir: str, path: str, fingerprint: Mapping) -> bool:
+  if not os.path.exists(path) or not os.path.exists(os.path.join(workdir, "atlas.json")):
+    return False
+  if not all(os.path.exists(os.path.join(workdir, "plots", name)) for name in plots.PLOT_FILES):
+    return False
+  with open(path) as f:
+    saved = json.load(f)
+  return saved.get("fingerprint") == io.jsonable(fingerprint)
+
+
+def compute(cfg: AnalysisConfig, *, source: Any, sae_states: dict, sae_cfg: sae.SAEConfig,
+            sae_labels: list[dict], stages: list[SqueezerStage], sae_metrics: Mapping[str, np.ndarray],
+            primary_squeezer_k: int) -> dict[str, Any]:
+  """Every run's records: per SAE run (themes, dead latents) and per Squeezer run (the rules, the tax)."""
+  settings = cfg.rule_settings()
+  window = held_out_window(source, cfg)
+  x_BxD = window.x_BxD
+  chunk = cfg.batch_size
+  main = stages[0]
+  widths = [stage.num_neurons for stage in stages]
+  planted = _planted_themes(source)
+  # The real neurons are the activations the SAE was trained on, where they are a model's layer.
+  real_layer = not isinstance(source, GroundTruthSource)
+  primary_k = _primary_k(main, primary_squeezer_k)
+  sae_records, squeezer_records = [], []
+  primary: dict[str, Any] = {}
+  key = jax.random.PRNGKey(cfg.null_seed)
+  # One padded pair count for every run of the main stage, so each jitted pass compiles once.
+  sparse_by_run = [sae_outputs(_take(sae_states, r), sae_cfg, x_BxD, chunk) for r in range(len(sae_labels))]
+  live_by_run = [sparse.live_N for sparse in sparse_by_run]
+  padded_pairs = rules.padded_size(max([rules.roommate_count(main.states["params"]["w_enc_NxD"][q],
+                                                             live_by_run[int(main.sae_run[q])])
+                                        for q in range(len(main.labels))], default=0), cfg.max_pairs)
+  for r, label in enumerate(sae_labels):
+    sae_state = _take(sae_states, r)
+    codes_BxN, x_hat_sae_BxD = sparse_by_run[r].dense(), sparse_by_run[r].x_hat_BxD
+    live_N = live_by_run[r]
+    w_dec_NxD = np.asarray(sae_state["params"]["w_dec_NxD"])
+    w_enc_NxD = np.asarray(sae_state["params"]["w_enc_NxD"])
+    latent_planted = {kind: rules.transfer_labels(w_dec_NxD, source.dictionary_NxD, labels, cfg.theme_match_cosine)
+                      for kind, labels in planted.items()}
+    theme_found = rules.themes_of_sae(w_dec_NxD, w_enc_NxD, codes_BxN, live_N, latent_planted, cfg.theme_inputs,
+                                      cfg.theme_method, cfg.theme_k_range, cfg.theme_criterion, cfg.null_seed)
+    fvu_baseline = rules.monosemantic_fvus(x_BxD, codes_BxN, w_dec_NxD, np.asarray(sae_state["params"]["b_dec_D"]),
+                                           widths, sae_cfg.k_max)
+    sae_records.append({**label, "num_live_atoms": int(live_N.sum()), "themes": theme_found,
+                        "fvu_sae": rules.tax_of(x_BxD, x_hat_sae_BxD, x_hat_sae_BxD, 1.0)["fvu_squeezer"]})
+    for stage in stages:
+      for q in np.flatnonzero(stage.sae_run == r):
+        state = _take(stage.states, int(q))
+        neurons_BxM, x_hat_sq_BxD = squeezer_outputs(state, sae_state, sae_cfg, stage.cfg, x_BxD, chunk)
+        record = {**stage.labels[q], "stage": stage.name, "num_neurons": stage.num_neurons,
+                  "superposition_tax": rules.tax_of(x_BxD, x_hat_sq_BxD, x_hat_sae_BxD,
+                                                    fvu_baseline[stage.num_neurons])}
+        if stage is main:
+          run_key = jax.random.fold_in(key, int(q))
+          w_enc_MxN = np.asarray(state["params"]["w_enc_NxD"])
+          rooms = rules.roommates(w_enc_MxN, live_N, settings, padded_pairs)
+          gates = rules.or_gates(jax.random.fold_in(run_key, 0), neurons_BxM, codes_BxN, rooms, settings)
+          record["validation"] = (rules.validation(x_BxD, codes_BxN, rooms, gates, settings) if real_layer
+                                  else {"reason": _NO_REAL_LAYER})
+          tables = gates.pop("_tables", None)
+          gates.pop("_permuted", None)
+          coact = rules.coactivation_of(jax.random.fold_in(run_key, 1), codes_BxN, rooms, settings)
+          lifts = {name: coact.pop(name, None) for name in ("_log_lift_roommates", "_log_lift_matched")}
+          record["or_gates"] = gates
+          record["coactivation"] = coact
+          record["share_theme"] = {
+              **{f"found_{kind}": rules.share_theme(jax.random.fold_in(run_key, 3), rooms["assignment_N"],
+                                                     found["_labels"], stage.num_neurons, cfg.num_permutations)
+                 for kind, found in theme_found.items()},
+              **{f"planted_{kind}": rules.share_theme(jax.random.fold_in(run_key, 4), rooms["assignment_N"], labels,
+                                                       stage.num_neurons, cfg.num_permutations)
+                 for kind, labels in latent_planted.items()}}
+          if not primary and int(stage.labels[q]["squeezer_k"]) == primary_k:
+            primary = {"label": record, "sae_state": sae_state, "codes_BxN": codes_BxN, "live_N": live_N,
+                       "neurons_BxM": neurons_BxM, "w_enc_MxN": w_enc_MxN, "rooms": rooms, "tables": tables,
+                       "lifts": lifts, "planted": latent_planted,
+                       "theme_labels": {kind: found["_labels"] for kind, found in theme_found.items()},
+                       "theme_input": cfg.theme_inputs[0] if cfg.theme_inputs else None}
+        squeezer_records.append(record)
+  for record in sae_records:
+    for found in record["themes"].values():
+      found.pop("_labels", None)
+  return {"window": window, "sae_records": sae_records, "squeezer_records": squeezer_records,
+          "primary": primary, "primary_k": primary_k, "main_stage": main.name, "widths": widths,
+          "planted_kinds": sorted(planted), "real_layer": real_layer}
+
+
+_NO_REAL_LAYER = ("cannot be tested on this source: it has no real neuron layer (ground-truth activations "
+                  "are sums of known atoms; the real neurons exist for a model checkpoint's layer, e.g. "
+                  ":source=mono_poly)")
+
+
+def _primary_k(main: SqueezerStage, wanted: int) -> int:
+  ks = sorted({int(label["squeezer_k"]) for label in main.labels})
+  return wanted if wanted in ks else ks[-1]
+
+
+def _planted_themes(source: Any) -> dict[str, np.ndarray]:
+  """The true atoms' planted themes by kind (ground truth only)."""
+  out = {}
+  for kind in ("cofiring", "geometric"):
+    labels = getattr(source, f"{kind}_theme_N", None)
+    if labels is not None and np.any(np.asarray(labels) >= 0):
+      out[kind] = np.asarray(labels)
+  return out

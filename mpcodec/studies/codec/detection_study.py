@@ -1,0 +1,119 @@
+"""Guardrail detection of one AG News class at the SAE's layer: a theme's activation against a linear
+probe on the raw activations and DiffMean.
+
+Over `num_splits` stratified random splits of the documents into a fit, a calibration and a test part:
+  - theme: the score of a document is the theme's activation maxed over its tokens; the theme is the
+    one with the highest AUROC on the fit part (for each SAE seed);
+  - probe: binary logistic regression (mpcodec.core.probe) on the documents' mean raw activations;
+  - DiffMean: the projection of the mean raw activation on μ₊ − μ₋ of the fit part.
+On the test part: AUROC, the detection rate at a false-positive budget read off the test ROC, and the
+rate of a threshold calibrated on the calibration part's negatives (the rule an operator would deploy;
+the fit part would flatter a probe that separates its own training rows) with its realised
+false-positive rate. The CI is over (SAE seed × split) for the theme and over splits for the two
+raw-activation detectors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mpcodec.core import probe as probe_lib
+from mpcodec.metrics import detection, steering
+
+DETECTORS = ("theme", "probe", "diffmean")
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectionConfig:
+  """Splits, the shares of documents in their test and calibration parts, the false-positive budget, the
+  probe."""
+
+  num_splits: int = 5
+  test_fraction: float = 0.5
+  calibration_fraction: float = 0.25
+  max_fpr: float = 0.01
+  probe: probe_lib.ProbeConfig = probe_lib.ProbeConfig()
+
+  def checks(self):
+    yield "num_splits", self.num_splits >= 1, f"must be >= 1, got {self.num_splits}"
+    yield "test_fraction", 0.0 < self.test_fraction < 1.0, f"must lie in (0, 1), got {self.test_fraction}"
+    yield "calibration_fraction", 0.0 < self.calibration_fraction < 1.0 - self.test_fraction, (
+        f"must lie in (0, 1 - test_fraction = {1.0 - self.test_fraction:g}), got {self.calibration_fraction}")
+    yield "max_fpr", 0.0 <= self.max_fpr < 1.0, f"must lie in [0, 1), got {self.max_fpr}"
+
+
+FIT, CALIBRATION, TEST = 0, 1, 2
+
+
+def stratified_parts(labels_D: np.ndarray, num_splits: int, fractions: tuple[float, ...], seed: int
+                     ) -> np.ndarray:
+  """(S, D) part index of each document in each split: within every class, a fresh permutation (seeded by
+  (seed, split)) gives the first round(f₁·size) documents part 1, the next round(f₂·size) part 2, ...,
+  and the rest part 0."""
+  parts = np.zeros((num_splits, labels_D.shape[0]), np.int32)
+  for s in range(num_splits):
+    rng = np.random.default_rng([seed, s])
+    for label in np.unique(labels_D):
+      rows = rng.permutation(np.flatnonzero(labels_D == label))
+      start = 0
+      for part, fraction in enumerate(fractions, start=1):
+        count = int(round(fraction * rows.size))
+        parts[s, rows[start:start + count]] = part
+        start += count
+  return parts
+
+
+@jax.jit
+def _rates(test_scores, test_positive, train_scores, train_positive, max_fpr):
+  threshold = detection.threshold_at_fpr(train_scores, train_positive, max_fpr)
+  tpr, fpr = detection.rates_above_threshold(test_scores, test_positive, threshold)
+  return {"auroc": detection.auroc(test_scores, test_positive),
+          "tpr_at_fpr": detection.tpr_at_fpr(test_scores, test_positive, max_fpr),
+          "calibrated_tpr": tpr, "calibrated_fpr": fpr}
+
+
+_fit_aurocs = jax.jit(jax.vmap(detection.auroc, in_axes=(1, None)))
+
+
+def _evaluate(scores_D: np.ndarray, positive_D: np.ndarray, part_D: np.ndarray, max_fpr: float
+              ) -> dict[str, float]:
+  """Test AUROC, test TPR at max_fpr, and the test (TPR, FPR) of the threshold set on calibration."""
+  test, calibration = part_D == TEST, part_D == CALIBRATION
+  found = _rates(scores_D[test], positive_D[test], scores_D[calibration], positive_D[calibration], max_fpr)
+  return {name: float(value) for name, value in found.items()}
+
+
+def run_detection(cfg: DetectionConfig, labels_D: np.ndarray, target: int, pooled_DxF: np.ndarray,
+                  theme_max_RxDxT: np.ndarray, seed: int) -> dict[str, Any]:
+  """Every detector on every (seed, split); per-row results and the ROC curves of seed 0, split 0."""
+  positive_D = labels_D == target
+  parts_SxD = stratified_parts(labels_D, cfg.num_splits, (cfg.calibration_fraction, cfg.test_fraction), seed)
+  probes = probe_lib.fit_batched(pooled_DxF, positive_D.astype(np.int32),
+                                 (parts_SxD == FIT).astype(np.float32), 2, cfg.probe)
+  rows, curves = [], {}
+  for s, part_D in enumerate(parts_SxD):
+    fit, test = part_D == FIT, part_D == TEST
+    logits = np.asarray(probe_lib.logits(jax.tree.map(lambda a: a[s], probes), jnp.asarray(pooled_DxF)))
+    direction = np.asarray(steering.difference_of_means(pooled_DxF[fit], positive_D[fit]))
+    raw_scores = {"probe": logits[:, 1] - logits[:, 0], "diffmean": pooled_DxF @ direction}
+    for r in range(theme_max_RxDxT.shape[0]):
+      theme = int(np.nanargmax(np.asarray(_fit_aurocs(theme_max_RxDxT[r][fit], positive_D[fit]))))
+      scores = dict(raw_scores, theme=theme_max_RxDxT[r][:, theme])
+      for name in DETECTORS:
+        if name != "theme" and r > 0:
+          continue   # The raw-activation detectors do not depend on the SAE seed.
+        rows.append(dict(detector=name, seed_index=r, split=s, theme=theme if name == "theme" else None,
+                         **_evaluate(scores[name], positive_D, part_D, cfg.max_fpr)))
+        if r == 0 and s == 0:
+          fpr, tpr, _, vertex = (np.asarray(a) for a in detection.roc_curve(scores[name][test],
+                                                                             positive_D[test]))
+          curves[name] = {"fpr": fpr[vertex], "tpr": tpr[vertex]}
+  counts = {name: int((parts_SxD[0] == part).sum())
+            for name, part in (("fit", FIT), ("calibration", CALIBRATION), ("test", TEST))}
+  return {"rows": rows, "roc": curves, "num_documents": int(labels_D.shape[0]),
+          "num_test_documents": counts["test"], "part_sizes": counts, "max_fpr": cfg.max_fpr}
