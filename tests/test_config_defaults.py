@@ -8,12 +8,16 @@ import ml_collections
 import pytest
 
 from configs import codec as codec_config
+from configs import codec_minilm as codec_minilm_config
+from configs import dynamics_analysis as dynamics_analysis_config
 from configs import dynamics as dynamics_config
 from configs import mono_poly as mono_poly_config
 from configs import toy_superposition as toy_config
 from mpcodec.core import configuration
 from mpcodec.core.configuration import ConfigError
+from mpcodec.studies.codec.minilm_study import MiniLMStudyConfig
 from mpcodec.studies.codec.pipeline import CodecConfig
+from mpcodec.studies.dynamics.analysis import AnalysisConfig
 from mpcodec.studies.dynamics.sweep import SweepConfig
 from mpcodec.studies.mono_poly.experiment import MonoPolyConfig
 from mpcodec.studies.toy_superposition.experiment import ToySuperpositionConfig
@@ -22,6 +26,8 @@ STUDIES = {
     "mono_poly": (mono_poly_config, MonoPolyConfig),
     "dynamics": (dynamics_config, SweepConfig),
     "codec": (codec_config, CodecConfig),
+    "codec_minilm": (codec_minilm_config, MiniLMStudyConfig),
+    "dynamics_analysis": (dynamics_analysis_config, AnalysisConfig),
     "toy_superposition": (toy_config, ToySuperpositionConfig),
 }
 
@@ -120,7 +126,7 @@ def test_values_that_used_to_drift_are_pinned():
 
   codec = configuration.parse(CodecConfig, codec_config.get_config())
   assert (codec.sae_loop.steps, codec.squeezer_loop.steps, codec.squeezer.k, codec.sae.aux_k) == (
-      2000, 1000, 16, 32)
+      2000, 2000, 128, 32)
 
   toy = configuration.parse(ToySuperpositionConfig, toy_config.get_config())
   assert [(t.num_steps, t.batch_size, t.history_every, t.optim.learning_rate, t.optim.schedule)

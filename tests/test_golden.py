@@ -118,12 +118,12 @@ def test_codec_golden():
   source = make_source(cfg.source)
   state, history = codec_pipeline.train_sae(cfg.sae, cfg.sae_loop, source, cfg.seed, cfg.num_seeds)
   assert history["loss"].shape == (20, 2)
-  assert_pinned(history["loss"][-1], [0.4485909044742584, 0.45567765831947327], "codec SAE loss at step 19")
+  assert_pinned(history["loss"][-1], [0.46112561225891113, 0.4681359827518463], "codec SAE loss at step 19")
   folded = codec_pipeline.folded_sae_states(state)
-  assert_pinned(np.asarray(folded["params"]["w_dec_NxD"])[0].sum(), 4.318471908569336,
+  assert_pinned(np.asarray(folded["params"]["w_dec_NxD"])[0].sum(), 7.809619903564453,
                 "codec SAE decoder sum, run 0", atol=1e-4)
   squeezer_cfg = cfg.squeezer.as_sae_config(source.width)
   _, squeezer_history = codec_pipeline.train_squeezer(squeezer_cfg, folded, cfg.sae, cfg.squeezer_loop, source,
                                                       cfg.seed, cfg.num_seeds)
-  assert_pinned(squeezer_history["loss"][-1], [0.8978542685508728, 0.8916893005371094],
+  assert_pinned(squeezer_history["loss"][-1], [0.9055272340774536, 0.8850321769714355],
                 "codec Squeezer loss at step 9")
