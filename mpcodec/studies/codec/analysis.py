@@ -83,7 +83,7 @@ class AnalysisConfig:
   top_neurons: int = 6
   top_inputs: int = 8
   null_seed: int = 0
-  replication_tolerance: float = 0.25
+  replication_tolerance: float = 0.1
 
   def checks(self) -> Iterator[tuple[str, bool, str]]:
     for key in ("num_tokens", "batch_size", "min_count", "max_pairs", "num_permutations", "lift_permutations",
