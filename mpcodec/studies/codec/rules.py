@@ -19,6 +19,7 @@ import numpy as np
 import scipy.optimize
 
 from mpcodec.metrics import coactivation, superposition_tax, themes
+from mpcodec.metrics import sparse_cells as sc
 from mpcodec.metrics import truth_tables as tt
 from mpcodec.metrics import validation as validation_metrics
 
@@ -40,6 +41,21 @@ class RuleSettings:
 def padded_size(count: int, cap: int) -> int:
   """The next power of two >= count (>= 1), at most `cap`: few distinct static shapes, few compiles."""
   return int(min(cap, 1 << max(0, int(count - 1).bit_length()))) if count > 0 else 1
+
+
+_max_row_count = jax.jit(lambda codes_BxN: jnp.max(jnp.sum(codes_BxN > 0, axis=1)))
+_row_lists_from_dense = jax.jit(sc.row_lists_from_dense, static_argnums=1)
+
+
+def row_lists(codes_BxN: Any) -> tuple[jax.Array, jax.Array]:
+  """(value_BxK, column_BxK): each row's firing codes as Top-K row lists (`metrics.sparse_cells`).
+
+  K is the largest number of firing codes in a row, rounded up to a power of two (few compiles), so
+  every row's firing codes are listed and the sparse passes equal the dense ones.
+  """
+  codes_BxN = jnp.asarray(codes_BxN, jnp.float32)
+  k = padded_size(int(_max_row_count(codes_BxN)), codes_BxN.shape[1])
+  return _row_lists_from_dense(codes_BxN, k)
 
 
 @functools.partial(jax.jit, static_argnames="num_neurons")
@@ -82,13 +98,19 @@ def _class_summary(tables: tt.TruthTables, valid_P: jax.Array) -> dict[str, Any]
   }
 
 
-@functools.partial(jax.jit, static_argnames=("num_neurons", "num_null", "min_count", "margin", "chunk_size"))
-def _or_gate_pass(key, neurons_BxM, codes_BxN, assignment_N, pairs_Px2, neuron_P, valid_P, *, num_neurons,
-                  num_null, min_count, margin, chunk_size):
-  """Truth tables of the roommates, of random non-roommates and of the permuted assignment's roommates."""
+@functools.partial(jax.jit, static_argnames=("num_neurons", "num_null", "min_count", "margin"))
+def _or_gate_pass(key, neurons_BxM, value_BxK, column_BxK, assignment_N, pairs_Px2, neuron_P, valid_P, *,
+                  num_neurons, num_null, min_count, margin):
+  """Truth tables of the roommates, of random non-roommates and of the permuted assignment's roommates.
+
+  Each pair reads only the rows where one of its atoms fires (`sparse_cells`); padding pairs get zero
+  counts and means and stay untestable.
+  """
   key_random, key_permuted = jax.random.split(key)
+  num_atoms = assignment_N.shape[0]
   def tables(pairs, neurons, valid):
-    return tt.truth_tables(neurons_BxM, codes_BxN, pairs, neurons, min_count, margin, valid, chunk_size)
+    return sc.sparse_truth_tables(neurons_BxM, value_BxK, column_BxK, pairs, neurons, min_count, num_atoms,
+                                  margin, valid)
   roommate = tables(pairs_Px2, neuron_P, valid_P)
   random_pairs, random_neuron, random_valid = tt.random_nonroommate_pairs(key_random, assignment_N, num_null)
   random = tables(random_pairs, random_neuron, random_valid)
@@ -109,11 +131,11 @@ def or_gates(key: jax.Array, neurons_BxM: Any, codes_BxN: Any, rooms: dict[str, 
   if rooms["num_pairs"] == 0:
     out["reason"] = "no neuron holds two live atoms: no roommate pairs"
     return out
+  value_BxK, column_BxK = row_lists(codes_BxN)
   roommate, (random, random_valid), (permuted, perm_pairs, perm_neuron, perm_valid) = _or_gate_pass(
-      key, jnp.asarray(neurons_BxM), jnp.asarray(codes_BxN), rooms["assignment_N"], rooms["pairs_Px2"],
+      key, jnp.asarray(neurons_BxM), value_BxK, column_BxK, rooms["assignment_N"], rooms["pairs_Px2"],
       rooms["neuron_P"], rooms["valid_P"], num_neurons=rooms["num_neurons"],
-      num_null=int(rooms["pairs_Px2"].shape[0]), min_count=settings.min_count, margin=settings.margin,
-      chunk_size=settings.chunk_size)
+      num_null=int(rooms["pairs_Px2"].shape[0]), min_count=settings.min_count, margin=settings.margin)
   out["roommates"] = _class_summary(roommate, rooms["valid_P"])
   out["null_random_pairs"] = _class_summary(random, random_valid)
   out["null_permuted_assignment"] = _class_summary(permuted, perm_valid)
@@ -125,7 +147,7 @@ def or_gates(key: jax.Array, neurons_BxM: Any, codes_BxN: Any, rooms: dict[str, 
   return out
 
 
-_layer_truth_tables = jax.jit(validation_metrics.layer_truth_tables, static_argnums=(3,))
+_layer_truth_tables = jax.jit(sc.sparse_layer_truth_tables, static_argnames=("min_count", "num_atoms"))
 
 
 def _testable_subset(tables: tt.TruthTables, pairs_Px2: Any, neuron_P: Any, cap: int):
@@ -139,10 +161,12 @@ def _testable_subset(tables: tt.TruthTables, pairs_Px2: Any, neuron_P: Any, cap:
   return subset._replace(testable_P=subset.testable_P & valid), pairs, neurons, valid
 
 
-def _compare_with_layer(real_BxD, codes_BxN, tables, pairs_Px2, neuron_P, num_neurons, settings):
+def _compare_with_layer(real_BxD, codes, tables, pairs_Px2, neuron_P, num_neurons, settings):
+  """`codes`: (value_BxK, column_BxK, num_atoms), the SAE codes as row lists."""
+  value_BxK, column_BxK, num_atoms = codes
   subset, pairs, neurons, valid = _testable_subset(tables, pairs_Px2, neuron_P, settings.max_pairs)
-  layer = _layer_truth_tables(jnp.asarray(real_BxD), jnp.asarray(codes_BxN), jnp.asarray(pairs),
-                              settings.min_count, jnp.asarray(valid))
+  layer = _layer_truth_tables(jnp.asarray(real_BxD), value_BxK, column_BxK, jnp.asarray(pairs),
+                              min_count=settings.min_count, num_atoms=num_atoms, valid_P=jnp.asarray(valid))
   return validation_metrics.validation_distance(subset, neurons, layer, num_neurons, settings.margin)
 
 
@@ -157,10 +181,11 @@ def validation(real_BxD: Any, codes_BxN: Any, rooms: dict[str, Any], gates: dict
   if rooms["num_pairs"] == 0 or "_tables" not in gates:
     return {"reason": "no neuron holds two live atoms: no roommate pairs to read through the real neurons"}
   num_neurons = rooms["num_neurons"]
-  observed = _compare_with_layer(real_BxD, codes_BxN, gates["_tables"], rooms["pairs_Px2"], rooms["neuron_P"],
+  codes = (*row_lists(codes_BxN), int(np.shape(codes_BxN)[1]))
+  observed = _compare_with_layer(real_BxD, codes, gates["_tables"], rooms["pairs_Px2"], rooms["neuron_P"],
                                  num_neurons, settings)
   permuted, perm_pairs, perm_neuron = gates["_permuted"]
-  null = _compare_with_layer(real_BxD, codes_BxN, permuted, perm_pairs, perm_neuron, num_neurons, settings)
+  null = _compare_with_layer(real_BxD, codes, permuted, perm_pairs, perm_neuron, num_neurons, settings)
   out = {"matched_similarity": observed.matched_similarity, "distance": observed.tv_distance,
          "null_matched_similarity": null.matched_similarity, "null_mean": null.tv_distance,
          "num_pairs": observed.num_pairs, "num_matched_neurons": observed.num_matched_neurons,
@@ -173,17 +198,19 @@ def validation(real_BxD: Any, codes_BxN: Any, rooms: dict[str, Any], gates: dict
 
 
 @functools.partial(jax.jit, static_argnames=("num_permutations", "pseudo_count", "tolerance", "chunk_size"))
-def _coactivation_pass(key, codes_BxN, assignment_N, pairs_Px2, valid_P, *, num_permutations, pseudo_count,
-                       tolerance, chunk_size):
+def _coactivation_pass(key, codes_BxN, value_BxK, column_BxK, assignment_N, pairs_Px2, valid_P, *,
+                       num_permutations, pseudo_count, tolerance, chunk_size):
   key_match, key_null = jax.random.split(key)
   rate_N = jnp.mean(codes_BxN > 0, axis=0)
   matched_Px2, matched_valid_P = coactivation.frequency_matched_pairs(key_match, rate_N, pairs_Px2, valid_P,
                                                                       tolerance, assignment_N)
   both_P = valid_P & matched_valid_P
   # One pass over the data per pair set gives the lifts and correlations: `coactivation_effect`'s
-  # difference of mean log lifts over the pairs with a match, without reading the codes twice.
-  roommate = coactivation.pair_statistics(codes_BxN, pairs_Px2, chunk_size)
-  matched = coactivation.pair_statistics(codes_BxN, matched_Px2, chunk_size)
+  # difference of mean log lifts over the pairs with a match, without reading the codes twice. Each pair
+  # reads only the rows where one of its atoms fires; pairs outside the mask get zero counts (unused).
+  num_atoms = codes_BxN.shape[1]
+  roommate = sc.sparse_pair_statistics(value_BxK, column_BxK, pairs_Px2, num_atoms, valid_P)
+  matched = sc.sparse_pair_statistics(value_BxK, column_BxK, matched_Px2, num_atoms, both_P)
   log_lift_P = jnp.log(coactivation.lift_from_counts(roommate, pseudo_count))
   log_lift_matched_P = jnp.log(coactivation.lift_from_counts(matched, pseudo_count))
   roommates_mean = coactivation.masked_mean(log_lift_P, both_P)
@@ -202,8 +229,10 @@ def coactivation_of(key: jax.Array, codes_BxN: Any, rooms: dict[str, Any], setti
   """Roommates' mean log lift against frequency-matched non-roommate pairs and a permutation null."""
   if rooms["num_pairs"] == 0:
     return {"reason": "no neuron holds two live atoms: no roommate pairs"}
+  codes_BxN = jnp.asarray(codes_BxN, jnp.float32)
+  value_BxK, column_BxK = row_lists(codes_BxN)
   effect, null_R, log_lift_P, log_lift_matched_P, both_P, corr, corr_matched = _coactivation_pass(
-      key, jnp.asarray(codes_BxN, jnp.float32), rooms["assignment_N"], rooms["pairs_Px2"], rooms["valid_P"],
+      key, codes_BxN, value_BxK, column_BxK, rooms["assignment_N"], rooms["pairs_Px2"], rooms["valid_P"],
       num_permutations=settings.lift_permutations, pseudo_count=settings.lift_pseudo_count,
       tolerance=settings.match_tolerance, chunk_size=settings.chunk_size)
   num_pairs = int(effect.num_pairs)
