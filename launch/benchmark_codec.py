@@ -2,6 +2,12 @@
 
   python -m launch.benchmark_codec
   python -m launch.benchmark_codec --steps=20 --repeats=3 --seeds=8 --aux_k=0
+  python -m launch.benchmark_codec --analysis_tokens=32768    # the part-2 analyses at this shape instead
+
+With `--analysis_tokens=T`, times the codec's analyses (`studies.codec.analysis.compute`: OR gates and
+their nulls, validation, co-activation, tax, themes, for one SAE run and one Squeezer run of `--neurons`
+neurons, K = `--squeezer_k`) on T held-out ground-truth tokens at the shape above, compile included,
+and prints wall and process CPU seconds and the number of roommate pairs read.
 
 Times one jitted lax.scan of `--steps` training steps (batches pre-generated on the device, so data
 generation is not timed) for: the sparse decoder (k active rows gathered; sparse weight gradients),
@@ -31,6 +37,40 @@ _STEPS = flags.DEFINE_integer("steps", 10, "Steps per timed scan.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repetitions per variant (fastest kept).")
 _SEEDS = flags.DEFINE_integer("seeds", 8, "Seeds vmapped in the multi-seed variant.")
 _AUX_K = flags.DEFINE_integer("aux_k", 0, "AuxK latents (0 = AuxK off, as in the dense baseline).")
+_ANALYSIS_TOKENS = flags.DEFINE_integer("analysis_tokens", 0, "If > 0: time the analyses on this many "
+                                        "held-out tokens instead of SAE training.")
+_NEURONS = flags.DEFINE_integer("neurons", 768, "Squeezer neurons M (with --analysis_tokens).")
+_SQUEEZER_K = flags.DEFINE_integer("squeezer_k", 64, "Squeezer K (with --analysis_tokens).")
+
+
+def _time_analyses() -> None:
+  """The analyses of one SAE run and one Squeezer run at the benchmark's shape (states at initialisation)."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from mpcodec.sae import squeezer  # pylint: disable=import-outside-toplevel
+  from mpcodec.studies.codec import analysis, sources  # pylint: disable=import-outside-toplevel
+  from mpcodec.studies.codec.pipeline import folded_sae_states  # pylint: disable=import-outside-toplevel
+  d, n, k = _DIM.value, _LATENTS.value, _K.value
+  source = sources.GroundTruthSource(sources.GroundTruthConfig(num_atoms=n, dim=d, k_true=k))
+  sample = jnp.asarray(next(source.batches(1024, 0)))
+  sae_cfg = sae.SAEConfig(num_latents=n, k=k)
+  state = sae.init_state(jax.random.PRNGKey(0), sample, k, sae_cfg, 10)
+  folded = folded_sae_states(jax.tree.map(lambda a: a[None], state))
+  squeezer_cfg = squeezer.SqueezerConfig(k=_SQUEEZER_K.value).as_sae_config(_NEURONS.value)
+  squeezed = squeezer.init_state(jax.random.PRNGKey(1), jax.tree.map(lambda a: a[0], folded), sample, sae_cfg,
+                                 squeezer_cfg, 10)
+  stage = analysis.SqueezerStage("squeezer", _NEURONS.value, squeezer_cfg,
+                                 jax.tree.map(lambda a: a[None], squeezed), np.zeros(1, int),
+                                 [{"k": k, "seed_index": 0, "squeezer_k": _SQUEEZER_K.value}], {})
+  cfg = analysis.AnalysisConfig(num_tokens=_ANALYSIS_TOKENS.value)
+  wall, cpu = time.perf_counter(), time.process_time()
+  out = analysis.compute(cfg, source=source, sae_states=folded, sae_cfg=sae_cfg,
+                         sae_labels=[{"k": k, "seed_index": 0}], stages=[stage], sae_metrics={},
+                         primary_squeezer_k=_SQUEEZER_K.value)
+  wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+  pairs = out["squeezer_records"][0]["or_gates"]["num_roommate_pairs"]
+  print(f"analyses of 1 SAE run ({n} latents, k={k}, d={d}) and 1 Squeezer run ({_NEURONS.value} neurons, "
+        f"K={_SQUEEZER_K.value}) on {_ANALYSIS_TOKENS.value} tokens: wall {wall:.1f} s, process CPU {cpu:.1f} s "
+        f"(compile included; {os.cpu_count()} cores); {pairs} roommate pairs")
 
 
 def _scan_fn(cfg: sae.SAEConfig, num_seeds: int):
@@ -48,6 +88,9 @@ def _init(cfg: sae.SAEConfig, sample, num_seeds: int):
 
 def main(argv):
   del argv
+  if _ANALYSIS_TOKENS.value > 0:
+    _time_analyses()
+    return
   d, n, k, b, steps = _DIM.value, _LATENTS.value, _K.value, _BATCH.value, _STEPS.value
   base = sae.SAEConfig(num_latents=n, k=k, aux_k=_AUX_K.value, b_dec_init="mean",
                        optim=OptimConfig(learning_rate=1e-4, warmup_steps=0, schedule="cosine"))
