@@ -66,13 +66,14 @@ class AnalysisConfig:
   enabled: bool = True
   num_tokens: int = 32768
   batch_size: int = 2048
-  min_count: int = 8
-  margin: float = 0.5
-  max_pairs: int = 65536
-  match_tolerance: float = 0.2
-  lift_pseudo_count: float = 1.0
-  num_permutations: int = 20
-  lift_permutations: int = 10
+  # The rules' knobs keep the defaults written once in rules.RuleSettings.
+  min_count: int = rules.RuleSettings.min_count
+  margin: float = rules.RuleSettings.margin
+  max_pairs: int = rules.RuleSettings.max_pairs
+  match_tolerance: float = rules.RuleSettings.match_tolerance
+  lift_pseudo_count: float = rules.RuleSettings.lift_pseudo_count
+  num_permutations: int = rules.RuleSettings.num_permutations
+  lift_permutations: int = rules.RuleSettings.lift_permutations
   theme_inputs: tuple[str, ...] = ("decoder", "encoder", "coactivation")
   theme_method: Literal["spectral", "kmeans", "hdbscan"] = "spectral"
   theme_k_range: tuple[int, int] = (2, 16)
