@@ -63,16 +63,8 @@ def train_codec(cfg: CodecConfig, source: Any, workdir: str, progress: Any = Non
   sae_history = pipeline.history_by_step(outcome.history["sae"])
   sae_metrics = pipeline.evaluate_sae(sae_final, cfg.sae, source, cfg.sae_loop, cfg.dense_above)
 
-  main_width = cfg.squeezer.resolved_num_neurons(source.width)
-  stages, skipped = [], {}
-  for num_neurons in [main_width] + pipeline.tax_widths(cfg, source.width):
-    main_stage = num_neurons == main_width and not stages
-    stage = pipeline.train_squeezer_stage(cfg, source, sae_final, cfg.sae, run_labels, cfg.num_seeds,
-                                          num_neurons, main_stage, root, progress, overwrite)
-    if isinstance(stage, str):
-      skipped[num_neurons] = stage
-    else:
-      stages.append(stage)
+  stages, skipped = pipeline.train_squeezer_stages(cfg, source, sae_final, cfg.sae, run_labels, cfg.num_seeds,
+                                                   root, progress, overwrite)
   main = stages[0]
   live_latents = sae_metrics["firing_counts"] > 0
   num_k = len(main.cfg.k_values)

@@ -460,6 +460,23 @@ def load_sae(directory: str, step: int | None = None) -> tuple[State, sae.SAECon
   return folded_sae_states(jax.tree.map(jnp.asarray, states)), sae_cfg, metadata
 
 
+def train_squeezer_stages(cfg: CodecConfig, source: ActivationSource, sae_states: State, sae_cfg: sae.SAEConfig,
+                          run_labels: list[dict], num_seeds: int, root: str, progress: Any, overwrite: bool
+                          ) -> tuple[list, dict[int, str]]:
+  """The main Squeezer (the configured width, first) and one per tax-sweep width: (trained stages, {width:
+  why a stage was skipped})."""
+  main_width = cfg.squeezer.resolved_num_neurons(source.width)
+  stages, skipped = [], {}
+  for num_neurons in [main_width] + tax_widths(cfg, source.width):
+    stage = train_squeezer_stage(cfg, source, sae_states, sae_cfg, run_labels, num_seeds, num_neurons,
+                                 num_neurons == main_width and not stages, root, progress, overwrite)
+    if isinstance(stage, str):
+      skipped[num_neurons] = stage
+    else:
+      stages.append(stage)
+  return stages, skipped
+
+
 def train_squeezer_stage(cfg: CodecConfig, source: ActivationSource, sae_states: State, sae_cfg: sae.SAEConfig,
                          sae_labels: list[dict], num_seeds: int, num_neurons: int, main: bool, root: str,
                          progress: Any = None, overwrite: bool = False) -> analysis.SqueezerStage | str:
@@ -549,15 +566,8 @@ def run_codec(cfg: CodecConfig, workdir: str, progress: Any = None, overwrite: b
   if isinstance(source, GroundTruthSource):
     sae_metrics.update(ground_truth_recovery(sae_final, sae_cfg, source, cfg.sae_loop.batch_size))
 
-  main_width = cfg.squeezer.resolved_num_neurons(source.width)
-  stages, skipped = [], {}
-  for num_neurons in [main_width] + tax_widths(cfg, source.width):
-    stage = train_squeezer_stage(cfg, source, sae_final, sae_cfg, run_labels, num_seeds, num_neurons,
-                                 num_neurons == main_width and not stages, root, progress, overwrite)
-    if isinstance(stage, str):
-      skipped[num_neurons] = stage
-    else:
-      stages.append(stage)
+  stages, skipped = train_squeezer_stages(cfg, source, sae_final, sae_cfg, run_labels, num_seeds, root,
+                                          progress, overwrite)
   main = stages[0]
   live_latents = sae_metrics["firing_counts"] > 0
   sq_metrics = evaluate_squeezer(main.states, tile_runs(sae_final, len(main.cfg.k_values)), sae_cfg, main.cfg,
