@@ -1,5 +1,7 @@
 """Tests of the real-data gate in tests/support.py: skip without the data, fail when CI requires them."""
 
+import os
+
 import pytest
 
 from tests import support
@@ -79,3 +81,18 @@ def test_unset_variable_names_the_default_folder(tmp_path, monkeypatch):
   monkeypatch.setenv(support.DATA_DIR_ENV, "")   # empty counts as unset: the default folder again
   kind, message = outcome()
   assert kind is SKIP and "MPCODEC_DATA_DIR unset" in message, (kind, message)
+
+
+def test_relative_data_dir_from_the_readme_is_made_absolute(tmp_path):
+  """The README passes MPCODEC_DATA_DIR=../shared/data; conftest turns it into an absolute path that
+  still names the same folder after a test changes directory (a subprocess sees the same)."""
+  import subprocess
+  import sys
+  (tmp_path / "repo").mkdir()
+  (tmp_path / "shared" / "data").mkdir(parents=True)
+  probe = ("import os, tests.conftest; os.chdir('/'); "
+           "print(os.environ['MPCODEC_DATA_DIR'])")
+  env = {**os.environ, "MPCODEC_DATA_DIR": "../shared/data", "PYTHONPATH": str(support.REPO_ROOT)}
+  result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path / "repo", env=env,
+                          capture_output=True, text=True, check=True)
+  assert result.stdout.strip() == str(tmp_path / "shared" / "data")
