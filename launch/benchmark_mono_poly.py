@@ -17,11 +17,13 @@ With --run_loop (default) it then trains the default config (both phases, every 
 import tempfile
 import time
 
-from absl import app, flags
+from absl import flags
 import jax
 
 from configs import mono_poly as mono_poly_config
+from launch import common
 from mpcodec.core import loop as run_loop
+from mpcodec.core.errors import ConfigError
 from mpcodec.studies.mono_poly import experiment as mono_poly
 
 _SEEDS = flags.DEFINE_list("seeds", ["1", "8", "64"], "Numbers of seeds to compare.")
@@ -47,8 +49,33 @@ def best_time(fn, repeats):
   return best
 
 
+def _seed_counts() -> list[int]:
+  try:
+    counts = [int(s) for s in _SEEDS.value]
+  except ValueError:
+    counts = []
+  if not counts or min(counts) < 1:
+    raise ConfigError(f"--seeds must list numbers of seeds >= 1, e.g. 1,8,64; got {','.join(_SEEDS.value)}")
+  return counts
+
+
+def check():
+  counts = _seed_counts()
+  if _STEPS.value < 1 or _REPEATS.value < 1:
+    raise ConfigError(f"--steps and --repeats must be >= 1, got {_STEPS.value} and {_REPEATS.value}")
+  base = mono_poly_config.get_config()
+  base.shared_data_order = _SHARED.value
+  cfg = mono_poly.parse_config(base)
+  for num_seeds in counts:
+    mono_poly.parse_config({**base.to_dict(), "num_seeds": num_seeds})
+  return {"config": f"configs/mono_poly.py ({cfg.num_seeds} seeds for the run loop)",
+          "benchmark": f"seeds {','.join(map(str, counts))} x {_STEPS.value} steps", "data": "generated bars",
+          "devices": common.devices()}
+
+
 def main(argv):
   del argv
+  counts = _seed_counts()
   base = mono_poly_config.get_config()
   base.shared_data_order = _SHARED.value
   cfg = mono_poly.parse_config(base)
@@ -70,7 +97,7 @@ def main(argv):
   header = (f"{'S':>5} {'loop seed-steps/s':>18} {'vmap seed-steps/s':>18} {'ratio':>6} "
             f"{'loop GFLOP/s':>13} {'vmap GFLOP/s':>13} {'compile loop s':>15} {'compile vmap s':>15}")
   print(header)
-  for num_seeds in [int(s) for s in _SEEDS.value]:
+  for num_seeds in counts:
     keys = mono_poly.seed_keys(mono_poly.parse_config({**cfg_dict, "num_seeds": num_seeds}))
     states = init(keys)
     one_state = jax.tree.map(lambda a: a[0], states)
@@ -125,4 +152,4 @@ def time_run_loop(cfg) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main, check)

@@ -1,8 +1,8 @@
 """Downloads real datasets into a data directory, checked against pinned checksums.
 
-  python -m launch.fetch_data --datasets=mnist,fashion_mnist,kmnist,ag_news,qmnist --data_dir=DIR
+  python -m launch.fetch_data --datasets=mnist,fashion_mnist,kmnist,ag_news,qmnist --data_dir=../shared/data
 
-`--data_dir` defaults to $MPCODEC_DATA_DIR. `--base_url=http://host:port` fetches from a server laid out
+`--data_dir` (the destination) defaults to $MPCODEC_DATA_DIR. `--base_url=http://host:port` fetches from a server laid out
 like a data directory instead of the official hosts. Files already present with the right checksum are
 skipped; a mismatch stops with the file name and the expected and actual digests.
 """
@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from absl import app, flags, logging
 import tqdm
 
+from launch import common
 from mpcodec.data import fetch, registry
 from mpcodec.data.dataset import DataError
 
@@ -48,16 +49,28 @@ class _Progress:
     self._bar, self._path = None, None
 
 
-def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+def _destination() -> str:
+  """The destination folder and the dataset names, checked; UsageError naming the flag otherwise."""
   # The destination may not exist yet, so it is not checked the way a loader checks its data_dir.
   data_dir = _DATA_DIR.value or os.environ.get(registry.DATA_DIR_ENV)
   if not data_dir:
-    raise app.UsageError(f"pass --data_dir=DIR or set {registry.DATA_DIR_ENV}=DIR")
+    raise app.UsageError(f"no data directory given: pass --data_dir=DIR or set {registry.DATA_DIR_ENV}=DIR")
   unknown = sorted(set(_DATASETS.value) - set(fetch.REMOTE_FILES))
   if unknown:
     raise app.UsageError(f"--datasets: unknown {unknown}; valid names are {sorted(fetch.REMOTE_FILES)}")
+  return data_dir
+
+
+def check():
+  data_dir = _destination()
+  return {"datasets": "+".join(_DATASETS.value), "data": common.check_workdir(data_dir, "--data_dir"),
+          "source": _BASE_URL.value or "the official hosts (not contacted by --check_only)"}
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  data_dir = _destination()
   for name in _DATASETS.value:
     for remote in fetch.REMOTE_FILES[name]:
       if not remote.pinned:
@@ -88,4 +101,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main, check)

@@ -1,6 +1,7 @@
 """Trains the toy superposition models and writes metrics, the phase diagram and a report.
 
   python -m launch.toy_superposition --config=configs/toy_superposition.py --workdir=runs/toy
+  python -m launch.toy_superposition --config=configs/toy_superposition.py:smoke --workdir=runs/toy_smoke
 """
 
 from absl import flags
@@ -8,11 +9,20 @@ from absl import logging
 from ml_collections import config_flags
 
 from launch import common
+from mpcodec.core import configuration
 from mpcodec.studies.toy_superposition import report as toy_superposition
+from mpcodec.studies.toy_superposition.experiment import ToySuperpositionConfig
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file[:variant].")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (metrics/, plots/, report.md).")
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+def check():
+  cfg = configuration.parse(ToySuperpositionConfig, _CONFIG.value)
+  configuration.check_values(cfg)
+  return {"config": f"{common.config_name(_CONFIG)} ({cfg.num_seeds} seeds)", "data": "generated features",
+          "workdir": common.check_workdir(_WORKDIR.value), "devices": common.devices()}
 
 
 def main(argv):
@@ -21,4 +31,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  common.run(main)
+  common.run(main, check)
