@@ -3,6 +3,8 @@
 import csv
 import json
 import os
+import pathlib
+import re
 import subprocess
 import sys
 
@@ -56,6 +58,25 @@ def test_smoke_run_writes_every_file(smoke_run):
   report_md = open(os.path.join(workdir, "report.md")).read()
   assert report["hypotheses"]["H3"]["verdict"] in report_md
   assert "H3" in out.stdout
+
+
+# An absl INFO line: "I1205 11:27:00.833536 139658312993664 checkpoint_manager.py:701] message".
+ABSL_INFO_FILE = re.compile(r"^I\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ (\S+?\.py):\d+\]", re.MULTILINE)
+
+
+def test_default_log_has_no_tpu_discovery_or_orbax_info_lines(smoke_run):
+  """A launch's default log leaves out JAX's "Unable to initialize backend 'tpu'" (libtpu) line and
+  Orbax's INFO lines (several per checkpoint save and restore; this run saves and restores many)."""
+  import orbax.checkpoint  # pylint: disable=g-import-not-at-top
+  _, out = smoke_run
+  assert "libtpu" not in out.stderr and "Unable to initialize backend" not in out.stderr, out.stderr[-3000:]
+  orbax_root = pathlib.Path(orbax.checkpoint.__file__).parent
+  ours = {p.name for top in ("mpcodec", "launch") for p in (support.REPO_ROOT / top).rglob("*.py")}
+  orbax_files = {p.name for p in orbax_root.rglob("*.py")} - ours
+  sample = "I1205 11:27:00.833536 139658312993664 checkpoint_manager.py:701] Saving checkpoint at step 1"
+  assert ABSL_INFO_FILE.findall(sample) == ["checkpoint_manager.py"] and "checkpoint_manager.py" in orbax_files
+  noisy = [name for name in ABSL_INFO_FILE.findall(out.stderr) if name in orbax_files]
+  assert not noisy, out.stderr[-3000:]
 
 
 def test_rerun_resumes_and_changed_config_is_refused(smoke_run):
