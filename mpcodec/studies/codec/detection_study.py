@@ -90,7 +90,8 @@ def _evaluate(scores_D: np.ndarray, positive_D: np.ndarray, part_D: np.ndarray, 
 
 def run_detection(cfg: DetectionConfig, labels_D: np.ndarray, target: int, pooled_DxF: np.ndarray,
                   theme_max_RxDxT: np.ndarray, seed: int) -> dict[str, Any]:
-  """Every detector on every (seed, split); per-row results and the ROC curves of seed 0, split 0."""
+  """Every detector on every (seed, split); per-row results and the ROC curves of seed 0, split 0 (each with
+  its test AUROC)."""
   positive_D = labels_D == target
   parts_SxD = stratified_parts(labels_D, cfg.num_splits, (cfg.calibration_fraction, cfg.test_fraction), seed)
   probes = probe_lib.fit_batched(pooled_DxF, positive_D.astype(np.int32),
@@ -112,7 +113,7 @@ def run_detection(cfg: DetectionConfig, labels_D: np.ndarray, target: int, poole
         if r == 0 and s == 0:
           fpr, tpr, _, vertex = (np.asarray(a) for a in detection.roc_curve(scores[name][test],
                                                                              positive_D[test]))
-          curves[name] = {"fpr": fpr[vertex], "tpr": tpr[vertex]}
+          curves[name] = {"fpr": fpr[vertex], "tpr": tpr[vertex], "auroc": rows[-1]["auroc"]}
   counts = {name: int((parts_SxD[0] == part).sum())
             for name, part in (("fit", FIT), ("calibration", CALIBRATION), ("test", TEST))}
   return {"rows": rows, "roc": curves, "num_documents": int(labels_D.shape[0]),

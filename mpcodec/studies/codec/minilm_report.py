@@ -133,58 +133,112 @@ def detection_summary(result: Mapping[str, Any]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- plots
 
 
-def plot_steering(summary: Mapping[str, Any], path: str) -> None:
+def _pyplot():
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
+
+
+def _no_data(ax, reason: str) -> None:
+  ax.text(0.5, 0.5, f"no data: {reason}", ha="center", va="center", fontsize=8, wrap=True,
+          transform=ax.transAxes)
+  ax.set_xticks([])
+  ax.set_yticks([])
+
+
+STEERING_PANELS = (
+    ("steering", "p_target_steered", "steering set: target probability",
+     "p(target class) under the probe\n(held-out documents of other classes)"),
+    ("neutral", "kl", "neutral set: distribution shift", "KL(clean ‖ steered) of the probe (nats)"),
+    ("neutral", "drift", "neutral set: embedding drift", "cosine drift 1 − cos(clean, steered)"),
+)
+
+
+def plot_steering(summary: Mapping[str, Any], path: str) -> None:
+  """Target probability, KL and drift against the strength α: mean over SAE seeds with its 95% CI."""
+  plt = _pyplot()
   strengths = summary["strengths"]
-  panels = (("steering", "p_target_steered", "target probability (other classes)"),
-            ("neutral", "kl", "KL(clean ‖ steered), Shakespeare"),
-            ("neutral", "drift", "cosine drift, Shakespeare"))
-  fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
-  for ax, (set_name, metric, title) in zip(axes, panels):
+  fig, axes = plt.subplots(1, len(STEERING_PANELS), figsize=(4.4 * len(STEERING_PANELS), 3.8),
+                           layout="constrained")
+  for ax, (set_name, metric, title, ylabel) in zip(axes, STEERING_PANELS):
     for method, table in summary["sets"][set_name].items():
-      means = [c["mean"] if c["mean"] is not None else np.nan for c in table[metric]]
+      means = np.asarray([c["mean"] if c["mean"] is not None else np.nan for c in table[metric]], float)
       low = [c["low"] if c["low"] is not None else m for c, m in zip(table[metric], means)]
       high = [c["high"] if c["high"] is not None else m for c, m in zip(table[metric], means)]
-      ax.plot(strengths, means, marker="o", label=method)
-      ax.fill_between(strengths, low, high, alpha=0.2)
+      line, = ax.plot(strengths, means, marker="o", label=method)
+      ax.fill_between(strengths, np.asarray(low, float), np.asarray(high, float), color=line.get_color(),
+                      alpha=0.2, lw=0)
     if metric == "p_target_steered":
       clean = summary["sets"][set_name]["theme"]["p_target_clean"][0]["mean"]
-      ax.axhline(clean, color="grey", linestyle=":", label="clean")
+      if clean is not None:
+        ax.axhline(clean, color="grey", linestyle=":", label="clean (no steering)")
     ax.set_xlabel("strength α (fraction of the activation norm)")
+    ax.set_ylabel(ylabel, fontsize=8)
     ax.set_title(title, fontsize=9)
-  axes[0].legend(fontsize=8)
+    ax.legend(fontsize=7)
+  target = summary.get("target_class")
+  fig.suptitle(f"Steering{f' towards {target}' if target else ''}: mean over SAE seeds, band = 95% "
+               "bootstrap CI (DiffMean: one vector, no band)", fontsize=10)
   io.save_figure(fig, path)
 
 
 def plot_snr(summary: Mapping[str, Any], path: str) -> None:
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(4.2, 3.4))
+  """Population-steering SNR against the number N of atoms summed, on log axes, one line per SAE seed.
+
+  Only positive SNRs have a logarithm: the others are left out of the lines and counted in a note; the
+  √N reference starts at the first drawn point."""
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(5.0, 3.8), layout="constrained")
+  dropped, anchor = 0, None
   for row in summary["snr"]:
-    if len(row["snr"]):
-      ax.loglog(row["atoms"], np.maximum(np.asarray(row["snr"], float), 1e-6), marker="o",
-                label=f"seed {row['seed_index']}")
+    atoms, snr = np.asarray(row["atoms"], float), np.asarray(row["snr"], float)
+    if not snr.size:
+      continue
+    positive = np.isfinite(snr) & (snr > 0)
+    dropped += int(np.sum(~positive))
+    if positive.any():
+      ax.loglog(atoms[positive], snr[positive], marker="o", label=f"seed {row['seed_index']}")
+      anchor = anchor or (float(atoms[positive][0]), float(snr[positive][0]))
   atoms = sorted({n for row in summary["snr"] for n in row["atoms"]})
-  if atoms and summary["snr"] and len(summary["snr"][0]["snr"]):
-    first = float(np.asarray(summary["snr"][0]["snr"], float)[0])
-    ax.loglog(atoms, [max(first, 1e-6) * math.sqrt(n / atoms[0]) for n in atoms], "k:", label="√N")
   ax.set_xlabel("atoms summed N")
-  ax.set_ylabel("SNR along the target margin")
-  ax.legend(fontsize=8)
+  ax.set_ylabel("SNR of the embedding change\nalong the target margin")
+  ax.set_title("population steering: SNR against N" + (
+      f"\n({dropped} non-positive SNR value(s) not drawn: no logarithm)" if dropped else ""), fontsize=9)
+  if anchor is None:
+    _no_data(ax, "no positive SNR to draw on a log axis" if dropped else "no SNR measured")
+  else:
+    reference = [n for n in atoms if n >= anchor[0]]
+    ax.loglog(reference, [anchor[1] * math.sqrt(n / anchor[0]) for n in reference], "k:",
+              label="√N from the first point")
+    ax.legend(fontsize=8)
   io.save_figure(fig, path)
 
 
+def _auroc_of_curve(curve: Mapping[str, np.ndarray]) -> float:
+  fpr, tpr = np.asarray(curve["fpr"], float), np.asarray(curve["tpr"], float)
+  return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2)) if fpr.size > 1 else float("nan")
+
+
 def plot_roc(roc: Mapping[str, Mapping[str, np.ndarray]], max_fpr: float, path: str) -> None:
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(4.2, 3.8))
+  """ROC of every detector on the test part of one split, each labelled with its AUROC."""
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(4.6, 4.2), layout="constrained")
+  aurocs = {}
   for name, curve in roc.items():
-    ax.plot(curve["fpr"], curve["tpr"], label=name)
-  ax.axvline(max_fpr, color="grey", linestyle=":")
-  ax.plot([0, 1], [0, 1], color="lightgrey", linewidth=0.8)
+    aurocs[name] = float(curve["auroc"]) if curve.get("auroc") is not None else _auroc_of_curve(curve)
+    ax.plot(curve["fpr"], curve["tpr"], label=f"{name} (AUROC {aurocs[name]:.3f})")
+  ax.axvline(max_fpr, color="grey", linestyle=":", label=f"false-positive budget {max_fpr:.0%}")
+  ax.plot([0, 1], [0, 1], color="lightgrey", linewidth=0.8, label="chance (AUROC 0.5)")
   ax.set_xlabel("false-positive rate")
-  ax.set_ylabel("detection rate")
-  ax.legend(fontsize=8)
+  ax.set_ylabel("detection rate (true-positive rate)")
+  best = max(aurocs, key=lambda name: aurocs[name]) if aurocs else None
+  ax.set_title("ROC, SAE seed 0, split 0" + (f": best AUROC {aurocs[best]:.3f} ({best})" if best else ""),
+               fontsize=9)
+  if roc:
+    ax.legend(fontsize=7, loc="lower right")
+  else:
+    _no_data(ax, "no detector was evaluated")
   io.save_figure(fig, path)
 
 
@@ -212,10 +266,36 @@ def replication_rows(claims: Sequence[Mapping[str, Any]]) -> list[list[str]]:
   return [[c["claim"], str(c["claimed"]), _fmt(c["ours"]), c["definition"], c["verdict"]] for c in claims]
 
 
+def _theme_count_text(themes: Mapping[str, Any], analysis_themes: Mapping[str, Any] | None) -> str:
+  """Which clustering gave the number of themes here, and the other clustering's count (a different one).
+
+  This section's themes (metrics/themes_text.json) are what steering and detection use; the codec
+  section's "roommates share a theme" finding clusters the same kind of rows again, over its own range
+  of theme counts on the analysis window (metrics/analysis.json, themes.recovery)."""
+  tried = ", ".join(sorted(themes.get("scores") or {}, key=float))
+  text = (f"{themes['num_themes']} themes: the number the {themes.get('criterion') or 'criterion'} chose"
+          + (f" among {tried} (`themes.k_range`)" if tried else "")
+          + f", from {themes['method']} clustering of the {themes['vectors']} rows of SAE run k={themes['k']} "
+          "seed 0; steering and detection use these themes.")
+  counts = [count for entry in (analysis_themes or {}).get("recovery", [])
+            if entry.get("input") == themes["vectors"] and entry.get("sae_k") == themes["k"]
+            for count in entry.get("num_themes", [])]
+  if counts:
+    per_seed = ", ".join(str(c) for c in counts)
+    text += (f" The codec section's theme finding (roommates share a theme) uses a separate clustering of "
+             f"the same rows over `codec.analysis.theme_k_range` on the analysis window: {per_seed} "
+             f"theme(s) for SAE k={themes['k']} (per seed).")
+  else:
+    text += (" The codec section's theme finding (roommates share a theme) uses a separate clustering over "
+             "`codec.analysis.theme_k_range`, whose count is in metrics/analysis.json (themes.recovery).")
+  return text
+
+
 def report_markdown(*, source: str, reconstruction: Mapping[str, Any], themes: Mapping[str, Any],
                     steering: Mapping[str, Any], detection: Mapping[str, Any],
-                    claims: Sequence[Mapping[str, Any]], analysis_note: str) -> str:
-  """report.md of the study."""
+                    claims: Sequence[Mapping[str, Any]], analysis_note: str,
+                    analysis_themes: Mapping[str, Any] | None = None) -> str:
+  """report.md of the study; `analysis_themes`: the analysis payload's themes section (its theme counts)."""
   lines = ["# The codec on MiniLM (all-MiniLM-L6-v2)", "", f"Source: {source}.", "",
            "## Replication table", "",
            "Ours: estimate [95% bootstrap CI] over SAE seeds (and data splits for detection).", ""]
@@ -234,13 +314,14 @@ def report_markdown(*, source: str, reconstruction: Mapping[str, Any], themes: M
                     "n/a" if r["accuracy_recovered"] is None else f"{r['accuracy_recovered']:.3f}"]
                    for r in reconstruction["runs"]])
   lines += ["## Themes on real text", "",
-            f"{themes['num_themes']} themes ({themes['method']} clustering of {themes['vectors']} rows) of "
-            f"SAE run k={themes['k']} seed 0; the most target-selective ({themes['target_class']}) first. "
+            _theme_count_text(themes, analysis_themes)
+            + f" Rows: the most target-selective ({themes['target_class']}) first. "
             "Mean activation per class: the theme's activation maxed over each document's tokens, averaged "
             "over the class. All themes: `metrics/themes_text.json`.", ""]
   classes = themes["class_names"]
   lines += _table(["theme", "atoms", "d (target)", "top tokens"] + list(classes),
-                  [[t["theme"], t["size"], f"{t['target_selectivity']:.2f}", " ".join(t["top_tokens"][:8])]
+                  [[t["theme"], t["size"], f"{t['target_selectivity']:.2f}",
+                    " ".join(t["top_tokens"][:8]) or "none"]
                    + [f"{v:.3f}" for v in t["mean_max_by_class"]] for t in themes["themes"][:12]])
   ref = steering["reference_strength"]
   lines += ["## Thematic steering", "",

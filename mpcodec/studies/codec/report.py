@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from mpcodec.core import io
-from mpcodec.studies.codec import replication
+from mpcodec.studies.codec import plots as plots_lib, replication
 
 _PER_RUN_SAE = ("fvu", "l0", "dead_fraction", "dense_fraction", "mean_max_cosine_similarity",
                 "matched_cosine_similarity", "matched_pair_correlation")
@@ -63,66 +63,6 @@ def squeezer_summary(metrics: Mapping[str, np.ndarray], run_labels: Sequence[dic
   }
 
 
-def _plot_history(history: Mapping[str, np.ndarray], run_labels: Sequence[dict], title: str, path: str
-                  ) -> None:
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  panels = [name for name in ("fvu", "l0", "dead_fraction", "aux_loss") if name in history]
-  fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
-  for ax, name in zip(np.atleast_1d(axes), panels):
-    values = np.asarray(history[name])
-    for r, label in enumerate(run_labels):
-      ax.plot(np.arange(1, values.shape[0] + 1), values[:, r], lw=0.9, label=_run_name(label))
-    ax.set_xlabel("step")
-    ax.set_title(name)
-    if name in ("fvu", "aux_loss") and np.all(values > 0):
-      ax.set_yscale("log")
-  np.atleast_1d(axes)[0].legend(fontsize=6)
-  fig.suptitle(title)
-  io.save_figure(fig, path)
-
-
-def _plot_density(metrics: Mapping[str, np.ndarray], run_labels: Sequence[dict], path: str) -> None:
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  edges = np.asarray(metrics["density_edges"])
-  centres = 0.5 * (edges[1:] + edges[:-1])
-  fig, ax = plt.subplots(figsize=(5, 3.2))
-  for r, label in enumerate(run_labels):
-    dead = float(np.asarray(metrics["dead_fraction"])[r])
-    ax.step(centres, np.asarray(metrics["density_histogram"])[r], where="mid", lw=0.9,
-            label=f"k={label['k']} seed {label['seed_index']} (dead {dead:.1%})")
-  ax.set_xlabel("log10 firing frequency")
-  ax.set_ylabel("live latents")
-  ax.set_title("SAE latent density")
-  ax.legend(fontsize=6)
-  io.save_figure(fig, path)
-
-
-def _plot_features_per_neuron(metrics: Mapping[str, np.ndarray], run_labels: Sequence[dict], path: str
-                              ) -> None:
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  per_neuron = np.asarray(metrics["features_per_neuron"])
-  bins = np.arange(per_neuron.max() + 2) - 0.5
-  fig, ax = plt.subplots(figsize=(5, 3.2))
-  for r, label in enumerate(run_labels):
-    ax.hist(per_neuron[r], bins=bins, histtype="step", label=_run_name(label))
-  ax.set_xlabel("SAE features per synthetic neuron")
-  ax.set_ylabel("neurons")
-  ax.set_title("Squeezer: features per synthetic neuron")
-  ax.legend(fontsize=6)
-  io.save_figure(fig, path)
-
-
-def _run_name(row: Mapping[str, Any]) -> str:
-  squeezer_k = f" K={row['squeezer_k']}" if "squeezer_k" in row else ""
-  return f"k={row['k']}{squeezer_k} seed {row['seed_index']}"
-
-
 def _markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
   columns = list(rows[0].keys())
   def cell(v):
@@ -167,13 +107,13 @@ def write_codec_outputs(workdir: str, *, cfg: Mapping[str, Any], source_descript
   plots = os.path.join(workdir, "plots")
   if sae_history is not None:
     io.write_csv(os.path.join(workdir, "metrics", "sae_history.csv"), _history_rows(sae_history, run_labels))
-    _plot_history(sae_history, run_labels, "SAE training", os.path.join(plots, "sae_training.png"))
+    plots_lib.training_curves(sae_history, run_labels, "SAE", os.path.join(plots, "sae_training.png"))
   io.write_csv(os.path.join(workdir, "metrics", "squeezer_history.csv"),
                _history_rows(squeezer_history, squeezer_labels))
-  _plot_history(squeezer_history, squeezer_labels, "Squeezer training",
-                os.path.join(plots, "squeezer_training.png"))
-  _plot_density(sae_metrics, run_labels, os.path.join(plots, "latent_density.png"))
-  _plot_features_per_neuron(squeezer_metrics, squeezer_labels, os.path.join(plots, "features_per_neuron.png"))
+  plots_lib.training_curves(squeezer_history, squeezer_labels, "Squeezer",
+                            os.path.join(plots, "squeezer_training.png"))
+  plots_lib.latent_density(sae_metrics, run_labels, os.path.join(plots, "latent_density.png"))
+  plots_lib.features_per_neuron(squeezer_metrics, squeezer_labels, os.path.join(plots, "features_per_neuron.png"))
   text = report_markdown(sae_payload, squeezer_payload, source_description, sae_history is None)
   if analysis_payload is not None:
     tolerance = analysis_payload["fingerprint"]["analysis"]["replication_tolerance"]
@@ -189,7 +129,7 @@ def report_markdown(sae_payload: Mapping[str, Any], squeezer_payload: Mapping[st
   dead_runs = [row for row in sae_payload["runs"] if row["all_latents_dead"]]
   if dead_runs:
     lines += [f"**Warning: every SAE latent died in {len(dead_runs)} of {len(sae_payload['runs'])} runs** "
-              f"({', '.join(_run_name(r) for r in dead_runs)}); their other "
+              f"({', '.join(plots_lib.run_name(r) for r in dead_runs)}); their other "
               "numbers describe a constant reconstruction.", ""]
   lines += ["## Sparse autoencoder", "",
             ("The SAE was loaded from a saved checkpoint (no training curves)." if sae_loaded else
