@@ -125,14 +125,57 @@ def _table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str],
   return "\n".join(lines) + "\n"
 
 
+def _why_left_out(reasons: Sequence[str]) -> str:
+  """'at chance' when every reason is a failed seed (final accuracy below chance + the fail margin),
+  'diverged' when none is, 'at chance or diverged' when both occur."""
+  failed = [r.startswith("failed") for r in reasons]
+  if failed and all(failed):
+    return "at chance"
+  return "at chance or diverged" if any(failed) else "diverged"
+
+
+def left_out_counts(exclusions: Mapping[str, Any]) -> dict[str, dict[str, int]]:
+  """{"runs": {why: count}, "seeds": {why: count}} of what the analysis left out, why in words.
+
+  A run is "diverged" only when its loss became NaN/Inf; a run whose every seed ended below chance + the
+  fail margin is "at chance" (the sweep's records list both among the runs left out)."""
+  reasons_by_run: dict[str, list[str]] = {}
+  for seed in exclusions["excluded_seeds"]:
+    reasons_by_run.setdefault(seed["run"], []).append(seed["reason"])
+  runs: dict[str, int] = {}
+  for entry in exclusions["diverged_runs"]:
+    why = _why_left_out(reasons_by_run.get(entry["run"], []))
+    runs[why] = runs.get(why, 0) + 1
+  left_out = {entry["run"] for entry in exclusions["diverged_runs"]}
+  seeds: dict[str, int] = {}
+  for seed in exclusions["excluded_seeds"]:
+    if seed["run"] not in left_out:
+      why = _why_left_out([seed["reason"]])
+      seeds[why] = seeds.get(why, 0) + 1
+  return {"runs": runs, "seeds": seeds}
+
+
+def left_out_text(exclusions: Mapping[str, Any]) -> str:
+  """'1 run at chance and 2 seeds (1 at chance, 1 diverged) left out', or 'nothing left out'."""
+  counts = left_out_counts(exclusions)
+  parts = [f"{n} run{'s' if n != 1 else ''} {why}" for why, n in sorted(counts["runs"].items())]
+  seeds = counts["seeds"]
+  if seeds:
+    total = sum(seeds.values())
+    parts.append(f"{total} seed{'s' if total != 1 else ''} of other runs ("
+                 + ", ".join(f"{n} {why}" for why, n in sorted(seeds.items())) + ")")
+  return (" and ".join(parts) + " left out") if parts else "nothing left out"
+
+
 def markdown(report: Mapping[str, Any]) -> str:
   """report.md: the replication table first, then every finding with its CI and verdict."""
   exclusions = report["exclusions"]
   parts = ["# Training dynamics: analysis of the sweep\n",
            f"{len(report['runs'])} runs analysed on {report['primary_measure']} (headline) and "
-           f"{len(report['measures'])} measures; {exclusions['num_diverged_runs']} diverged run(s) and "
-           f"{exclusions['num_excluded_seeds']} seed(s) left out (listed in report.json). Intervals are 95% "
-           "percentile-bootstrap CIs over seeds.\n",
+           f"{len(report['measures'])} measures; {left_out_text(exclusions)}"
+           + (" (listed in report.json; diverged: the loss became NaN/Inf; at chance: final held-out "
+              "accuracy below chance + the fail margin)" if any(left_out_counts(exclusions).values()) else "")
+           + ". Intervals are 95% percentile-bootstrap CIs over seeds.\n",
            "## Replication of the earlier study\n",
            _table(report["replication"], ("claim", "claimed", "result", "ci_low", "ci_high", "num_seeds",
                                           "verdict", "reason"),

@@ -32,6 +32,21 @@ TABLE_COLUMNS = ("arch", "dataset", "family", "status", "num_seeds", "mean_accur
                  "max_accuracy", "chance_accuracy", "failed_seeds", "eval_size", "minutes", "note")
 
 
+# What each measure is, in words and units, for axis and colour-bar labels.
+MEASURE_LABELS = {
+    "participation_ratio": "participation ratio (dimensions)",
+    "effective_rank": "effective rank (dimensions)",
+    "stable_rank": "stable rank (dimensions)",
+    "num_components_90": "components for 90% of the variance (count)",
+    "twonn_dimension": "TwoNN intrinsic dimension (dimensions)",
+}
+
+
+def measure_label(name: str) -> str:
+  """A measure's axis label: its name in words with its unit (the name itself if unknown)."""
+  return MEASURE_LABELS.get(name, name.replace("_", " "))
+
+
 def _stem(run: str) -> str:
   arch, _, dataset = run.partition("@")
   return f"{arch}__{dataset}"
@@ -84,7 +99,7 @@ def dimensionality_figure(series: Mapping[str, np.ndarray], measure_names: Seque
   num_seeds = series[measure_names[0]].shape[0]
   fig, axes = plt.subplots(len(measure_names), 1, figsize=(9, 1.2 + 0.28 * len(layers) * len(measure_names)
                                                                 + 0.6 * len(measure_names)),
-                           squeeze=False)
+                           squeeze=False, layout="constrained")
   for ax, name in zip(axes[:, 0], measure_names):
     mean_LxM = np.mean(series[name], axis=0).T
     image = ax.pcolormesh(edges, np.arange(len(layers) + 1) - 0.5, mean_LxM, cmap="viridis",
@@ -94,12 +109,12 @@ def dimensionality_figure(series: Mapping[str, np.ndarray], measure_names: Seque
       ax.set_xscale("symlog", linthresh=linear_span)
     ax.set_xlim(edges[0], edges[-1])
     ax.set_yticks(range(len(layers)), layers, fontsize=7)
+    ax.set_ylabel("layer", fontsize=8)
+    ax.set_xlabel(step_axis_label(linear_span if symlog else None), fontsize=8)
     ax.set_title(name.replace("_", " "), fontsize=9)
     colorbar = fig.colorbar(image, ax=ax, pad=0.01)
-    colorbar.set_label(f"{name.replace('_', ' ')}\n(mean of {num_seeds} seeds)", fontsize=7)
-  axes[-1, 0].set_xlabel(step_axis_label(linear_span if symlog else None))
+    colorbar.set_label(f"{measure_label(name)}\n(mean of {num_seeds} seeds)", fontsize=7)
   fig.suptitle(f"{title}: mean over {num_seeds} seeds", fontsize=10)
-  fig.tight_layout()
   return fig
 
 
@@ -112,21 +127,25 @@ def _band(ax, steps, values_SxM, label):
 
 def curves_figure(series: Mapping[str, np.ndarray], title: str):
   """Loss and accuracy against the training step: mean over seeds, band = min..max over seeds."""
-  fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
+  fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
   steps = series["steps"]
+  num_seeds = np.asarray(series["train_loss"]).shape[0]
   _band(loss_ax, steps, series["train_loss"], "train probe")
   _band(loss_ax, steps, series["test_loss"], "held-out probe")
-  loss_ax.set_yscale("log")
-  loss_ax.set_ylabel("cross-entropy")
+  losses = np.concatenate([np.ravel(series["train_loss"]), np.ravel(series["test_loss"])])
+  if np.all(losses[np.isfinite(losses)] > 0):
+    loss_ax.set_yscale("log")
+  loss_ax.set_ylabel("cross-entropy loss (nats)")
+  loss_ax.set_title("loss", fontsize=9)
   _band(acc_ax, steps, series["train_accuracy"], "train probe")
   _band(acc_ax, steps, series["test_accuracy"], "held-out probe")
-  acc_ax.set_ylabel("accuracy")
+  acc_ax.set_ylabel("accuracy (fraction correct)")
+  acc_ax.set_title("accuracy", fontsize=9)
   for ax in (loss_ax, acc_ax):
     ax.set_xlabel("training step")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-  fig.suptitle(title, fontsize=10)
-  fig.tight_layout()
+  fig.suptitle(f"{title}: mean of {num_seeds} seeds, band = min..max over seeds", fontsize=10)
   return fig
 
 

@@ -63,7 +63,7 @@ def test_heatmap_cells_hold_the_seed_mean_at_the_true_steps():
   assert ax.get_xscale() == "symlog"
   assert ax.xaxis.get_transform().linthresh == report_dynamics.HEATMAP_LINEAR_MEASUREMENTS * 5
   # The colourbar says what the colour is; the axis says where it turns logarithmic.
-  assert mesh.colorbar.ax.get_ylabel() == "effective rank\n(mean of 4 seeds)"
+  assert mesh.colorbar.ax.get_ylabel() == "effective rank (dimensions)\n(mean of 4 seeds)"
   assert ax.get_xlabel() == "training step (linear to 50, log beyond)"
   # A short run stays on a linear axis.
   series_short = {k: (v[:, :5] if k == "effective_rank" else v) for k, v in series.items()}
@@ -71,7 +71,7 @@ def test_heatmap_cells_hold_the_seed_mean_at_the_true_steps():
   ax_short = report_dynamics.dimensionality_figure(series_short, ["effective_rank"], "t").axes[0]
   assert ax_short.get_xscale() == "linear"
   assert ax_short.get_xlabel() == "training step"   # no "log" on a linear axis
-  assert ax_short.collections[0].colorbar.ax.get_ylabel() == "effective rank\n(mean of 4 seeds)"
+  assert ax_short.collections[0].colorbar.ax.get_ylabel() == "effective rank (dimensions)\n(mean of 4 seeds)"
 
 
 def test_accuracy_row_flags_failed_seeds_and_chance():
