@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from mpcodec.core import configuration, workdir as workdir_lib
+from mpcodec.core import configuration, progress, workdir as workdir_lib
 from mpcodec.metrics import superposition
 from mpcodec.core import io
 from mpcodec.studies.toy_superposition import experiment as toy_train
@@ -106,12 +106,12 @@ def plot_phase_diagram(cfg: toy_train.ToySuperpositionConfig, majority_PxI: np.n
 
   phase = cfg.phase_diagram
   colours = ("#4c72b0", "#dd8452", "#55a868", "#bbbbbb")
-  fig, ax = plt.subplots(figsize=(5.5, 4.5))
+  fig, ax = plt.subplots(figsize=(6.0, 4.5), layout="constrained")
   ax.imshow(majority_PxI, cmap=ListedColormap(colours), vmin=-0.5, vmax=len(colours) - 0.5,
             origin="upper", aspect="auto")
   ax.set_xticks(range(len(phase.relative_importances)), [f"{v:g}" for v in phase.relative_importances])
   ax.set_yticks(range(len(phase.feature_densities)), [f"{v:g}" for v in phase.feature_densities])
-  ax.set_xlabel("relative importance of feature 2")
+  ax.set_xlabel("relative importance of feature 2 (feature 1 has 1)")
   ax.set_ylabel("feature density (1 - sparsity)")
   ax.set_title(f"n = 2, m = 1: fate of feature 2 (majority of {cfg.num_seeds} seeds)")
   ax.legend(handles=[Patch(color=c, label=name) for c, name in zip(colours, superposition.SOLUTION_NAMES)],
@@ -202,13 +202,15 @@ def plot_features_per_neuron(cfg: toy_train.ToySuperpositionConfig, privileged: 
   sparsities = np.asarray(cfg.privileged_basis.sparsities)
   order = np.argsort(sparsities)
   density_G = 1.0 - sparsities[order]
-  fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-  panels = (("features_per_neuron", "features per neuron", ((1, "one feature per neuron"),)),
-            ("represented_features", "represented features (‖W_i‖ > "
-             f"{superposition.REPRESENTED_NORM:g})",
+  fig, axes = plt.subplots(1, 2, figsize=(10, 4.4), layout="constrained")
+  panels = (("features_per_neuron", "polysemanticity of the neurons",
+             "features per neuron (participation ratio\nof positive weights, mean over neurons)",
+             ((1, "one feature per neuron"),)),
+            ("represented_features", "features the model keeps",
+             f"represented features (count, ‖W_i‖ > {superposition.REPRESENTED_NORM:g})",
              ((train.hidden_dim, f"m = {train.hidden_dim} neurons"),
               (train.num_features, f"n = {train.num_features} features"))))
-  for ax, (name, label, references) in zip(axes, panels):
+  for ax, (name, title, label, references) in zip(axes, panels):
     values_GxS = np.asarray(privileged[name], np.float64)[order]
     ax.fill_between(density_G, values_GxS.min(1), values_GxS.max(1), alpha=0.25,
                     label=f"min..max over {values_GxS.shape[1]} seeds")
@@ -219,8 +221,9 @@ def plot_features_per_neuron(cfg: toy_train.ToySuperpositionConfig, privileged: 
                   ha="left", fontsize=8, color="grey")
     if density_G.min() > 0:
       ax.set_xscale("log")
-    ax.set_xlabel("feature density 1 - S")
+    ax.set_xlabel("feature density 1 − S (log scale)" if density_G.min() > 0 else "feature density 1 − S")
     ax.set_ylabel(label)
+    ax.set_title(title, fontsize=10)
     # Below the axes: the curve's shape (and so the free corner) depends on the run.
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2, fontsize=8, frameon=False)
   fig.suptitle(f"ReLU-hidden model h = ReLU(Wx), n = {train.num_features}, m = {train.hidden_dim}, "
@@ -339,19 +342,30 @@ def run_experiment(cfg: toy_train.ToySuperpositionConfig, workdir: str,
   """
   configuration.check_values(cfg)
   workdir_lib.check_writable(workdir)
-  log(f"pentagon + dense: {cfg.num_seeds} seeds x {cfg.train.num_restarts} restarts x 2 cells")
-  runs = toy_train.run_pentagon_and_dense(cfg)
+  phase, privileged_cfg = cfg.phase_diagram, cfg.privileged_basis
+  # Each sweep is one compiled program (all its cells, seeds and restarts at once), so the bar moves
+  # by whole sweeps, weighted by their training steps.
+  sweeps = ((cfg.train, 2), (phase.train, len(phase.feature_densities) * len(phase.relative_importances)),
+            (privileged_cfg.train, len(privileged_cfg.sparsities)))
+  steps = [train.num_steps * cells * cfg.num_seeds * train.num_restarts for train, cells in sweeps]
+  with progress.bar(sum(steps), "toy superposition (3 sweeps)", unit="model step") as bar:
+    log(f"pentagon + dense: {cfg.num_seeds} seeds x {cfg.train.num_restarts} restarts x 2 cells")
+    bar.set_postfix_str("pentagon + dense")
+    runs = toy_train.run_pentagon_and_dense(cfg)
+    bar.update(steps[0])
+    log(f"phase diagram: {len(phase.feature_densities)} x {len(phase.relative_importances)} cells x "
+        f"{cfg.num_seeds} seeds x {phase.train.num_restarts} restarts")
+    bar.set_postfix_str("phase diagram")
+    phase_runs = toy_train.run_phase_diagram(cfg)
+    bar.update(steps[1])
+    log(f"privileged basis (relu_hidden): {len(privileged_cfg.sparsities)} sparsities x {cfg.num_seeds} "
+        f"seeds x {privileged_cfg.train.num_restarts} restarts")
+    bar.set_postfix_str("privileged basis")
+    privileged_runs = toy_train.run_privileged_basis(cfg)
+    bar.update(steps[2])
   pentagon = summarize_pentagon(**runs["pentagon"])
   dense = summarize_dense(**runs["dense"], hidden_dim=cfg.train.hidden_dim)
-  phase = cfg.phase_diagram
-  log(f"phase diagram: {len(phase.feature_densities)} x {len(phase.relative_importances)} cells x "
-      f"{cfg.num_seeds} seeds x {phase.train.num_restarts} restarts")
-  phase_runs = toy_train.run_phase_diagram(cfg)
   phase_rows, majority_PxI = phase_diagram_table(cfg, phase_runs["params"])
-  privileged_cfg = cfg.privileged_basis
-  log(f"privileged basis (relu_hidden): {len(privileged_cfg.sparsities)} sparsities x {cfg.num_seeds} "
-      f"seeds x {privileged_cfg.train.num_restarts} restarts")
-  privileged_runs = toy_train.run_privileged_basis(cfg)
   privileged = summarize_privileged_basis(cfg, privileged_runs["params"], privileged_runs["history"])
 
   results = {"config": configuration.to_dict(cfg), "pentagon": pentagon, "dense": dense,

@@ -5,6 +5,7 @@ import numpy as np
 from mpcodec.core.configuration import parse
 from mpcodec.studies.toy_superposition import report as toy_report
 from mpcodec.studies.toy_superposition import experiment as toy_train
+from tests.studies import figure_checks
 
 
 def _participation_ratio_of_positive_weights(weights_MxN):
@@ -81,3 +82,18 @@ def test_plot_and_report_section_state_the_computed_values(tmp_path):
   assert "1 of 2." in text  # monosemantic seeds at the densest cell
   assert "on 2 of 2 seeds" in text
   assert "never decreases as sparsity grows" in text
+
+
+def test_figures_are_readable(monkeypatch, tmp_path):
+  saved = figure_checks.capture(monkeypatch)
+  cfg = _config()
+  summary = toy_report.summarize_privileged_basis(cfg, {"W": WEIGHTS_GxSxMxN},
+                                                  {"loss": np.ones((2, 2, 2), np.float32)})
+  toy_report.plot_features_per_neuron(cfg, summary, str(tmp_path / "features_per_neuron.png"))
+  phase = cfg.phase_diagram
+  majority = np.arange(len(phase.feature_densities) * len(phase.relative_importances)).reshape(
+      len(phase.feature_densities), len(phase.relative_importances)) % 4
+  toy_report.plot_phase_diagram(cfg, majority, str(tmp_path / "phase_diagram.png"))
+  figure_checks.assert_readable(saved)
+  legend = [t.get_text() for t in saved[1][1].axes[0].get_legend().get_texts()]
+  assert legend == list(toy_report.superposition.SOLUTION_NAMES)   # what each colour of the grid means
