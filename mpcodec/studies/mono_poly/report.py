@@ -353,12 +353,36 @@ def curves_from_history(rows: Sequence[Mapping[str, Any]], metric_names: Sequenc
   return np.asarray(steps), curves
 
 
+# Each history metric's panel: (title, y-label with the unit, (lowest, highest) value it can take).
+CURVE_LABELS = {
+    "loss": ("training loss", "cross-entropy loss (nats)", (0.0, None)),
+    "train_accuracy": ("train accuracy", "accuracy (fraction correct)", (0.0, 1.0)),
+    "test_accuracy": ("held-out accuracy", "accuracy (fraction correct)", (0.0, 1.0)),
+    "mean_entropy": ("weight entropy", "weight entropy (nats,\nmean over neurons)", (0.0, None)),
+    "mean_l2": ("incoming-weight L2 norm", "L2 norm of incoming weights\n(mean over neurons)", (0.0, None)),
+    "mean_angle": ("angle between neurons' weights", "mean pairwise angle (degrees)", (0.0, 180.0)),
+    "num_polysemantic": ("polysemantic neurons", "polysemantic neurons (count)", (0.0, None)),
+    "num_monosemantic": ("monosemantic neurons", "monosemantic neurons (count)", (0.0, None)),
+    "num_dead": ("dead neurons", "dead neurons (count)", (0.0, None)),
+}
+
+
+def curve_labels(name: str, values) -> tuple[str, str, tuple[float | None, float | None]]:
+  """(title, y-label, bounds) of a metric's curve; an unknown metric is named in words, bounded below by 0
+  when none of its values is negative."""
+  if name in CURVE_LABELS:
+    return CURVE_LABELS[name]
+  words = name.replace("_", " ")
+  return words, words, (0.0 if np.nanmin(values) >= 0 else None, None)
+
+
 def plot_metric_curves(steps_T, curves: Mapping[str, Any], phase_boundary_step: float, plot_dir,
                        band: str = "sd") -> list[str]:
   """Writes plot_dir/metrics_<name>.png per metric: mean over seeds with a band, phase boundary line.
 
   curves: {name: (S, T) array} over steps_T spanning phase 1 then phase 2. band "sd": mean +- 1 SD
-  over seeds (ddof 0); band "minmax": min to max over seeds.
+  over seeds (ddof 0), clipped to the values the metric can take (a count never below 0, an accuracy
+  never above 1); band "minmax": min to max over seeds.
   """
   if band not in ("sd", "minmax"):
     raise ValueError(f"band must be 'sd' or 'minmax', got {band!r}")
@@ -368,18 +392,26 @@ def plot_metric_curves(steps_T, curves: Mapping[str, Any], phase_boundary_step: 
     curve_SxT = np.atleast_2d(np.asarray(curve, dtype=np.float64))
     if curve_SxT.shape[1] != steps_T.size:
       raise ValueError(f"metric {name!r}: {curve_SxT.shape[1]} points but {steps_T.size} steps")
+    title, ylabel, (lowest, highest) = curve_labels(name, curve_SxT)
     mean_T = curve_SxT.mean(axis=0)
     if band == "sd":
       spread_T = curve_SxT.std(axis=0)
-      low_T, high_T, band_text = mean_T - spread_T, mean_T + spread_T, "band: ±1 SD"
+      low_T, high_T, band_text = mean_T - spread_T, mean_T + spread_T, "band ±1 SD"
+      clipped = ((lowest is not None and np.any(low_T < lowest))
+                 or (highest is not None and np.any(high_T > highest)))
+      low_T = low_T if lowest is None else np.maximum(low_T, lowest)
+      high_T = high_T if highest is None else np.minimum(high_T, highest)
+      if clipped:
+        band_text += " (clipped to the possible range)"
     else:
-      low_T, high_T, band_text = curve_SxT.min(axis=0), curve_SxT.max(axis=0), "band: min–max"
-    fig, ax = plt.subplots(figsize=(5.5, 3.4))
-    ax.plot(steps_T, mean_T, color="C0", lw=1.5)
-    ax.fill_between(steps_T, low_T, high_T, color="C0", alpha=0.25, lw=0)
+      low_T, high_T, band_text = curve_SxT.min(axis=0), curve_SxT.max(axis=0), "band min–max"
+    fig, ax = plt.subplots(figsize=(5.8, 3.6), layout="constrained")
+    ax.plot(steps_T, mean_T, color="C0", lw=1.5, label=f"mean over {curve_SxT.shape[0]} seeds")
+    ax.fill_between(steps_T, low_T, high_T, color="C0", alpha=0.25, lw=0, label=band_text)
     ax.axvline(phase_boundary_step, color="k", ls="--", lw=1, label="phase 1 | phase 2")
     ax.set_xlabel("training step (phase 1, then phase 2)")
-    ax.set_ylabel(f"{name}\n(mean over {curve_SxT.shape[0]} seeds, {band_text})", fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="best")
     safe_name = re.sub(r"[^A-Za-z0-9_]+", "_", name)
     path = os.path.join(plot_dir, f"metrics_{safe_name}.png")
