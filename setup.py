@@ -1,11 +1,26 @@
 """mpcodec: monosemantic-to-polysemantic neurons, training dynamics and the neural codec, in JAX."""
+import os
+import re
+
 from setuptools import find_packages, setup
+
+
+def read_version() -> str:
+  """`__version__` of mpcodec/__init__.py, read as text: installing must not import the package (and JAX)."""
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mpcodec", "__init__.py")
+  with open(path, encoding="utf-8") as f:
+    match = re.search(r"""^__version__ = ["']([^"']+)["']""", f.read(), re.M)
+  if match is None:
+    raise RuntimeError(f"no __version__ = \"...\" line in {path}")
+  return match.group(1)
+
 
 setup(
     name="mpcodec",
-    version="0.1.0",
+    version=read_version(),
     description="JAX tools to study polysemanticity: mono->poly training, layer dimensionality, SAE + Squeezer codec",
     packages=find_packages(include=["mpcodec", "mpcodec.*"]),
+    license="MIT",
     python_requires=">=3.11",
     install_requires=[
         "jax>=0.4.35",
@@ -24,7 +39,7 @@ setup(
         # Pretrained models (MiniLM): weights from safetensors files, tokenisation from tokenizer.json.
         "lm": ["safetensors>=0.4", "tokenizers>=0.15"],
         "test": ["pytest>=8", "pytest-timeout>=2.2", "pyflakes>=3.0", "import-linter>=2.17",
-                 "safetensors>=0.4", "tokenizers>=0.15"],
+                 "safetensors>=0.4", "tokenizers>=0.15", "pdoc>=14"],
         # Side-by-side baselines of the benchmark mains only; never imported by the library.
         "bench": ["torch", "sentence-transformers", "ruptures>=1.1"],
     },
