@@ -1,10 +1,13 @@
 """Any mpcodec run's parameters, config and step from its workdir, and a layer's activations.
 
-Metrics from a checkpoint in three lines:
+Metrics from a checkpoint take three lines (any workdir of launch.mono_poly, launch.dynamics, launch.codec):
 
-    from mpcodec import checkpoints, metrics
-    run = checkpoints.load("runs/mono_poly", stage="phase2")                 # latest step
-    acts_SxNxH = checkpoints.activations(run, layer="hidden_0")              # on the run's own test inputs
+    from mpcodec import checkpoints
+    from mpcodec.metrics import participation_ratio
+
+    run = checkpoints.load("runs/mono_poly", stage="phase2")          # its latest step; or step=...
+    acts_SxNxH = checkpoints.activations(run, layer="hidden_0")       # on the run's own test inputs
+    print(participation_ratio(acts_SxNxH[0]), run.params["hidden_0"]["kernel"].shape, run.config["seed"])
 
 `load` reads only what a run wrote (the JSON metadata beside each checkpoint and Orbax's own record of
 the arrays) with library code (`mpcodec.core`, `mpcodec.models`, `mpcodec.data`, `mpcodec.sae`): it needs
