@@ -55,7 +55,10 @@ class LineProgress:
   It has the part of tqdm's interface the run loops use (`update`, `set_postfix_str`, `set_description`,
   `close`, `n`, `total`). Lines: "<desc>: started, <total> <unit>s", one at each further `every` of the
   total ("<desc>: 40/100 steps (40%), 00:12 elapsed, about 00:18 left, <postfix>") and a final one
-  ("<desc>: 100/100 steps (100%) done in 00:30, <postfix>", or "stopped at" when it ends short).
+  ("<desc>: 100/100 steps (100%) done in 00:30, <postfix>", or "stopped after" when it ends short).
+  The run loops call `update` and then `set_postfix_str` with that chunk's loss, so a line due at an
+  update waits for the postfix that follows it (its times are those of the update); the next update,
+  `close` or the end of the block writes it in any case.
   """
 
   def __init__(self, total: int, desc: str, unit: str = "step", stream: TextIO | None = None,
@@ -67,8 +70,9 @@ class LineProgress:
     self._every = max(1, int(round(every * self.total))) if self.total > 0 else 0
     self._next_line_at = self._every
     self._started = time.perf_counter()
+    self._pending: tuple[str, float] | None = None   # ("progress" or "final", elapsed seconds)
     self._closed = False
-    self._write(f"started, {self.total} {self.unit}s" + (f" ({self.postfix})" if self.postfix else ""))
+    self._write(f"started, {self.total} {self.unit}s")
 
   def _write(self, text: str) -> None:
     if self.disable:
@@ -80,39 +84,51 @@ class LineProgress:
     percent = f" ({100 * self.n / self.total:.0f}%)" if self.total > 0 else ""
     return f"{self.n}/{self.total} {self.unit}s{percent}"
 
-  def update(self, n: int = 1) -> None:
-    self.n += int(n)
-    if self.total > 0 and self.n >= self.total:
-      self._finish()
+  def _flush(self) -> None:
+    """Writes the line waiting for its postfix, if any."""
+    if self._pending is None:
       return
-    if not self._every or self.n < self._next_line_at:
+    kind, elapsed = self._pending
+    self._pending = None
+    postfix = f", {self.postfix}" if self.postfix else ""
+    if kind == "final":
+      self._write(f"{self._count()} done in {_duration(elapsed)}{postfix}")
       return
-    elapsed = time.perf_counter() - self._started
     left = f", about {_duration(elapsed * (self.total - self.n) / self.n)} left" if self.n > 0 else ""
-    self._write(f"{self._count()}, {_duration(elapsed)} elapsed{left}"
-                + (f", {self.postfix}" if self.postfix else ""))
-    self._next_line_at = (self.n // self._every + 1) * self._every
+    self._write(f"{self._count()}, {_duration(elapsed)} elapsed{left}{postfix}")
+
+  def update(self, n: int = 1) -> None:
+    self._flush()
+    if self._closed:
+      return
+    self.n += int(n)
+    elapsed = time.perf_counter() - self._started
+    if self.total > 0 and self.n >= self.total:
+      self._pending, self._closed = ("final", elapsed), True
+    elif self._every and self.n >= self._next_line_at:
+      self._pending = ("progress", elapsed)
+      self._next_line_at = (self.n // self._every + 1) * self._every
 
   def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
     del refresh
     self.postfix = str(s)
+    self._flush()
 
   def set_description(self, desc: str | None = None, refresh: bool = True) -> None:
     del refresh
+    self._flush()
     self.desc = desc or ""
 
   def refresh(self) -> None:
     """Nothing: a line is written only at the tenths of the total (tqdm redraws here)."""
 
   def close(self) -> None:
-    self._finish()
-
-  def _finish(self) -> None:
-    """The final line, once: when the total is reached, or at close when it is not."""
+    """Writes the line still waiting, or, for a bar that ends short of its total, where it stopped."""
+    self._flush()
     if self._closed:
       return
     self._closed = True
-    state = "done in" if self.total <= 0 or self.n >= self.total else "stopped after"
+    state = "done in" if self.total <= 0 else "stopped after"
     self._write(f"{self._count()} {state} {_duration(time.perf_counter() - self._started)}"
                 + (f", {self.postfix}" if self.postfix else ""))
 

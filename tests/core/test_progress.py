@@ -73,6 +73,8 @@ def test_off_a_terminal_the_bar_writes_whole_lines_without_carriage_returns(monk
   assert bar_lines[0] == "codec: started, 1000 steps"
   # A line per tenth of the total: 100, 200, ..., 900, then the final line with the total.
   assert [line.split()[1] for line in bar_lines[1:-1]] == [f"{100 * i}/1000" for i in range(1, 10)]
+  # As in the run loop: update, then the chunk's loss; a line shows the loss of the chunk it reports.
+  assert bar_lines[1].endswith("left, loss 0.100"), bar_lines[1]
   assert bar_lines[-1].startswith("codec: 1000/1000 steps (100%) done in ")
   assert bar_lines[-1].endswith("loss 0.010")
   assert out.endswith(bar_lines[-1] + "\n")

@@ -147,6 +147,7 @@ def _no_data(ax, reason: str) -> None:
   ax.set_yticks([])
 
 
+METHOD_ORDER = ("theme", "atom", "diffmean")   # one colour per steering vector in every panel
 STEERING_PANELS = (
     ("steering", "p_target_steered", "steering set: target probability",
      "p(target class) under the probe\n(held-out documents of other classes)"),
@@ -162,7 +163,10 @@ def plot_steering(summary: Mapping[str, Any], path: str) -> None:
   fig, axes = plt.subplots(1, len(STEERING_PANELS), figsize=(4.4 * len(STEERING_PANELS), 3.8),
                            layout="constrained")
   for ax, (set_name, metric, title, ylabel) in zip(axes, STEERING_PANELS):
-    for method, table in summary["sets"][set_name].items():
+    methods = summary["sets"][set_name]
+    for method in sorted(methods, key=lambda m: (m not in METHOD_ORDER, METHOD_ORDER.index(m)
+                                                 if m in METHOD_ORDER else 0, m)):
+      table = methods[method]
       means = np.asarray([c["mean"] if c["mean"] is not None else np.nan for c in table[metric]], float)
       low = [c["low"] if c["low"] is not None else m for c, m in zip(table[metric], means)]
       high = [c["high"] if c["high"] is not None else m for c, m in zip(table[metric], means)]
@@ -190,7 +194,7 @@ def plot_snr(summary: Mapping[str, Any], path: str) -> None:
   √N reference starts at the first drawn point."""
   plt = _pyplot()
   fig, ax = plt.subplots(figsize=(5.0, 3.8), layout="constrained")
-  dropped, anchor = 0, None
+  dropped, drawn = 0, []
   for row in summary["snr"]:
     atoms, snr = np.asarray(row["atoms"], float), np.asarray(row["snr"], float)
     if not snr.size:
@@ -199,7 +203,8 @@ def plot_snr(summary: Mapping[str, Any], path: str) -> None:
     dropped += int(np.sum(~positive))
     if positive.any():
       ax.loglog(atoms[positive], snr[positive], marker="o", label=f"seed {row['seed_index']}")
-      anchor = anchor or (float(atoms[positive][0]), float(snr[positive][0]))
+      drawn += list(zip(atoms[positive].tolist(), snr[positive].tolist()))
+  anchor = min(drawn, key=lambda point: point[0]) if drawn else None   # the drawn point of fewest atoms
   atoms = sorted({n for row in summary["snr"] for n in row["atoms"]})
   ax.set_xlabel("atoms summed N")
   ax.set_ylabel("SNR of the embedding change\nalong the target margin")
@@ -210,7 +215,7 @@ def plot_snr(summary: Mapping[str, Any], path: str) -> None:
   else:
     reference = [n for n in atoms if n >= anchor[0]]
     ax.loglog(reference, [anchor[1] * math.sqrt(n / anchor[0]) for n in reference], "k:",
-              label="√N from the first point")
+              label="√N from the point of fewest atoms")
     ax.legend(fontsize=8)
   io.save_figure(fig, path)
 
@@ -272,7 +277,7 @@ def _theme_count_text(themes: Mapping[str, Any], analysis_themes: Mapping[str, A
   This section's themes (metrics/themes_text.json) are what steering and detection use; the codec
   section's "roommates share a theme" finding clusters the same kind of rows again, over its own range
   of theme counts on the analysis window (metrics/analysis.json, themes.recovery)."""
-  tried = ", ".join(sorted(themes.get("scores") or {}, key=float))
+  tried = ", ".join(str(k) for k in sorted(themes.get("scores") or {}, key=float))
   text = (f"{themes['num_themes']} themes: the number the {themes.get('criterion') or 'criterion'} chose"
           + (f" among {tried} (`themes.k_range`)" if tried else "")
           + f", from {themes['method']} clustering of the {themes['vectors']} rows of SAE run k={themes['k']} "

@@ -350,19 +350,19 @@ def run_experiment(cfg: toy_train.ToySuperpositionConfig, workdir: str,
   steps = [train.num_steps * cells * cfg.num_seeds * train.num_restarts for train, cells in sweeps]
   with progress.bar(sum(steps), "toy superposition (3 sweeps)", unit="model step") as bar:
     log(f"pentagon + dense: {cfg.num_seeds} seeds x {cfg.train.num_restarts} restarts x 2 cells")
-    bar.set_postfix_str("pentagon + dense")
     runs = toy_train.run_pentagon_and_dense(cfg)
     bar.update(steps[0])
+    bar.set_postfix_str("pentagon + dense done")
     log(f"phase diagram: {len(phase.feature_densities)} x {len(phase.relative_importances)} cells x "
         f"{cfg.num_seeds} seeds x {phase.train.num_restarts} restarts")
-    bar.set_postfix_str("phase diagram")
     phase_runs = toy_train.run_phase_diagram(cfg)
     bar.update(steps[1])
+    bar.set_postfix_str("phase diagram done")
     log(f"privileged basis (relu_hidden): {len(privileged_cfg.sparsities)} sparsities x {cfg.num_seeds} "
         f"seeds x {privileged_cfg.train.num_restarts} restarts")
-    bar.set_postfix_str("privileged basis")
     privileged_runs = toy_train.run_privileged_basis(cfg)
     bar.update(steps[2])
+    bar.set_postfix_str("privileged basis done")
   pentagon = summarize_pentagon(**runs["pentagon"])
   dense = summarize_dense(**runs["dense"], hidden_dim=cfg.train.hidden_dim)
   phase_rows, majority_PxI = phase_diagram_table(cfg, phase_runs["params"])

@@ -115,6 +115,9 @@ def test_minilm_figures_are_readable_and_the_roc_is_titled_with_its_auroc(monkey
   seeds = {line.get_label(): line.get_xydata().tolist() for line in snr_ax.lines if "seed" in line.get_label()}
   assert seeds == {"seed 0": [[4, 0.01], [16, 0.02]], "seed 1": [[1, 0.004], [16, 0.03]]}
   assert "2 non-positive SNR value(s) not drawn" in snr_ax.get_title()
+  # The √N reference starts at the drawn point of fewest atoms (seed 1's N = 1) and spans the others.
+  reference = [line for line in snr_ax.lines if line.get_label().startswith("√N")][0]
+  np.testing.assert_allclose(reference.get_xydata(), [[1, 0.004], [4, 0.008], [16, 0.016]])
 
 
 @pytest.mark.parametrize("snr", [[], [-1.0, 0.0]])
@@ -124,3 +127,17 @@ def test_an_snr_plot_with_nothing_positive_says_no_data(monkeypatch, tmp_path, s
   minilm_report.plot_snr(summary, str(tmp_path / "snr.png"))
   figure_checks.assert_readable(saved)
   assert any(t.get_text().startswith("no data: ") for t in saved[0][1].axes[0].texts)
+
+
+def test_minilm_theme_count_says_which_clustering_chose_it_and_names_the_other():
+  themes = {"num_themes": 4, "criterion": "silhouette", "scores": {8: 0.03, 4: 0.05}, "method": "spectral",
+            "vectors": "decoder", "k": 4}
+  text = minilm_report._theme_count_text(themes, None)  # pylint: disable=protected-access
+  assert text.startswith("4 themes: the number the silhouette chose among 4, 8 (`themes.k_range`)")
+  assert "metrics/analysis.json (themes.recovery)" in text
+  analysis_themes = {"recovery": [{"input": "decoder", "sae_k": 4, "num_themes": [2, 2]},
+                                  {"input": "decoder", "sae_k": 8, "num_themes": [3, 5]}]}
+  text = minilm_report._theme_count_text(dict(themes, scores={"4": 0.05}), analysis_themes)  # pylint: disable=protected-access
+  assert "among 4 (`themes.k_range`)" in text
+  assert "separate clustering of the same rows over `codec.analysis.theme_k_range` on the analysis window: 2, 2 " \
+         "theme(s) for SAE k=4 (per seed)" in text
