@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mpcodec.sae import sparse_ops
+from mpcodec.sae import shapes, sparse_ops
 from mpcodec.core.optim import OptimConfig, make_optimizer
 
 Params = dict[str, jax.Array]
@@ -289,9 +289,16 @@ def forward(params: Params, x_BxD: jax.Array, k, cfg: SAEConfig) -> tuple[jax.Ar
 
 def apply(state: dict[str, Any], x_BxD: jax.Array, cfg: SAEConfig) -> tuple[jax.Array, Codes]:
   """(x̂ in raw units, codes in scaled units) of a train state on raw inputs; no gradient needed."""
+  check_batch("x_BxD", x_BxD, state)
   scale = state["input_scale"]
   x_hat_BxD, codes = forward(state["params"], x_BxD * scale, state["k"], cfg)
   return x_hat_BxD / scale, codes
+
+
+def check_batch(name: str, x_BxD: Any, state: dict[str, Any]) -> None:
+  """ValueError naming `name` unless it is a (B, D) batch of the state's input width D."""
+  width = shapes.check_shape("state['params']['w_dec_NxD']", state["params"]["w_dec_NxD"], ("N", "D"))[1]
+  shapes.check_shape(name, x_BxD, ("B", "D"), {"D": width}, "the SAE's input width")
 
 
 def aux_reconstruction(params: Params, x_BxD: jax.Array, pre_BxN: jax.Array, dead_N: jax.Array,
@@ -364,6 +371,9 @@ def init_state(key: jax.Array, sample_BxD: jax.Array, k, cfg: SAEConfig, total_s
 
   `sample_BxD` is a sample of raw activations; it sets the input scale and the decoder bias.
   """
+  shapes.check_key("key", key)
+  shapes.check_shape("sample_BxD", sample_BxD, ("B", "D"))
+  shapes.check_scalar("k", k)
   scale = estimate_input_scale(sample_BxD, cfg.input_norm)
   b_dec_D = initial_decoder_bias(sample_BxD * scale, cfg)
   params = init_params(key, sample_BxD.shape[-1], cfg, b_dec_D)
@@ -381,6 +391,7 @@ def init_state(key: jax.Array, sample_BxD: jax.Array, k, cfg: SAEConfig, total_s
 def train_step(state: dict[str, Any], x_BxD: jax.Array, cfg: SAEConfig, total_steps: int
                ) -> tuple[dict[str, Any], dict[str, jax.Array]]:
   """One Adam step on a raw batch; decoder rows are renormalised afterwards. Returns (state, metrics)."""
+  check_batch("x_BxD", x_BxD, state)
   batch = x_BxD.shape[0]
   x_BxD = x_BxD * state["input_scale"]
   params = state["params"]

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -42,8 +42,19 @@ ARCHITECTURES = ("topk", "jumprelu", "standard")
 _SUPPORTED_DTYPES = ("float32", "float16", "bfloat16", "float64")
 
 
-class SAELensFormatError(CheckpointError):
-  """A SAELens directory is missing files, keys or shapes, or uses a feature this loader lacks."""
+class SAELensFormatError(CheckpointError, ValueError):
+  """A SAELens directory is missing files, fields or shapes, holds NaN weights, or uses a feature this
+  loader lacks."""
+
+
+def _safetensors():
+  """safetensors.numpy, or an ImportError that says how to install it (the optional [lm] extra)."""
+  try:
+    from safetensors import numpy as safetensors_numpy  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise ImportError("SAELens files need the safetensors package: pip install 'mpcodec[lm]' (or "
+                      "pip install safetensors)") from None
+  return safetensors_numpy
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -148,7 +159,7 @@ def weight_tensors(sae: SAELensSAE) -> dict[str, np.ndarray]:
 
 def save(directory: str | os.PathLike, sae: SAELensSAE) -> str:
   """Writes cfg.json and sae_weights.safetensors (each atomically) into `directory`; returns it."""
-  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top  (optional [lm] extra)
+  save_file = _safetensors().save_file
   directory = os.fspath(directory)
   os.makedirs(directory, exist_ok=True)
   with io.atomic_path(os.path.join(directory, WEIGHTS_FILENAME)) as tmp:
@@ -163,6 +174,23 @@ def save_state(directory: str | os.PathLike, state: Mapping[str, Any], cfg: auto
   return save(directory, from_state(state, cfg, hook_name, model_name, extra_metadata))
 
 
+def save_runs(directory: str | os.PathLike, states: Mapping[str, Any], cfg: autoencoder.SAEConfig,
+              names: Sequence[str], hook_name: str, model_name: str = "",
+              run_metadata: Sequence[Mapping[str, Any]] | None = None) -> dict[str, str]:
+  """Every run of run-stacked SAE states (leading axis: run r is named names[r]) as a SAELens directory
+  `<directory>/<name>/`; returns {name: its directory}. `run_metadata[r]` is added to run r's metadata."""
+  num_runs = int(np.shape(states["k"])[0])
+  if len(names) != num_runs or len(set(names)) != num_runs:
+    raise ValueError(f"names: expected {num_runs} distinct names (one per run), got {list(names)}")
+  host = jax.tree.map(np.asarray, dict(states))
+  out = {}
+  for r, name in enumerate(names):
+    state = jax.tree.map(lambda a, r=r: a[r], host)
+    extra = dict(run_metadata[r]) if run_metadata is not None else {}
+    out[name] = save_state(os.path.join(os.fspath(directory), name), state, cfg, hook_name, model_name, extra)
+  return out
+
+
 def _expected_shapes(d_in: int, d_sae: int, architecture: str) -> dict[str, tuple[int, ...]]:
   shapes = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in), "b_dec": (d_in,)}
   if architecture == "jumprelu":
@@ -170,13 +198,54 @@ def _expected_shapes(d_in: int, d_sae: int, architecture: str) -> dict[str, tupl
   return shapes
 
 
-def load(directory: str | os.PathLike) -> SAELensSAE:
-  """Reads a SAELens directory (cfg.json, sae_weights.safetensors), checking every key and shape.
+def _is_int(value: Any) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
 
-  Raises SAELensFormatError naming each problem: a missing file or key, an unknown architecture, a
-  normalisation this loader does not implement, a missing or mis-shaped tensor.
+
+def _cfg_problems(cfg: Mapping[str, Any]) -> list[str]:
+  """What is wrong with the fields of a cfg.json, each as "field 'name' ..." (empty if nothing)."""
+  problems = [f"field {key!r} is missing" for key in ("d_in", "d_sae", "architecture") if key not in cfg]
+  for key in ("d_in", "d_sae"):
+    if key in cfg and not (_is_int(cfg[key]) and cfg[key] >= 1):
+      problems.append(f"field {key!r} must be a positive integer, got {cfg[key]!r}")
+  architecture = cfg.get("architecture")
+  if "architecture" in cfg and architecture not in ARCHITECTURES:
+    problems.append(f"field 'architecture' {architecture!r} is not one of {list(ARCHITECTURES)}")
+  if cfg.get("normalize_activations", "none") != "none":
+    problems.append(f"field 'normalize_activations' {cfg['normalize_activations']!r} is not implemented "
+                    f"(only 'none')")
+  if cfg.get("reshape_activations", "none") != "none":
+    problems.append(f"field 'reshape_activations' {cfg['reshape_activations']!r} is not implemented "
+                    f"(only 'none')")
+  if cfg.get("rescale_acts_by_decoder_norm", False) is not False:
+    problems.append(f"field 'rescale_acts_by_decoder_norm' {cfg['rescale_acts_by_decoder_norm']!r}: only "
+                    f"false is implemented")
+  if not isinstance(cfg.get("apply_b_dec_to_input", True), bool):
+    problems.append(f"field 'apply_b_dec_to_input' must be true or false, got {cfg['apply_b_dec_to_input']!r}")
+  if cfg.get("dtype", "float32") not in _SUPPORTED_DTYPES:
+    problems.append(f"field 'dtype' {cfg.get('dtype')!r} is not one of {list(_SUPPORTED_DTYPES)}")
+  if not isinstance(cfg.get("metadata", {}), Mapping):
+    problems.append(f"field 'metadata' must be an object, got {type(cfg['metadata']).__name__}")
+  if architecture == "topk":
+    k, d_sae = cfg.get("k"), cfg.get("d_sae")
+    if not (_is_int(k) and k >= 1 and (not _is_int(d_sae) or k <= d_sae)):
+      problems.append(f"field 'k': topk needs an integer k in [1, d_sae={d_sae}], got {k!r}")
+  return problems
+
+
+def _first_bad(array: np.ndarray) -> str:
+  index = np.unravel_index(int(np.argmax(~np.isfinite(array))), array.shape)
+  return f"{array[index]} at index {tuple(int(i) for i in index)}"
+
+
+def load(directory: str | os.PathLike) -> SAELensSAE:
+  """Reads a SAELens directory (cfg.json, sae_weights.safetensors), checking every field, shape and weight.
+
+  Raises SAELensFormatError (a ValueError), one line naming each problem with its file and field: a
+  missing file or field, a d_in or d_sae that is not a positive integer, an unknown architecture, a
+  normalisation this loader does not implement, a missing or mis-shaped tensor, NaN/Inf weights.
   """
-  from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top  (optional [lm] extra)
+  load_file = _safetensors().load_file
   directory = os.fspath(directory)
   cfg_path, weights_path = os.path.join(directory, CFG_FILENAME), os.path.join(directory, WEIGHTS_FILENAME)
   missing = [p for p in (cfg_path, weights_path) if not os.path.isfile(p)]
@@ -187,42 +256,34 @@ def load(directory: str | os.PathLike) -> SAELensSAE:
       cfg = json.load(f)
   except ValueError as e:
     raise SAELensFormatError(f"{cfg_path}: not valid JSON: {e}") from None
-  problems = [f"cfg.json has no {key!r}" for key in ("d_in", "d_sae", "architecture") if key not in cfg]
-  if problems:
-    raise SAELensFormatError(f"{directory}: {'; '.join(problems)}")
-  architecture, d_in, d_sae = cfg["architecture"], int(cfg["d_in"]), int(cfg["d_sae"])
-  if architecture not in ARCHITECTURES:
-    problems.append(f"architecture {architecture!r} is not one of {list(ARCHITECTURES)}")
-  if cfg.get("normalize_activations", "none") != "none":
-    problems.append(f"normalize_activations {cfg['normalize_activations']!r} is not implemented "
-                    f"(only 'none')")
-  if cfg.get("reshape_activations", "none") != "none":
-    problems.append(f"reshape_activations {cfg['reshape_activations']!r} is not implemented (only 'none')")
-  if cfg.get("rescale_acts_by_decoder_norm", False):
-    problems.append("rescale_acts_by_decoder_norm is not implemented")
-  if cfg.get("dtype", "float32") not in _SUPPORTED_DTYPES:
-    problems.append(f"dtype {cfg.get('dtype')!r} is not one of {list(_SUPPORTED_DTYPES)}")
-  k = None
-  if architecture == "topk":
-    k = cfg.get("k")
-    if not isinstance(k, int) or not 1 <= k <= d_sae:
-      problems.append(f"topk needs an integer k in [1, d_sae={d_sae}], got {k!r}")
+  if not isinstance(cfg, dict):
+    raise SAELensFormatError(f"{cfg_path}: expected a JSON object, got {type(cfg).__name__}")
+  problems = _cfg_problems(cfg)
+  if any(p.startswith(("field 'd_in'", "field 'd_sae'", "field 'architecture'")) for p in problems):
+    raise SAELensFormatError(f"{cfg_path}: " + "; ".join(problems))  # The tensors cannot be checked.
+  architecture, d_in, d_sae = cfg["architecture"], cfg["d_in"], cfg["d_sae"]
   try:
     tensors = load_file(weights_path)
   except Exception as e:  # The format's own errors have no common base class.
     raise SAELensFormatError(f"{weights_path}: not a readable safetensors file: {e}") from None
+  weight_problems = []
   for name, shape in _expected_shapes(d_in, d_sae, architecture).items():
     if name not in tensors:
-      problems.append(f"{WEIGHTS_FILENAME} has no tensor {name} {shape}")
+      weight_problems.append(f"has no tensor {name} {shape}")
     elif tuple(tensors[name].shape) != shape:
-      problems.append(f"tensor {name} has shape {tuple(tensors[name].shape)}, expected {shape} "
-                      f"(d_in={d_in}, d_sae={d_sae})")
-  if problems:
-    raise SAELensFormatError(f"{directory}: " + "; ".join(problems))
+      weight_problems.append(f"tensor {name} has shape {tuple(tensors[name].shape)}, expected {shape} "
+                             f"(d_in={d_in}, d_sae={d_sae})")
+    elif not np.all(np.isfinite(tensors[name])):
+      weight_problems.append(f"tensor {name} holds NaN/Inf ({_first_bad(tensors[name])})")
+  messages = ([f"{cfg_path}: " + "; ".join(problems)] if problems else []) + (
+      [f"{weights_path}: " + "; ".join(weight_problems)] if weight_problems else [])
+  if messages:
+    raise SAELensFormatError("; ".join(messages))
   params = {"w_enc_NxD": jnp.asarray(tensors["W_enc"].T, jnp.float32),
             "b_enc_N": jnp.asarray(tensors["b_enc"], jnp.float32),
             "w_dec_NxD": jnp.asarray(tensors["W_dec"], jnp.float32),
             "b_dec_D": jnp.asarray(tensors["b_dec"], jnp.float32)}
   threshold_N = jnp.asarray(tensors["threshold"], jnp.float32) if architecture == "jumprelu" else None
-  return SAELensSAE(params, architecture, k, threshold_N, bool(cfg.get("apply_b_dec_to_input", True)),
+  k = cfg.get("k") if architecture == "topk" else None
+  return SAELensSAE(params, architecture, k, threshold_N, cfg.get("apply_b_dec_to_input", True),
                     dict(cfg.get("metadata", {})), cfg)

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from mpcodec.sae import autoencoder as sae
+from mpcodec.sae import shapes
 from mpcodec.core.optim import OptimConfig
 
 
@@ -75,6 +76,8 @@ def latent_vector(sae_state: dict[str, Any], x_BxD: jax.Array, sae_cfg: sae.SAEC
 def init_state(key: jax.Array, sae_state: dict[str, Any], sample_BxD: jax.Array, sae_cfg: sae.SAEConfig,
                squeezer_cfg: sae.SAEConfig, total_steps: int) -> dict[str, Any]:
   """Squeezer train state, scaled and biased from the SAE latents of a raw activation sample."""
+  shapes.check_key("key", key)
+  sae.check_batch("sample_BxD", sample_BxD, sae_state)
   latents_BxN = latent_vector(sae_state, sample_BxD, sae_cfg)
   return sae.init_state(key, latents_BxN, squeezer_cfg.k, squeezer_cfg, total_steps)
 
@@ -83,6 +86,7 @@ def train_step(state: dict[str, Any], sae_state: dict[str, Any], x_BxD: jax.Arra
                sae_cfg: sae.SAEConfig, squeezer_cfg: sae.SAEConfig, total_steps: int
                ) -> tuple[dict[str, Any], dict[str, jax.Array]]:
   """One Squeezer step on the (frozen) SAE's latents of a raw batch."""
+  sae.check_batch("x_BxD", x_BxD, sae_state)
   latents_BxN = latent_vector(sae_state, x_BxD, sae_cfg)
   state, metrics = sae.train_step(state, latents_BxN, squeezer_cfg, total_steps)
   metrics["batch_has_nan"] = ~jnp.all(jnp.isfinite(x_BxD))
@@ -96,6 +100,7 @@ def reconstructions(state: dict[str, Any], sae_state: dict[str, Any], x_BxD: jax
   Returns latents z, their reconstruction ẑ through the Squeezer, x̂ of the SAE alone, x̂ through the
   Squeezer (ẑ decoded by the SAE decoder; both in raw units) and the synthetic neurons' activations.
   """
+  sae.check_batch("x_BxD", x_BxD, sae_state)
   latents_BxN = latent_vector(sae_state, x_BxD, sae_cfg)
   latents_hat_BxN, neuron_codes = sae.apply(state, latents_BxN, squeezer_cfg)
   sae_params = sae_state["params"]

@@ -145,7 +145,9 @@ def test_bad_directories_name_each_problem(tmp_path):
   with pytest.raises(saelens.SAELensFormatError) as info:
     saelens.load(tmp_path / "sae")
   message = str(info.value)
-  for part in ("normalize_activations 'layer_norm' is not implemented",
-               "topk needs an integer k in [1, d_sae=40]",
-               "has no tensor b_enc (40,)", "tensor W_dec has shape (40, 5), expected (40, 12)"):
+  for part in ("cfg.json: field 'normalize_activations' 'layer_norm' is not implemented",
+               "field 'k': topk needs an integer k in [1, d_sae=40]",
+               "sae_weights.safetensors: has no tensor b_enc (40,)",
+               "tensor W_dec has shape (40, 5), expected (40, 12)"):
     assert part in message
+  assert isinstance(info.value, ValueError) and "\n" not in message

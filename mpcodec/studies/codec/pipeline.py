@@ -16,11 +16,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from mpcodec.core import configuration, loop
 from mpcodec.core.checkpoint import CheckpointError, CheckpointStore
 from mpcodec.sae import autoencoder as sae
-from mpcodec.sae import squeezer
+from mpcodec.sae import saelens, squeezer
+from mpcodec.sae.training import run_name
 from mpcodec.data.toy_features import ThemeConfig
 from mpcodec.studies.codec.sources import (ActivationSource, GroundTruthConfig, GroundTruthSource, SourceConfig,
                                            check_finite, check_width, make_source)
@@ -174,6 +176,20 @@ def folded_sae_states(states: State) -> State:
     return {"params": params, "threshold": threshold, "k": state["k"],
             "input_scale": jnp.ones_like(state["input_scale"])}
   return jax.jit(jax.vmap(fold))(states)
+
+
+def write_saelens(workdir: str, sae_states: State, sae_cfg: sae.SAEConfig, run_labels: list[dict],
+                  hook_name: str, model_name: str = "", source_description: str = "") -> dict[str, str]:
+  """Every SAE run as a SAELens folder <workdir>/saelens/k<k>_seed<i>/ (cfg.json, sae_weights.safetensors);
+  returns {name: folder}. Without the safetensors package (the [lm] extra) it writes nothing and warns."""
+  names = [run_name(label["k"], label["seed_index"]) for label in run_labels]
+  metadata = [{"seed_index": label["seed_index"], "source": source_description} for label in run_labels]
+  try:
+    return saelens.save_runs(os.path.join(workdir, "saelens"), sae_states, sae_cfg, names, hook_name, model_name,
+                             metadata)
+  except ImportError as e:
+    logging.warning("%s; the SAEs are not written in SAELens' format", e)
+    return {}
 
 
 def evaluate_sae(states: State, cfg: sae.SAEConfig, source: ActivationSource, loop_cfg: LoopConfig,
@@ -561,6 +577,9 @@ def run_codec(cfg: CodecConfig, workdir: str, progress: Any = None, overwrite: b
     sae_final = folded_sae_states(outcome.state)
     sae_history = history_by_step(outcome.history["sae"])
   run_labels = [{"k": int(k), "seed_index": r % num_seeds} for r, k in enumerate(np.asarray(sae_final["k"]))]
+  write_saelens(workdir, sae_final, sae_cfg, run_labels,
+                hook_name=cfg.source.layer if cfg.source.kind == "checkpoint" else "ground_truth",
+                source_description=source.description)
 
   sae_metrics = evaluate_sae(sae_final, sae_cfg, source, cfg.sae_loop, cfg.dense_above)
   if isinstance(source, GroundTruthSource):

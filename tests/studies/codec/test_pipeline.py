@@ -5,6 +5,7 @@ import os
 import shutil
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -12,6 +13,7 @@ from configs import codec as codec_config
 from mpcodec.core import configuration
 from mpcodec.core.checkpoint import CheckpointStore
 from mpcodec.core.errors import NonFiniteError, WorkdirError
+from mpcodec.sae import saelens
 from mpcodec.studies.codec import pipeline
 from mpcodec.studies.codec.sources import make_source
 
@@ -60,6 +62,22 @@ def test_sae_stage_equals_one_pure_call_bit_for_bit(finished):
   cfg, workdir = finished
   pure_state, _ = pipeline.train_sae(cfg.sae, cfg.sae_loop, make_source(cfg.source), cfg.seed, cfg.num_seeds)
   assert_trees_equal(saved_state(workdir, "sae"), pure_state)
+
+
+def test_every_trained_sae_is_written_for_saelens(finished):
+  """<workdir>/saelens/k<k>_seed<i>/ per SAE run: the folded weights of its final checkpoint, its k."""
+  cfg, workdir = finished
+  states = pipeline.folded_sae_states(jax.tree.map(jnp.asarray, saved_state(workdir, "sae")))
+  names = [f"k{k}_seed{s}" for k in cfg.sae.k_values for s in range(cfg.num_seeds)]   # runs are k-major
+  assert sorted(os.listdir(os.path.join(workdir, "saelens"))) == sorted(names)
+  for r, name in enumerate(names):
+    folder = os.path.join(workdir, "saelens", name)
+    assert sorted(os.listdir(folder)) == ["cfg.json", "sae_weights.safetensors"]
+    loaded = saelens.load(folder)
+    assert loaded.architecture == "topk" and loaded.k == int(states["k"][r])
+    assert loaded.metadata["hook_name"] == "ground_truth" and loaded.metadata["seed_index"] == r % cfg.num_seeds
+    for key, value in loaded.params.items():
+      np.testing.assert_array_equal(np.asarray(value), np.asarray(states["params"][key][r]), err_msg=key)
 
 
 def test_interrupted_runs_resume_to_the_same_states_and_outputs(finished, tmp_path):
