@@ -264,7 +264,8 @@ def _replication_and_notes(ax, rows, dropped):
     ours = _number(row.get("result"))
     if row.get("ci_low") is not None and row.get("ci_high") is not None:
       ours += f" [{_number(row['ci_low'])}, {_number(row['ci_high'])}]"
-    ax.text(0.0, i + 0.5, row["claim"][:80], fontsize=8, va="center")
+    claim = row["claim"] if len(row["claim"]) <= 80 else row["claim"][:79] + "…"
+    ax.text(0.0, i + 0.5, claim, fontsize=8, va="center")
     ax.text(0.62, i + 0.5, f"ours: {ours}", fontsize=8, va="center")
     ax.text(1.0, i + 0.5, row["verdict"], fontsize=8, va="center", ha="right",
             color=VERDICT_COLOURS.get(row["verdict"], "k"), weight="bold")
