@@ -326,6 +326,15 @@ def _check_fit(run: Run, module: nn.Module) -> None:
                           f"{saved.get(path, 'missing')} in the checkpoint, {wanted.get(path, 'absent')} in the model")
 
 
+def _leaf_ending(tree: Any, keys: tuple[str, ...]) -> Any:
+  """The first leaf of `tree` whose path ends in dict keys `keys` (e.g. ("logits", "bias")), or None."""
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    names = tuple(getattr(entry, "key", None) for entry in path)
+    if names[-len(keys):] == keys:
+      return leaf
+  return None
+
+
 def model(run: Run) -> nn.Module:
   """The Flax module of a mono_poly or dynamics run, rebuilt from its saved description and config.
 
@@ -339,13 +348,13 @@ def model(run: Run) -> nn.Module:
     info = _dynamics_info(run)
     options = {}
     if info.kind == "text":
-      embedding = run.params.get("token_embedding", {}).get("embedding")
+      embedding = _leaf_ending(run.params, ("token_embedding", "embedding"))
       if embedding is None:
         raise CheckpointError(f"{run.where()}: a text model's params hold no token_embedding.embedding")
       options = dict(vocab_size=int(embedding.shape[1]), max_length=int(run.config["max_length"]))
     # The head's width, not the registry's class count: a run may have trained on another dataset of
     # the same input kind under the registry name (the studies' tests do).
-    head = run.params.get("logits", {}).get("bias")
+    head = _leaf_ending(run.params, ("logits", "bias"))
     num_classes = info.num_classes if head is None else int(head.shape[-1])
     try:
       module = zoo.build_model(run.config["arch"], num_classes, info.kind,

@@ -12,6 +12,7 @@ from mpcodec import checkpoints
 from mpcodec.core import configuration
 from mpcodec.core.checkpoint import CheckpointStore
 from mpcodec.core.errors import CheckpointError
+from mpcodec.data.dataset import Dataset
 from mpcodec.sae import autoencoder as sae_lib
 from mpcodec.sae import squeezer as squeezer_lib
 from mpcodec.studies.codec import pipeline as codec_pipeline
@@ -223,6 +224,24 @@ def test_dynamics_params_and_activations_equal_the_studys(dynamics_run):
   one_line_error(excinfo, "layer: 'hidden_9'", "stage mlp_32x4@mnist step 10", "['hidden_0', 'hidden_1'")
   with pytest.raises(ValueError, match=r"inputs: expected examples of shape \(N, 28, 28, 1\), got \(4, 28, 28\)"):
     checkpoints.activations(run, "hidden_0", inputs=dataset.test_x[:4, ..., 0])
+
+
+def test_dynamics_text_model_is_rebuilt_from_its_embedding_and_head(tmp_path):
+  """A token-mean MLP on toy text (50 ids, 2 classes; the registry's AG News has 4): the vocabulary and
+  the class count come from the saved embedding table and head."""
+  rng = np.random.default_rng(0)
+  tokens = np.where(np.arange(8) < rng.integers(1, 9, (30, 1)), rng.integers(2, 50, (30, 8)), 0).astype(np.int32)
+  labels = rng.integers(0, 2, 30).astype(np.int32)
+  dataset = Dataset("text", "text", tokens, labels, tokens, labels, 2, metadata={"vocab_size": 50})
+  cfg = _toy_config(dataset="ag_news", max_length=8, probe_size=30, num_steps=5, checkpoint_every=5)
+  result = dynamics_sweep.run_seeds(cfg, dataset, dynamics_results.checkpoint_dir(str(tmp_path), "mlp_32x4@ag_news"))
+  run = checkpoints.load(tmp_path)
+  assert (run.stage, run.step) == ("mlp_32x4@ag_news", 5)
+  acts = checkpoints.activations(run, "hidden_3", inputs=tokens)
+  model = dynamics.build_model(cfg, dataset)
+  for i in range(cfg.num_seeds):
+    expected = model.apply(jax.tree.map(lambda x, i=i: x[i], result.params), tokens)[1]["hidden_3"]
+    np.testing.assert_allclose(np.asarray(acts[i]), np.asarray(expected), rtol=1e-6, atol=1e-6)
 
 
 def test_dynamics_run_inputs_are_the_studys_dataset(dynamics_run):
