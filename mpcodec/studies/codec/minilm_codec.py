@@ -61,6 +61,8 @@ def train_codec(cfg: CodecConfig, source: Any, workdir: str, progress: Any = Non
                      progress=progress, overwrite=overwrite)
   sae_final = pipeline.folded_sae_states(outcome.state)
   sae_history = pipeline.history_by_step(outcome.history["sae"])
+  pipeline.write_saelens(workdir, sae_final, cfg.sae, run_labels, (source_identity or {}).get("layer", ""),
+                         model_name="all-MiniLM-L6-v2", source_description=source.description)
   sae_metrics = pipeline.evaluate_sae(sae_final, cfg.sae, source, cfg.sae_loop, cfg.dense_above)
 
   stages, skipped = pipeline.train_squeezer_stages(cfg, source, sae_final, cfg.sae, run_labels, cfg.num_seeds,

@@ -15,6 +15,7 @@ from configs import codec_minilm
 from mpcodec.core import configuration, stats
 from mpcodec.core.errors import ActivationError, ConfigError
 from mpcodec.sae import autoencoder as sae
+from mpcodec.sae import saelens
 from mpcodec.studies.codec import detection_study, minilm_passes, minilm_study, run, steering_study
 from tests.support import require_data
 
@@ -46,6 +47,13 @@ def test_smoke_launch_writes_every_output(smoke_run):
   workdir, _ = smoke_run
   missing = [name for name in OUTPUTS if not (workdir / name).is_file()]
   assert not missing, missing
+  cfg = codec_minilm.get_config("smoke")
+  # Every SAE of the k sweep, in SAELens' format, labelled with the layer it was trained on.
+  names = [f"k{k}_seed{s}" for k in cfg.codec.sae.k_grid for s in range(cfg.codec.num_seeds)]
+  assert sorted(os.listdir(workdir / "saelens")) == sorted(names)
+  for name in names:
+    loaded = saelens.load(workdir / "saelens" / name)
+    assert loaded.metadata["hook_name"] == cfg.text.layer and loaded.d_sae == cfg.codec.sae.num_latents
   for name in OUTPUTS:
     if name.endswith(".json"):
       _load(workdir, name)
