@@ -31,8 +31,6 @@ row, and to fingerprint it. Then:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import math
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -44,13 +42,12 @@ import numpy as np
 
 from mpcodec.core import configuration, loop, seeds as seeds_lib, workdir as workdir_lib
 from mpcodec.core import progress as progress_lib
-from mpcodec.core.errors import ActivationError, ConfigError, InterruptedRun, NonFiniteError
-from mpcodec.sae import autoencoder, saelens, shapes
+from mpcodec.core.errors import ConfigError, InterruptedRun, NonFiniteError
+from mpcodec.sae import activation_rows, autoencoder, saelens
 from mpcodec.sae.autoencoder import SAEConfig
 
 PHASE = "sae"
 _NOT_TRAINING = ("chunk_steps", "checkpoint_every")   # how a run is cut, not what it computes
-_SCAN_ELEMENTS = 1 << 23                               # elements per chunk of the NaN scan (32 MB float32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,63 +210,7 @@ def validated_config(config: Any, ks: Sequence[int] | None = None) -> SAETrainin
   return configuration.parse(SAETrainingConfig, raw, "config")
 
 
-def eval_split(num_rows: int, cfg: SAETrainingConfig) -> tuple[int, tuple[int, int], bool]:
-  """(training rows, (first, end) of the evaluation rows, whether those are held out)."""
-  if cfg.eval_fraction > 0:
-    held = min(math.ceil(cfg.eval_fraction * num_rows), cfg.max_eval_tokens)
-    return num_rows - held, (num_rows - held, num_rows), True
-  return num_rows, (0, min(num_rows, cfg.max_eval_tokens)), False
-
-
-def scan_rows(acts_TxD: np.ndarray, name: str = "acts_TxD") -> str:
-  """Reads the array once in chunks of rows; ActivationError (a ValueError) naming the first row that
-  holds NaN/Inf. Returns a fingerprint of its shape, dtype and bytes (BLAKE2b)."""
-  digest = hashlib.blake2b(digest_size=16)
-  digest.update(repr((acts_TxD.shape, str(acts_TxD.dtype))).encode())
-  rows_per_chunk = max(1, _SCAN_ELEMENTS // max(1, acts_TxD.shape[1]))
-  for start in range(0, acts_TxD.shape[0], rows_per_chunk):
-    chunk = np.ascontiguousarray(acts_TxD[start:start + rows_per_chunk])
-    finite = np.isfinite(chunk)
-    if not finite.all():
-      row, column = np.argwhere(~finite)[0]
-      raise ActivationError(f"{name}: row {start + int(row)} holds {chunk[row, column]} (column {int(column)}); "
-                            f"every value must be finite")
-    digest.update(chunk.data)
-  return digest.hexdigest()
-
-
-def _checked_array(acts_TxD: Any) -> np.ndarray:
-  shapes.check_shape("acts_TxD", acts_TxD, ("T", "D"))
-  acts = acts_TxD if isinstance(acts_TxD, np.ndarray) else np.asarray(acts_TxD)
-  if not (np.issubdtype(acts.dtype, np.floating) or np.issubdtype(acts.dtype, np.integer)):
-    raise ValueError(f"acts_TxD: expected real numbers (a float or integer dtype), got dtype {acts.dtype}")
-  if acts.shape[0] < 1 or acts.shape[1] < 1:
-    raise ValueError(f"acts_TxD: expected at least one row and one column, got shape {acts.shape}")
-  return acts
-
-
 # ----------------------------------------------------------------------------- the program
-
-
-def read_rows(acts_TxD: np.ndarray, rows: np.ndarray) -> np.ndarray:
-  """float32 rows of the array in the order given (read in ascending order: friendly to a memmap)."""
-  order = np.argsort(rows, kind="stable")
-  out = np.empty((rows.shape[0], acts_TxD.shape[1]), np.float32)
-  out[order] = acts_TxD[rows[order]]
-  return out
-
-
-def batch_rows(seed: int, step: int, num_train: int, batch_size: int) -> np.ndarray:
-  """The rows of training batch `step`: uniform with replacement, a pure function of (seed, step)."""
-  rng = np.random.default_rng([seed, seeds_lib.purpose_id("sae_data_order"), step])
-  return rng.integers(0, num_train, batch_size)
-
-
-def init_sample(acts_TxD: np.ndarray, cfg: SAETrainingConfig, num_train: int) -> np.ndarray:
-  """The training rows that set the input scale and the decoder bias (shared by every run)."""
-  rng = np.random.default_rng([cfg.seed, seeds_lib.purpose_id("sae_init_sample")])
-  rows = rng.choice(num_train, min(cfg.init_tokens, num_train), replace=False)
-  return read_rows(acts_TxD, np.sort(rows))
 
 
 def run_keys(cfg: SAETrainingConfig, seed_indices: Sequence[int]) -> dict[str, jax.Array]:
@@ -282,7 +223,7 @@ def run_keys(cfg: SAETrainingConfig, seed_indices: Sequence[int]) -> dict[str, j
 
 def sae_program(acts_TxD: np.ndarray, cfg: SAETrainingConfig, num_train: int) -> loop.Program:
   """Every run's SAE training as a program of the run loop; host batches are read per chunk."""
-  sample_BxD = jnp.asarray(init_sample(acts_TxD, cfg, num_train))
+  sample_BxD = jnp.asarray(activation_rows.init_sample(acts_TxD, cfg.seed, cfg.init_tokens, num_train))
   sae_cfg, steps = cfg.sae, cfg.steps
 
   def init(keys):
@@ -301,7 +242,8 @@ def sae_program(acts_TxD: np.ndarray, cfg: SAETrainingConfig, num_train: int) ->
   def inputs(start: int, count: int) -> np.ndarray:
     out = np.empty((count, cfg.batch_size, acts_TxD.shape[1]), np.float32)
     for i in range(count):
-      out[i] = read_rows(acts_TxD, batch_rows(cfg.seed, start + i, num_train, cfg.batch_size))
+      rows = activation_rows.batch_rows(cfg.seed, start + i, num_train, cfg.batch_size)
+      out[i] = activation_rows.read_rows(acts_TxD, rows)
     return out
 
   phase = loop.Phase(name=PHASE, num_steps=steps, chunk=chunk, inputs=inputs, chunk_every=cfg.chunk_steps,
@@ -378,15 +320,16 @@ def train_sae(acts_TxD: Any, config: Any = SAETrainingConfig(), *, seeds: int | 
     ValueError naming the argument or config key (ConfigError, ActivationError are ValueErrors);
     NonFiniteError naming the step, k and seed whose loss became NaN/Inf.
   """
-  acts = _checked_array(acts_TxD)
+  acts = activation_rows.checked_array(acts_TxD)
   seed_indices = _seed_indices(seeds)
   cfg = validated_config(config, ks)
-  num_train, eval_rows, held_out = eval_split(acts.shape[0], cfg)
+  num_train, eval_rows, held_out = activation_rows.eval_split(acts.shape[0], cfg.eval_fraction,
+                                                              cfg.max_eval_tokens)
   if cfg.batch_size > num_train:
     held = f", {acts.shape[0] - num_train} held out by config.eval_fraction" if held_out else ""
     raise ConfigError(f"config.batch_size: {cfg.batch_size} is more than the {num_train} training rows of "
                       f"acts_TxD ({acts.shape[0]} rows{held})")
-  fingerprint = scan_rows(acts)
+  fingerprint = activation_rows.scan_rows(acts)
   ks_trained = cfg.sae.k_values
   labels = [f"k={k} seed {s}" for k in ks_trained for s in seed_indices]
   trained = {key: value for key, value in configuration.to_dict(cfg).items() if key not in _NOT_TRAINING}

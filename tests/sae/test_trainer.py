@@ -12,7 +12,7 @@ import pytest
 from mpcodec import sae
 from mpcodec.core.checkpoint import CheckpointStore
 from mpcodec.core.errors import ActivationError, ConfigError, WorkdirError
-from mpcodec.sae import training
+from mpcodec.sae import activation_rows, training
 
 D, ATOMS, K_TRUE = 16, 48, 3
 
@@ -107,7 +107,7 @@ def test_wrong_rank_and_dtype_name_the_array(monkeypatch):
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_a_non_finite_value_names_its_row_even_deep_in_a_memmap(monkeypatch, tmp_path, bad):
   _not_compiled(monkeypatch)
-  monkeypatch.setattr(training, "_SCAN_ELEMENTS", 64)   # 16 rows per chunk: the bad row is in chunk 77
+  monkeypatch.setattr(activation_rows, "SCAN_ELEMENTS", 64)   # 16 rows per chunk: the bad row is in chunk 77
   path = tmp_path / "acts.npy"
   acts_TxD = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(2000, 4))
   acts_TxD[:] = 1.0
