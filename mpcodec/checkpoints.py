@@ -107,7 +107,8 @@ class Run:
     seeds: how the run names each entry of the run axis (seed numbers, or "k=8 seed 0").
     steps: every step saved for this stage.
     state: the whole train state (optimizer and counters too), run axis first.
-    history: the metrics of every step of this stage so far ({name: (runs, steps) array}); {} if none.
+    history: the stage's metrics over all its steps ({name: (runs, steps or measurements, ...)}), NaN
+      after the restored step; {} if none.
     metadata: all JSON saved with the checkpoint.
     directory: the stage's checkpoint folder.
   """
