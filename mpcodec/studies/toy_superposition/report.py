@@ -338,10 +338,16 @@ def run_experiment(cfg: toy_train.ToySuperpositionConfig, workdir: str,
                    log: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
   """Trains all sweeps, writes every output under `workdir`, returns the results dict (as in the JSON).
 
-  The workdir is proven writable before anything trains.
+  The workdir is proven writable and held (`<workdir>/.lock`) before anything trains: a second process
+  on the same workdir is refused naming the holder, so two runs never replace each other's outputs.
   """
   configuration.check_values(cfg)
-  workdir_lib.check_writable(workdir)
+  with workdir_lib.locked(workdir):
+    return _run_locked(cfg, workdir, log)
+
+
+def _run_locked(cfg: toy_train.ToySuperpositionConfig, workdir: str,
+                log: Callable[[str], None]) -> dict[str, Any]:
   phase, privileged_cfg = cfg.phase_diagram, cfg.privileged_basis
   # Each sweep is one compiled program (all its cells, seeds and restarts at once), so the bar moves
   # by whole sweeps, weighted by their training steps.
