@@ -11,8 +11,10 @@ import errno
 import logging as std_logging
 import os
 import re
+import signal
 import socket
 import sys
+import threading
 
 from absl import app, flags, logging
 
@@ -55,6 +57,24 @@ def _fail(message: str, status: int = 1, log: bool = False):
   sys.exit(status)
 
 
+class _Terminated(KeyboardInterrupt):
+  """SIGTERM (a scheduler pre-empting the job) outside the run loop: unwinds like Ctrl-C, so locks are
+  released and pending checkpoints finish. Inside the loop, SIGTERM stops after the current chunk."""
+
+
+def _terminate_as_exception():
+  """Makes SIGTERM raise `_Terminated` in the main thread; returns the handler it replaced (None: not
+  installed, off the main thread)."""
+  if threading.current_thread() is not threading.main_thread():
+    return None
+
+  def handler(signum, frame):
+    del signum, frame
+    raise _Terminated
+
+  return signal.signal(signal.SIGTERM, handler)
+
+
 def run(main, check=None, argv=None):
   """app.run(main), printing `error: <message>` and exiting non-zero on a user error.
 
@@ -66,6 +86,7 @@ def run(main, check=None, argv=None):
   sys.argv = argv   # config_flags reads the --config.<key> overrides from sys.argv
 
   def guarded(argv):
+    previous_term = _terminate_as_exception()
     try:
       if CHECK_ONLY.value:
         items = check() if check is not None else {}
@@ -73,8 +94,8 @@ def run(main, check=None, argv=None):
         print(f"check_only: {_launch_name(main)} OK ({described})")
         return 0
       return main(argv)
-    except InterruptedRun as e:  # Also an MpcodecError: caught first, so it exits 130 like Ctrl-C.
-      _fail(str(e), 130)
+    except InterruptedRun as e:  # Also an MpcodecError: caught first, so it exits 130 (143: SIGTERM).
+      _fail(str(e), getattr(e, "exit_status", 130))
     except MpcodecError as e:
       _fail(str(e))
     except app.UsageError as e:
@@ -86,8 +107,14 @@ def run(main, check=None, argv=None):
         _fail(f"--config: {str(e).strip().splitlines()[-1].strip()}")
       where = f"{e.filename}: " if e.filename else ""
       _fail(f"{where}{e.strerror or e}")
+    except _Terminated:
+      _fail("pre-empted (SIGTERM) outside training; the last checkpoint is kept, and the same command "
+            "resumes from it", 128 + signal.SIGTERM)
     except KeyboardInterrupt:
       _fail("interrupted; the last checkpoint is kept, and the same command resumes from it", 130)
+    finally:
+      if previous_term is not None:
+        signal.signal(signal.SIGTERM, previous_term)
 
   def parse_flags(argv):
     try:

@@ -31,7 +31,14 @@ class NonFiniteError(MpcodecError, FloatingPointError):
 
 
 class InterruptedRun(MpcodecError, KeyboardInterrupt):
-  """The run was interrupted (SIGINT) and stopped cleanly after writing a checkpoint."""
+  """The run was interrupted (SIGINT, or SIGTERM: pre-empted) and stopped cleanly after writing a checkpoint.
+
+  `exit_status` is what the launch exits with: 128 + the signal's number (130 for SIGINT, 143 for SIGTERM).
+  """
+
+  def __init__(self, message: str, exit_status: int = 130):
+    super().__init__(message)
+    self.exit_status = exit_status
 
 
 class ActivationError(MpcodecError, ValueError):

@@ -15,8 +15,8 @@ chunks and adds what a long run needs, without changing a bit of the result:
   and no state after it is ever saved, so the last checkpoint is the last good one;
 - checkpoints are saved asynchronously (Orbax) from a copy of the state, and the host dispatches the
   next chunk before it fetches the previous chunk's summary, so the device never waits for the host;
-- a run resumes from the latest checkpoint of its phases; SIGINT ends it cleanly after the current chunk
-  with a checkpoint; SIGKILL loses only the work since the last checkpoint.
+- a run resumes from the latest checkpoint of its phases; SIGINT (and SIGTERM, a scheduler's pre-emption)
+  ends it cleanly after the current chunk with a checkpoint; SIGKILL loses only the work since the last checkpoint.
 """
 
 from __future__ import annotations
@@ -282,30 +282,41 @@ class Outcome:
 
 
 class _StopFlag:
-  """Turns SIGINT into a request to stop at the next chunk boundary (main thread only)."""
+  """Turns SIGINT (Ctrl-C) and SIGTERM (a scheduler pre-empting the job) into a request to stop at the
+  next chunk boundary with a checkpoint (main thread only); a second signal stops at once."""
+
+  SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
   def __init__(self):
     self.requested = False
+    self.signum: int | None = None
+
+  @property
+  def preempted(self) -> bool:
+    return self.signum == signal.SIGTERM
 
   @contextlib.contextmanager
   def installed(self):
     if threading.current_thread() is not threading.main_thread():
       yield
       return
-    previous = signal.getsignal(signal.SIGINT)
+    previous = {signum: signal.getsignal(signum) for signum in self.SIGNALS}
 
     def handler(signum, frame):
-      del signum, frame
-      if self.requested:  # A second Ctrl-C: stop at once.
+      del frame
+      if self.requested:  # A second signal: stop at once.
         raise KeyboardInterrupt
-      self.requested = True
-      logging.warning("interrupt: stopping after the current chunk and saving a checkpoint")
+      self.requested, self.signum = True, signum
+      what = "pre-empted (SIGTERM)" if signum == signal.SIGTERM else "interrupt"
+      logging.warning("%s: stopping after the current chunk and saving a checkpoint", what)
 
-    signal.signal(signal.SIGINT, handler)
+    for signum in self.SIGNALS:
+      signal.signal(signum, handler)
     try:
       yield
     finally:
-      signal.signal(signal.SIGINT, previous)
+      for signum, before in previous.items():
+        signal.signal(signum, before)
 
 
 @contextlib.contextmanager
@@ -399,7 +410,8 @@ def run(program: Program, keys: Any, checkpoint_root: str, *, seed_labels: Seque
     progress: tqdm-like (`update(n)`, `set_postfix_str(s)`); gets every step trained, resumed ones too.
     compile_cache: a dict kept by the caller to reuse compiled chunks across runs (see Program.cache_key).
   Raises:
-    NonFiniteError naming study, phase, step and seed; InterruptedRun after SIGINT (with a checkpoint).
+    NonFiniteError naming study, phase, step and seed; InterruptedRun after SIGINT or SIGTERM (with a
+    checkpoint; exit status 130 or 143).
   """
   num_seeds = int(jax.tree.leaves(keys)[0].shape[0])
   if len(seed_labels) != num_seeds:
@@ -507,6 +519,10 @@ def _run_phase(program, phase, carry, keys, data, start, store, saved_metadata, 
     if pending is not None and pending[3] is None:  # SIGINT came after the last chunk's snapshot choice.
       store.save(pending[1], carry, dict(saved_metadata, phase=phase.name, step=pending[1]))
     store.wait()
+    if stop.preempted:
+      raise InterruptedRun(f"{program.study}: pre-empted (SIGTERM) at {phase.name} step {pending[1]}; checkpoint "
+                           f"saved in {store.directory}; the same command resumes from it",
+                           exit_status=128 + signal.SIGTERM)
     raise InterruptedRun(f"{program.study}: interrupted at {phase.name} step {pending[1]}; checkpoint saved "
                          f"in {store.directory}; the same command resumes from it")
   return carry
