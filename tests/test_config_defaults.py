@@ -123,6 +123,9 @@ def test_values_that_used_to_drift_are_pinned():
   mono = configuration.parse(MonoPolyConfig, mono_poly_config.get_config())
   assert (mono.phase1.steps, mono.phase1.checkpoint_every) == (1500, 100)
   assert (mono.phase2.task, mono.phase2.steps, mono.phase2.checkpoint_every) == ("xor", 4000, 200)
+  assert (mono.data_per_seed, mono.shared_data_order, mono.control_arm, mono.smoke) == (True, False, True, False)
+  mono_smoke = configuration.parse(MonoPolyConfig, mono_poly_config.get_config("smoke"))
+  assert mono_smoke.smoke and (mono_smoke.data_per_seed, mono_smoke.control_arm) == (True, True)
 
   codec = configuration.parse(CodecConfig, codec_config.get_config())
   assert (codec.sae_loop.steps, codec.squeezer_loop.steps, codec.squeezer.k, codec.sae.aux_k) == (

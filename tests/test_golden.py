@@ -48,9 +48,11 @@ def test_seed_scheme_is_pinned():
 
 def test_mono_poly_golden():
   """Smoke config, 2 seeds, 20 steps a phase, through the pure `make_train` (what the loop cuts into
-  chunks): each phase's last loss per seed, a weight sum, and the mean orientation CRS of hidden_0."""
+  chunks), in the design these pins were first taken with (one shared dataset and minibatch order, no
+  control arm): each phase's last loss per seed, a weight sum, and the mean orientation CRS of hidden_0."""
   raw = configuration.override(mono_config.get_config("smoke"),
-                               {"num_seeds": 2, "phase1.steps": 20, "phase2.steps": 20})
+                               {"num_seeds": 2, "phase1.steps": 20, "phase2.steps": 20, "data_per_seed": False,
+                                "shared_data_order": True, "control_arm": False})
   cfg = mono_poly.parse_config(raw)
   state, history = jax.jit(jax.vmap(mono_poly.make_train(cfg)))(mono_poly.seed_keys(cfg))
   assert history["phase1"]["loss"].shape == (2, 20) and history["phase2"]["loss"].shape == (2, 20)
@@ -68,6 +70,28 @@ def test_mono_poly_golden():
   crs = selectivity.mono_poly_selectivity(acts["hidden_0"], test["orientation"], test["colour"])
   assert_pinned(np.mean(np.asarray(crs["crs_orientation"], np.float64)), 0.503946627676487,
                 "mono->poly seed 0 mean orientation CRS of hidden_0 after phase 2")
+
+
+def test_mono_poly_default_design_golden():
+  """The default design on the same smoke settings: each seed its own dataset and minibatch order, and
+  the control arm after phase 2. Each phase's last loss per seed, and seed 1's first training image."""
+  raw = configuration.override(mono_config.get_config("smoke"),
+                               {"num_seeds": 2, "phase1.steps": 20, "phase2.steps": 20})
+  cfg = mono_poly.parse_config(raw)
+  assert cfg.data_per_seed and not cfg.shared_data_order and cfg.control_arm
+  _, history = jax.jit(jax.vmap(mono_poly.make_train(cfg)))(mono_poly.train_keys(cfg))
+  assert {phase: history[phase]["loss"].shape for phase in history} == {p: (2, 20) for p in
+                                                                        ("phase1", "phase2", "control")}
+  assert_pinned(history["phase1"]["loss"][:, -1], [0.5130127668380737, 0.5639396905899048],
+                "mono->poly phase1 loss at step 19, seeds 0 and 1")
+  assert_pinned(history["phase2"]["loss"][:, -1], [0.5145403146743774, 0.4990331828594208],
+                "mono->poly phase2 loss at step 19, seeds 0 and 1")
+  assert_pinned(history["control"]["loss"][:, -1], [0.42065054178237915, 0.38779035210609436],
+                "mono->poly control loss at step 19, seeds 0 and 1")
+  train, _ = mono_poly.run_datasets(cfg)
+  # A sum of 3,072 noisy pixels: its absolute tolerance is the float32 rounding of that many.
+  assert_pinned(np.asarray(train["x"][1, 0], np.float64).sum(), 84.15437614198163,
+                "mono->poly seed 1's first training image, summed", atol=1e-4)
 
 
 def test_dynamics_golden():

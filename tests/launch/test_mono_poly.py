@@ -13,7 +13,7 @@ from tests import support
 
 REPO_ROOT = str(support.REPO_ROOT)
 EXPECTED_FILES = [
-    "metrics/crs_phase1.csv", "metrics/crs_phase2.csv", "metrics/training_history.csv",
+    "metrics/crs_phase1.csv", "metrics/crs_phase2.csv", "metrics/crs_control.csv", "metrics/training_history.csv",
     "plots/phase1_samples.png", "plots/phase2_samples.png", "plots/phase1_weights.png",
     "plots/phase2_weights.png", "plots/metrics_loss.png", "plots/metrics_test_accuracy.png",
     "plots/metrics_mean_entropy.png", "plots/metrics_mean_l2.png", "plots/metrics_mean_angle.png",
@@ -41,9 +41,9 @@ def test_smoke_run_writes_every_file(smoke_run):
     assert os.path.getsize(path) > 0, name
   with open(os.path.join(workdir, "metrics", "training_history.csv")) as f:
     history = list(csv.DictReader(f))
-  # 4 seeds x (phase1 steps 0,20,40,60 + phase2 steps 0,20,40,60).
-  assert len(history) == 4 * 8
-  assert {r["phase"] for r in history} == {"phase1", "phase2"}
+  # 4 seeds x (phase1, phase2 and control steps 0, 20, 40, 60).
+  assert len(history) == 4 * 12
+  assert {r["phase"] for r in history} == {"phase1", "phase2", "control"}
   assert all(0.0 <= float(r["test_accuracy"]) <= 1.0 for r in history)
   with open(os.path.join(workdir, "metrics", "crs_phase2.csv")) as f:
     crs = list(csv.DictReader(f))
@@ -53,11 +53,15 @@ def test_smoke_run_writes_every_file(smoke_run):
   json.loads(open(os.path.join(workdir, "report.json")).read(),
              parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
   assert set(report["hypotheses"]) == {"H1", "H2", "H3"}
+  # A smoke run says so at the top of report.md and in report.json, and gives no verdict.
+  assert report["smoke"] is True and report["design"]["control_arm"] and report["design"]["data_per_seed"]
   for result in report["hypotheses"].values():
-    assert result["verdict"] in ("supported", "contradicted", "inconclusive")
+    assert result["verdict"] == "cannot be tested" and result["verdict_text"] == "cannot be tested (smoke run)"
+    assert set(result["arms"]) == {"xor", "control"}
   report_md = open(os.path.join(workdir, "report.md")).read()
-  assert report["hypotheses"]["H3"]["verdict"] in report_md
-  assert "H3" in out.stdout
+  assert report_md.splitlines()[2].startswith("> **No verdicts: smoke run")
+  assert report_md.count("**cannot be tested (smoke run)**") == 3 and "per-seed data" in report_md
+  assert "NO VERDICTS: smoke run" in out.stdout and "H3: cannot be tested (smoke run)" in out.stdout
 
 
 # An absl INFO line: "I1205 11:27:00.833536 139658312993664 checkpoint_manager.py:701] message".

@@ -1,11 +1,11 @@
 """Analysis of a mono->poly run from its checkpoints: metric tables, plots, hypothesis report.
 
-Reads `workdir/checkpoints/phase{1,2}/<step>/` (never in-memory state), regenerates the dataset from the
-saved config, and writes under the workdir:
-  metrics/crs_phase1.csv, metrics/crs_phase2.csv   seed, layer, neuron, CRS per concept set, label
-  metrics/training_history.csv                     one row per seed, phase and checkpoint step
+Reads `workdir/checkpoints/{phase1,phase2,control}/<step>/` (never in-memory state), regenerates the
+datasets from the saved config, and writes under the workdir:
+  metrics/crs_<phase>.csv            seed, layer, neuron, CRS per concept set, label (phase1, phase2, control)
+  metrics/training_history.csv       one row per seed, phase and checkpoint step
   plots/phase{1,2}_samples.png, plots/phase{1,2}_weights.png, plots/metrics_*.png
-  report.md, report.json                           H1-H3 with effect sizes, bootstrap CIs, verdicts
+  report.md, report.json             H1-H3 per arm and XOR minus control: intervals, k of n, verdicts
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ from mpcodec.core.checkpoint import CheckpointError, CheckpointStore
 from mpcodec.core.errors import IncompleteRunError
 from mpcodec.data.bars import COLOUR_NAMES, ORIENTATION_NAMES
 from mpcodec.metrics import selectivity, weights
+from mpcodec.core import configuration, stats
 from mpcodec.core import io as report_io
 from mpcodec.studies.mono_poly import report as mono_poly_report
-from mpcodec.studies.mono_poly import curriculum, experiment as mono_poly
+from mpcodec.studies.mono_poly import curriculum, experiment as mono_poly, hypotheses as mono_poly_hypotheses
 
 HISTORY_COLUMNS = ("seed", "phase", "step", "loss", "train_accuracy", "test_accuracy", "mean_entropy",
                    "mean_l2", "mean_angle", "num_polysemantic", "num_monosemantic", "num_dead")
@@ -61,33 +62,51 @@ def _seed_metrics_fn(cfg: mono_poly.MonoPolyConfig, phase: str):
           mean_angle=weights.mean_pairwise_angle_degrees(w))
     return dict(loss=loss, train_accuracy=train_acc, test_accuracy=test_acc, layers=per_layer)
 
-  return jax.jit(jax.vmap(one_seed, in_axes=(0, None, None)))
+  axis = mono_poly.data_axis(cfg)
+  return jax.jit(jax.vmap(one_seed, in_axes=(0, axis, axis)))
+
+
+# Keys added to the config after runs were saved without them, with the value those runs used; and
+# analysis keys since removed (the bootstrap settings: verdicts now read a t test).
+_ADDED_KEYS = {"data_per_seed": False, "control_arm": False}
+_REMOVED_ANALYSIS_KEYS = ("bootstrap_resamples", "bootstrap_seed")
 
 
 def saved_config(metadata: dict, analysis: mono_poly.AnalysisConfig | None = None) -> mono_poly.MonoPolyConfig:
   """The run's config from a checkpoint's metadata, with `analysis` settings in place of the saved ones."""
-  cfg = mono_poly.parse_config(metadata.get("full_config", metadata["config"]))
+  saved = dict(metadata.get("full_config", metadata["config"]))
+  saved = {**{k: v for k, v in _ADDED_KEYS.items() if k not in saved}, **saved}
+  if isinstance(saved.get("analysis"), dict):
+    saved["analysis"] = {k: v for k, v in saved["analysis"].items() if k not in _REMOVED_ANALYSIS_KEYS}
+  cfg = mono_poly.parse_config(saved)
   return cfg if analysis is None else dataclasses.replace(cfg, analysis=analysis)
 
 
 def analyze_checkpoints(workdir: str, analysis: mono_poly.AnalysisConfig | None = None,
                         allow_incomplete: bool = False) -> dict[str, Any]:
-  """Computes every metric at every checkpoint of both phases; returns host-side results.
+  """Computes every metric at every checkpoint of every phase; returns host-side results.
 
   A run that has not reached its configured steps stops with IncompleteRunError naming the phase and
-  step, unless `allow_incomplete` (the results then say which phases are incomplete).
+  step, unless `allow_incomplete` (the results then say which phases are incomplete; a control phase
+  that never started is left out).
   """
   results = {"phases": {}, "incomplete": {}}
   cfg = None
-  for phase in mono_poly.PHASES:
+  phases = list(mono_poly.PHASES)
+  while phases:
+    phase = phases.pop(0)
     store = CheckpointStore(mono_poly.checkpoint_dir(workdir, phase))
     steps = store.all_steps()
+    if not steps and phase == mono_poly.CONTROL and allow_incomplete:
+      results["incomplete"][phase] = {"reached_step": None, "configured_steps": cfg.phase(phase).steps}
+      continue
     if not steps:
       raise CheckpointError(f"no {phase} checkpoints in {store.directory}; run launch.mono_poly first")
     phase_cfg = saved_config(store.restore_metadata(steps[-1]), analysis)
     if cfg is None:
       cfg = phase_cfg
-      train_set, test_set = mono_poly.make_datasets(cfg)
+      phases = [p for p in mono_poly.phase_names(cfg) if p != phase]
+      train_set, test_set = mono_poly.run_datasets(cfg)
     elif mono_poly.training_config(phase_cfg) != mono_poly.training_config(cfg):
       raise CheckpointError(f"{store.directory}: config differs from phase1's; the workdir mixes two runs")
     if steps[-1] != cfg.phase(phase).steps:
@@ -106,8 +125,12 @@ def analyze_checkpoints(workdir: str, analysis: mono_poly.AnalysisConfig | None 
         final_params = jax.tree.map(np.asarray, params)
     results["phases"][phase] = {"steps": steps, "metrics": per_step, "final_params": final_params}
   results["config"] = cfg
-  results["test_set"] = jax.tree.map(np.asarray, test_set)
-  results["train_set"] = {k: np.asarray(train_set[k]) for k in ("images", "orientation", "colour")}
+  # The sample images are the first seed's with per-seed data.
+  first = (lambda x: x[0]) if cfg.data_per_seed else (lambda x: x)
+  count = min(cfg.analysis.num_sample_images, cfg.data.num_train)
+  size = cfg.data.image_size
+  results["train_set"] = {k: np.asarray(first(train_set[k])[:count]) for k in ("x", "orientation", "colour")}
+  results["train_set"]["images"] = results["train_set"].pop("x").reshape(count, size, size, 3)
   return results
 
 
@@ -145,15 +168,51 @@ def crs_rows(results: dict[str, Any], phase: str) -> list[dict[str, Any]]:
   return rows
 
 
-def hypotheses(results: dict[str, Any]) -> dict[str, Any]:
+def _end_of(results: dict[str, Any], phase: str) -> dict[str, Any]:
   cfg = results["config"]
-  first_layer = mono_poly.layer_names(cfg)[0]
-  end = {phase: d["metrics"][d["steps"][-1]]["layers"][first_layer] for phase, d in results["phases"].items()}
-  per_seed = dict(entropy=end["phase2"]["entropy"], l2=end["phase2"]["l2"], labels=end["phase2"]["labels"],
-                  mean_angle_phase1_end=end["phase1"]["mean_angle"],
-                  mean_angle_phase2_end=end["phase2"]["mean_angle"])
-  return mono_poly_report.test_hypotheses(
-      per_seed, rng_seed=cfg.analysis.bootstrap_seed, num_resamples=cfg.analysis.bootstrap_resamples)
+  data = results["phases"][phase]
+  return data["metrics"][data["steps"][-1]]["layers"][mono_poly.layer_names(cfg)[0]]
+
+
+def no_verdict_reason(cfg: mono_poly.MonoPolyConfig) -> str | None:
+  """Why the whole run gives no verdict (the smoke preset, too few seeds), or None."""
+  if cfg.smoke:
+    return (f"smoke run (the :smoke preset: {cfg.num_seeds} seeds, {cfg.phase1.steps} + {cfg.phase2.steps} "
+            "steps)")
+  if cfg.num_seeds < stats.MIN_SEEDS:
+    return f"{cfg.num_seeds} seeds, at least {stats.MIN_SEEDS} needed"
+  return None
+
+
+def design(results: dict[str, Any]) -> dict[str, Any]:
+  """What the report says about how the run was designed: data, control arm, verdict rules."""
+  cfg = results["config"]
+  has_control = mono_poly.CONTROL in results["phases"]
+  if has_control:
+    control = (f"control arm: after phase 1, the same seeds train {cfg.phase2.steps} more steps on the phase-1 "
+               f"task ({cfg.phase1.task}) with phase 2's optimizer and minibatches, from the same end-of-phase-1 "
+               "network; each hypothesis is tested on XOR minus control per seed")
+  elif cfg.control_arm:
+    control = "control arm configured but not trained (incomplete run): effects are the XOR arm's alone"
+  else:
+    control = "no control arm (control_arm=False): effects are the XOR arm's alone, not compared with a control"
+  reason = no_verdict_reason(cfg)
+  return {"num_seeds": cfg.num_seeds, "data": mono_poly.data_description(cfg), "data_per_seed": cfg.data_per_seed,
+          "shared_data_order": cfg.shared_data_order, "control": control, "control_arm": has_control,
+          "smoke": reason is not None, "no_verdict_reason": reason}
+
+
+def hypotheses(results: dict[str, Any]) -> dict[str, Any]:
+  """H1-H3 from the end of phase 2 and, when trained, the end of the control phase (one Holm family)."""
+  cfg = results["config"]
+  xor, start = _end_of(results, "phase2"), _end_of(results, "phase1")
+  per_seed = dict(entropy=xor["entropy"], l2=xor["l2"], labels=xor["labels"],
+                  mean_angle_phase1_end=start["mean_angle"], mean_angle_phase2_end=xor["mean_angle"])
+  control = None
+  if mono_poly.CONTROL in results["phases"]:
+    end = _end_of(results, mono_poly.CONTROL)
+    control = dict(entropy=end["entropy"], l2=end["l2"], labels=end["labels"], mean_angle_end=end["mean_angle"])
+  return mono_poly_hypotheses.test_hypotheses(per_seed, control, smoke=no_verdict_reason(cfg) is not None)
 
 
 def summary(results: dict[str, Any]) -> dict[str, Any]:
@@ -161,7 +220,8 @@ def summary(results: dict[str, Any]) -> dict[str, Any]:
   first_layer = mono_poly.layer_names(cfg)[0]
   out = {"seeds": cfg.num_seeds, "label_counts": {}}
   for phase, where in results.get("incomplete", {}).items():
-    out[f"INCOMPLETE: {phase} reached step"] = f"{where['reached_step']} of {where['configured_steps']}"
+    reached = "no checkpoint" if where["reached_step"] is None else where["reached_step"]
+    out[f"INCOMPLETE: {phase} reached step"] = f"{reached} of {where['configured_steps']}"
   for phase, d in results["phases"].items():
     final = d["metrics"][d["steps"][-1]]
     task = cfg.phase(phase).task
@@ -190,11 +250,16 @@ def write_plots(results: dict[str, Any], workdir: str) -> None:
     final = results["phases"][phase]["metrics"][results["phases"][phase]["steps"][-1]]
     mono_poly_report.plot_weight_images(w, os.path.join(plot_dir, f"{phase}_weights.png"), image_shape=image_shape,
                                         labels=final["layers"][first_layer]["labels"])
-  offsets = {"phase1": 0, "phase2": cfg.phase1.steps}
+  # Phase 2's step 0 stays (the end-of-phase-1 network measured on the XOR task): the task switch shows.
+  offsets = {"phase1": 0, "phase2": cfg.phase1.steps, mono_poly.CONTROL: cfg.phase1.steps}
+  rows = history_rows(results)
   steps_T, curves = mono_poly_report.curves_from_history(
-      [r for r in history_rows(results) if not (r["phase"] == "phase2" and r["step"] == 0)],
-      CURVE_METRICS, offsets)
-  mono_poly_report.plot_metric_curves(steps_T, curves, cfg.phase1.steps, plot_dir)
+      [r for r in rows if r["phase"] != mono_poly.CONTROL], CURVE_METRICS, offsets)
+  control = None
+  if mono_poly.CONTROL in results["phases"]:
+    control = mono_poly_report.curves_from_history(
+        [r for r in rows if r["phase"] == mono_poly.CONTROL], CURVE_METRICS, offsets)
+  mono_poly_report.plot_metric_curves(steps_T, curves, cfg.phase1.steps, plot_dir, control=control)
 
 
 def analyze(workdir: str, analysis: mono_poly.AnalysisConfig | None = None,
@@ -206,14 +271,16 @@ def analyze(workdir: str, analysis: mono_poly.AnalysisConfig | None = None,
   results = analyze_checkpoints(workdir, analysis, allow_incomplete)
   metrics_dir = os.path.join(workdir, "metrics")
   report_io.write_csv(os.path.join(metrics_dir, "training_history.csv"), history_rows(results), HISTORY_COLUMNS)
-  for phase in mono_poly.PHASES:
+  for phase in results["phases"]:
     report_io.write_csv(os.path.join(metrics_dir, f"crs_{phase}.csv"), crs_rows(results, phase), CRS_COLUMNS)
   write_plots(results, workdir)
   tests = hypotheses(results)
+  run_design = design(results)
   run_summary = summary(results)
   report_io.write_text(os.path.join(workdir, "report.md"),
-                       mono_poly_report.render_report_markdown(tests, run_summary))
-  report = {"summary": run_summary, **tests}
+                       mono_poly_report.render_report_markdown(tests, run_summary, run_design))
+  report = {"smoke": run_design["smoke"], "design": run_design, "summary": run_summary,
+            "analysis": configuration.to_dict(results["config"].analysis), **tests}
   report_io.write_json(os.path.join(workdir, "report.json"), report)
   return report
 
@@ -227,6 +294,8 @@ def summary_text(report: dict[str, Any]) -> str:
         lines.append(f"{phase} neurons: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     else:
       lines.append(f"{key}: {mono_poly_report.format_number(value) if isinstance(value, float) else value}")
+  if report.get("smoke"):
+    lines.append(f"NO VERDICTS: {report['design']['no_verdict_reason']}")
   for name, result in report["hypotheses"].items():
-    lines.append(f"{name}: {result.get('verdict')} ({result.get('statement', '')})")
+    lines.append(f"{name}: {result['verdict_text']} ({result['statement']})")
   return "\n".join(lines)

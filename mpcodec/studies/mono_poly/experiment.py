@@ -1,9 +1,16 @@
 """The mono->poly experiment: an MLP learns bar orientation (phase 1), then orientation XOR colour (phase 2).
 
-`make_program(cfg)` describes both phases as pure functions for the one run loop (`mpcodec.core.loop`);
+`make_program(cfg)` describes the phases as pure functions for the one run loop (`mpcodec.core.loop`);
 `make_train(cfg)` is the whole experiment of one seed as one pure function of its keys, and
 `train(cfg, workdir)` runs the same program for S seeds at once (vmapped, seed axis sharded over the
 device mesh) in checkpointed chunks, resuming from the latest checkpoint of the same config.
+
+The control arm (`control_arm`, on by default) is a third phase of the same program, "control": from the
+same end-of-phase-1 state it trains phase 2's steps, optimizer and minibatch order on the phase-1 task,
+so that XOR minus control isolates what the task switch does. It runs after phase 2, which carries the
+end-of-phase-1 parameters along for it: phase 2 computes exactly what it computes without a control
+arm, and the control exactly what a run whose phase 2 is the phase-1 task computes (both bit for bit,
+tested).
 """
 
 from __future__ import annotations
@@ -18,13 +25,16 @@ import jax.numpy as jnp
 
 from mpcodec.core import configuration, loop, seeds, sharding
 from mpcodec.core.checkpoint import CheckpointStore
-from mpcodec.data.bars import BarsConfig, make_bars_splits
+from mpcodec.data.bars import BarsConfig, generate_bars, make_bars_splits
 from mpcodec.models.mlp import MLP
 from mpcodec.studies.mono_poly import curriculum
 from mpcodec.core.classifier import ClassifierSteps
 from mpcodec.core.optim import OptimConfig, make_optimizer
 
 PHASES = ("phase1", "phase2")
+CONTROL = "control"
+# Where phase 2's state keeps the end-of-phase-1 parameters that the control phase starts from.
+PHASE1_PARAMS = "phase1_params"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,13 +62,10 @@ class PhaseConfig:
 @dataclasses.dataclass(frozen=True)
 class AnalysisConfig:
   poly_threshold: float = 0.3
-  bootstrap_resamples: int = 10000
-  bootstrap_seed: int = 0
   num_sample_images: int = 16
 
   def checks(self):
     yield "poly_threshold", 0 < self.poly_threshold < 1, f"must be in (0, 1), got {self.poly_threshold}"
-    yield "bootstrap_resamples", self.bootstrap_resamples >= 100, f"must be >= 100, got {self.bootstrap_resamples}"
     yield "num_sample_images", self.num_sample_images >= 1, f"must be >= 1, got {self.num_sample_images}"
 
 
@@ -69,9 +76,19 @@ class MonoPolyConfig:
   num_seeds: int = 16
   seed: int = 0                  # base seed: seed i draws from seeds.seed_key(seed, i, purpose)
   first_seed: int = 0            # the sweep trains seeds first_seed .. first_seed + num_seeds - 1
-  data_seed: int = 0
+  data_seed: int = 0             # base of the data draws: the shared dataset, or each seed's own
+  # Each seed draws its own train and test sets (seeds.seed_key(data_seed, i, "data")), so that an
+  # interval over seeds covers the data draw as well as the initialisation; False: one shared draw.
+  data_per_seed: bool = True
   batch_size: int = 32
-  shared_data_order: bool = True
+  # One minibatch index sequence for all seeds (drawn from data_seed) instead of one per seed. With a
+  # shared dataset it is one gather and one wide matmul per step for the whole sweep; with per-seed
+  # data each seed still sees its own images.
+  shared_data_order: bool = False
+  # Phase 2 again on the phase-1 task from the same end-of-phase-1 state: H1-H3 as XOR minus control.
+  control_arm: bool = True
+  # A seconds-long preset: the report says so and gives no verdict (it changes no computation).
+  smoke: bool = False
   log_every: int = 50
   data: BarsConfig = BarsConfig()
   model: ModelConfig = ModelConfig()
@@ -92,6 +109,9 @@ class MonoPolyConfig:
     return list(range(self.first_seed, self.first_seed + self.num_seeds))
 
   def phase(self, name: str) -> PhaseConfig:
+    """A phase's config; the control phase is phase 2's steps and optimizer on phase 1's task."""
+    if name == CONTROL:
+      return dataclasses.replace(self.phase2, task=self.phase1.task)
     return getattr(self, name)
 
 
@@ -109,17 +129,87 @@ def phase_steps(cfg: MonoPolyConfig, phase: str) -> ClassifierSteps:
   return ClassifierSteps(make_model(cfg), make_optimizer(pc.optimizer, pc.steps), cfg.batch_size)
 
 
+def phase_names(cfg: MonoPolyConfig) -> tuple[str, ...]:
+  """The program's phases in the order they train: phase 1, phase 2, and the control arm (if on)."""
+  return PHASES + (CONTROL,) if cfg.control_arm else PHASES
+
+
+def _with_labels(split: dict, cfg: MonoPolyConfig) -> dict:
+  """A split with every phase's labels (y_<phase>) attached."""
+  split = dict(split)
+  for phase in PHASES + (CONTROL,):
+    split[f"y_{phase}"] = curriculum.task_labels(cfg.phase(phase).task, split["orientation"], split["colour"])
+  return split
+
+
 def make_datasets(cfg: MonoPolyConfig) -> tuple[dict, dict]:
-  """Train and test bars with images flattened to (N, 3072) and both tasks' labels attached."""
+  """The shared draw (from data_seed): train and test bars with images, x (N, 3072) and each phase's labels."""
   train, test = make_bars_splits(cfg.data, cfg.data_seed)
   out = []
   for split in (train, test):
-    split = dict(split)
-    split["x"] = split["images"].reshape(split["images"].shape[0], -1)
-    for phase in PHASES:
-      split[f"y_{phase}"] = curriculum.task_labels(cfg.phase(phase).task, split["orientation"], split["colour"])
-    out.append(split)
+    split = dict(split, x=split["images"].reshape(split["images"].shape[0], -1))
+    out.append(_with_labels(split, cfg))
   return out[0], out[1]
+
+
+def data_keys(cfg: MonoPolyConfig) -> jax.Array:
+  """(S, 2) keys of each seed's own data draw: seeds.seed_key(data_seed, i, "data"), whatever the others."""
+  return seeds.seed_keys(cfg.data_seed, cfg.seeds, "data")
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _flat_bars(key: jax.Array, num_samples: int, cfg: BarsConfig) -> dict[str, jax.Array]:
+  """`generate_bars` with the images flattened to x (N, size * size * 3) and not kept otherwise."""
+  split = generate_bars(key, num_samples, cfg)
+  return {"x": split["images"].reshape(num_samples, -1), "orientation": split["orientation"],
+          "colour": split["colour"]}
+
+
+@functools.lru_cache(maxsize=1)
+def _seed_draws(data: BarsConfig, data_seed: int, seed_indices: tuple[int, ...]) -> tuple[dict, dict]:
+  """Stacked train and test draws of these seeds. Kept for the next call (the analysis after training
+  reads the same draws; drawing 16 seeds' sets costs about 20 CPU seconds)."""
+  splits = ([], [])
+  for key in seeds.seed_keys(data_seed, seed_indices, "data"):
+    for out, (index, size) in zip(splits, ((0, data.num_train), (1, data.num_test))):
+      out.append(_flat_bars(jax.random.fold_in(key, index), size, data))
+  return tuple({name: jnp.stack([d.pop(name) for d in split]) for name in ("x", "orientation", "colour")}
+               for split in splits)
+
+
+def seed_datasets(cfg: MonoPolyConfig) -> tuple[dict, dict]:
+  """Each seed's own train and test sets, stacked (seed axis first): x (S, N, 3072), the concept labels
+  and each phase's labels (no separate image array: x[i].reshape(N, size, size, 3) is seed i's images).
+
+  Seed i's sets are drawn like `make_bars_splits` from its data key (`data_keys`; train from
+  fold_in(key, 0), test from fold_in(key, 1)), one seed at a time, so they do not depend on how many
+  seeds run.
+  """
+  train, test = _seed_draws(cfg.data, cfg.data_seed, tuple(cfg.seeds))
+  return _with_labels(train, cfg), _with_labels(test, cfg)
+
+
+def run_datasets(cfg: MonoPolyConfig) -> tuple[dict, dict]:
+  """The train and test sets the run uses: each seed's own (seed axis first) or the shared draw."""
+  return seed_datasets(cfg) if cfg.data_per_seed else make_datasets(cfg)
+
+
+def data_axis(cfg: MonoPolyConfig) -> int | None:
+  """The seed axis of `run_datasets`' arrays for jax.vmap: 0 for per-seed data, None when shared."""
+  return 0 if cfg.data_per_seed else None
+
+
+def data_description(cfg: MonoPolyConfig) -> str:
+  """What the seeds' intervals cover, in the report's words."""
+  if cfg.data_per_seed:
+    order = ("its own minibatch order" if not cfg.shared_data_order
+             else "one minibatch index sequence shared by all seeds, into each seed's own images")
+    return (f"per-seed data: each seed draws its own train and test sets and {order}, so intervals "
+            "over seeds cover the data draw as well as the initialisation")
+  if cfg.shared_data_order:
+    return ("seeds share one dataset and minibatch order: intervals cover initialisation only")
+  return ("seeds share one dataset (each seed has its own minibatch order): intervals cover "
+          "initialisation and data order, not the data draw")
 
 
 def seed_keys(cfg: MonoPolyConfig) -> dict[str, jax.Array]:
@@ -133,49 +223,93 @@ def seed_keys(cfg: MonoPolyConfig) -> dict[str, jax.Array]:
 
 
 def order_key(cfg: MonoPolyConfig, phase: str, keys: dict[str, jax.Array]) -> jax.Array:
-  """Minibatch-order key of a phase: shared by all seeds (from the data seed) or the seed's own."""
+  """Minibatch-order key of a phase: shared by all seeds (from the data seed) or the seed's own.
+
+  The control arm uses phase 2's, so that the two arms see the same minibatches and differ in the
+  labels alone.
+  """
+  phase = PHASES[1] if phase == CONTROL else phase
   if cfg.shared_data_order:
     return seeds.shared_key(cfg.data_seed, f"data_order/{phase}")
   return keys[f"data_order/{phase}"]
 
 
-def make_program(cfg: MonoPolyConfig) -> loop.Program:
-  """Both phases as pure functions of seed-stacked state and keys, for `mpcodec.core.loop`."""
-  train_set, _ = make_datasets(cfg)
-  data = {"x": train_set["x"], **{f"y_{phase}": train_set[f"y_{phase}"] for phase in PHASES}}
-  example_x = jnp.zeros((1, train_set["x"].shape[1]), jnp.float32)
+def _seed_chunk(one_seed, axis: int | None, data_in_keys: bool = False) -> loop.Chunk:
+  """The seed-stacked chunk of `one_seed`; with per-seed data (axis 0) each seed reads its own arrays,
+  from the program's data or, with `data_in_keys`, from its keys' "data" entry."""
+  if axis is None:
+    return loop.vmap_chunk(one_seed)
+
+  def chunk(state_S, keys_S, data_S, inputs, start_step, num_steps):
+    if data_in_keys:
+      data_S = keys_S["data"]
+    return jax.vmap(lambda s, k, d: one_seed(s, k, d, inputs, start_step, num_steps))(state_S, keys_S, data_S)
+
+  return chunk
+
+
+def training_data(cfg: MonoPolyConfig) -> dict[str, jax.Array]:
+  """What every chunk reads: the training images x and each phase's labels (per seed or shared)."""
+  train_set, _ = run_datasets(cfg)
+  return {"x": train_set["x"], **{f"y_{phase}": train_set[f"y_{phase}"] for phase in phase_names(cfg)}}
+
+
+def make_program(cfg: MonoPolyConfig, data: Any = None, data_in_keys: bool = False) -> loop.Program:
+  """Every phase as a pure function of seed-stacked state and keys, for `mpcodec.core.loop`.
+
+  data: `training_data(cfg)` (drawn when None), or its shapes where only shapes are needed.
+  data_in_keys: with per-seed data, each seed reads its data from its keys (`train_keys`) instead, so
+  that the program of one seed is a pure function of that seed's keys alone (`make_train`).
+  """
+  data_in_keys = data_in_keys and cfg.data_per_seed
+  data = None if data_in_keys else training_data(cfg) if data is None else data
+  names = phase_names(cfg)
+  example_x = jnp.zeros((1, cfg.data.image_size ** 2 * 3), jnp.float32)
   first = phase_steps(cfg, PHASES[0])
 
   def init(keys):
     return jax.vmap(lambda k: first.init(k["init"], example_x))(keys)
 
   phases = []
-  for phase in PHASES:
+  for phase in names:
     steps = phase_steps(cfg, phase)
     pc = cfg.phase(phase)
 
     def one_seed(state, keys, data, inputs, start_step, num_steps, steps=steps, phase=phase):
       del inputs
-      state, loss = steps.run_steps(state, order_key(cfg, phase, keys), start_step, data["x"],
-                                    data[f"y_{phase}"], num_steps)
-      return state, {"loss": loss}
+      trained = {k: state[k] for k in ("params", "opt_state")}
+      trained, loss = steps.run_steps(trained, order_key(cfg, phase, keys), start_step, data["x"],
+                                      data[f"y_{phase}"], num_steps)
+      return {**state, **trained}, {"loss": loss}
 
     start = None
-    if phase != PHASES[0]:
+    if phase == PHASES[1] and cfg.control_arm:
+      start = lambda state_S, steps=steps: {**jax.vmap(steps.fresh_optimizer)(state_S["params"]),
+                                            PHASE1_PARAMS: state_S["params"]}
+    elif phase == PHASES[1]:
       start = lambda state_S, steps=steps: jax.vmap(steps.fresh_optimizer)(state_S["params"])
-    phases.append(loop.Phase(name=phase, num_steps=pc.steps, chunk=loop.vmap_chunk(one_seed), start=start,
-                             chunk_every=cfg.log_every, checkpoint_every=pc.checkpoint_every))
+    elif phase == CONTROL:
+      start = lambda state_S, steps=steps: jax.vmap(steps.fresh_optimizer)(state_S[PHASE1_PARAMS])
+    phases.append(loop.Phase(name=phase, num_steps=pc.steps, chunk=_seed_chunk(one_seed, data_axis(cfg), data_in_keys),
+                             start=start, chunk_every=cfg.log_every, checkpoint_every=pc.checkpoint_every))
   return loop.Program(study="mono->poly", init=init, phases=tuple(phases), data=data)
 
 
-def make_train(cfg: MonoPolyConfig):
-  """Returns train(keys) -> (state, history): both phases of one seed as one pure function.
+def train_keys(cfg: MonoPolyConfig) -> dict[str, Any]:
+  """What `make_train`'s train takes, seed axis first: `seed_keys(cfg)`, and with per-seed data each
+  seed's training data under "data" (drawn from its data key, `data_keys`)."""
+  keys = seed_keys(cfg)
+  return {**keys, "data": training_data(cfg)} if cfg.data_per_seed else keys
 
-  `keys` is one seed's entry of `seed_keys(cfg)`; history maps "phase1"/"phase2" to {"loss": per step}.
-  `jax.jit(jax.vmap(make_train(cfg)))(seed_keys(cfg))` trains a whole sweep; `run_experiment` runs the
-  same program in checkpointed chunks.
+
+def make_train(cfg: MonoPolyConfig):
+  """Returns train(keys) -> (state, history): every phase of one seed as one pure function.
+
+  `keys` is one seed's entry of `train_keys(cfg)`; history maps each of `phase_names(cfg)` to
+  {"loss": per step}. `jax.jit(jax.vmap(make_train(cfg)))(train_keys(cfg))` trains a whole sweep;
+  `train` runs the same steps in checkpointed chunks.
   """
-  return loop.pure_train(make_program(cfg))
+  return loop.pure_train(make_program(cfg, data_in_keys=True))
 
 
 def checkpoint_root(workdir: str) -> str:
@@ -189,17 +323,21 @@ def checkpoint_dir(workdir: str, phase: str) -> str:
 def training_config(cfg: MonoPolyConfig) -> dict:
   """The knobs that decide what training computes: checkpoints of another value belong to another run.
 
-  Analysis settings and the chunk length (`log_every`, which only sets how often the host looks) are
-  left out, so changing them reuses the checkpoints.
+  Analysis settings, the smoke label and the chunk length (`log_every`, which only sets how often the
+  host looks) are left out, so changing them reuses the checkpoints.
   """
   config = configuration.to_dict(cfg)
-  for key in ("analysis", "log_every"):
+  for key in ("analysis", "log_every", "smoke"):
     config.pop(key)
   return config
 
 
 def activation_source(cfg: MonoPolyConfig) -> dict:
-  """How a generic reader rebuilds the model and its inputs from a checkpoint (no study code needed)."""
+  """How a generic reader rebuilds the model and its inputs from a checkpoint (no study code needed).
+
+  The inputs are the shared draw of data_seed; with per-seed data that is not a seed's own training
+  set but images of the same distribution (held out from every seed).
+  """
   return {"model": {"kind": "mlp", "hidden_widths": list(cfg.model.hidden_widths), "num_classes": 2},
           "params_path": ["state", "params"],
           "inputs": {"kind": "bars", "config": configuration.to_dict(cfg.data), "data_seed": cfg.data_seed,
@@ -207,7 +345,7 @@ def activation_source(cfg: MonoPolyConfig) -> dict:
 
 
 def train(cfg: MonoPolyConfig, workdir: str, overwrite: bool = False, progress: Any = None) -> loop.Outcome:
-  """Trains every seed through both phases in checkpointed chunks, resuming from the latest checkpoint.
+  """Trains every seed through every phase in checkpointed chunks, resuming from the latest checkpoint.
 
   The seed axis is sharded over every device of every process (`sharding.seed_mesh`).
   """
@@ -224,9 +362,9 @@ def run_experiment(cfg: MonoPolyConfig, workdir: str, overwrite: bool = False, p
 
 
 def abstract_carry(cfg: MonoPolyConfig, phase: str) -> Any:
-  """Shapes and dtypes of what a checkpoint of `phase` holds: {'state', 'history'} (no training)."""
-  program = make_program(cfg)
-  return loop.abstract_carry(program, seed_keys(cfg), PHASES.index(phase))
+  """Shapes and dtypes of what a checkpoint of `phase` holds: {'state', 'history'} (no training, no data)."""
+  program = make_program(cfg, jax.eval_shape(lambda: training_data(cfg)))
+  return loop.abstract_carry(program, seed_keys(cfg), phase_names(cfg).index(phase))
 
 
 def restore_state(cfg: MonoPolyConfig, store: CheckpointStore, step: int, phase: str,

@@ -1,11 +1,7 @@
-"""Host-side report of the mono -> poly experiment: hypothesis tests over seeds, report.md, plots.
+"""Host-side report of the mono -> poly experiment: report.md and the plots.
 
-Hypotheses (tested on the end-of-phase-2 neurons, one replicate per seed):
-  H1  polysemantic neurons have higher weight entropy than monosemantic ones;
-  H2  polysemantic neurons have a larger incoming-weight L2 norm than monosemantic ones;
-  H3  the mean angle between neurons' weight vectors falls from the end of phase 1 to the end of phase 2.
-Each gets a per-seed difference, its mean over seeds with a percentile-bootstrap CI over seeds, and a
-verdict read off the CI (`mpcodec.core.stats.verdict`). Every number in the report comes from inputs.
+The hypotheses and their tests are in `hypotheses.py`; `render_report_markdown` lays out what they
+return, and every number in the report comes from inputs.
 """
 
 from __future__ import annotations
@@ -26,20 +22,7 @@ import numpy as np  # pylint: disable=wrong-import-position
 from mpcodec.metrics.selectivity import DEAD, LABEL_NAMES, MONOSEMANTIC, POLYSEMANTIC  # pylint: disable=wrong-import-position
 from mpcodec.core import io as report_io  # pylint: disable=wrong-import-position
 from mpcodec.core import stats  # pylint: disable=wrong-import-position
-
-_GROUP_HYPOTHESES = (
-    # (name, per-seed array key, claimed difference, quantity, unit)
-    ("H1", "entropy", "higher", "weight entropy", "nats"),
-    ("H2", "l2", "larger", "incoming-weight L2 norm", ""),
-)
-
-
-def format_number(value: float | None) -> str:
-  """The one way a number is printed in reports (4 significant digits; n/a for NaN or None)."""
-  if value is None or not math.isfinite(float(value)):
-    return "n/a"
-  return f"{float(value):.4g}"
-
+from mpcodec.studies.mono_poly.hypotheses import ARM_NAMES, format_number  # pylint: disable=wrong-import-position
 
 def label_counts(labels_SxH) -> dict[str, int]:
   """Number of neurons with each label over all seeds: {"monosemantic": n, "polysemantic": n, "dead": n}."""
@@ -47,146 +30,58 @@ def label_counts(labels_SxH) -> dict[str, int]:
   return {name: int(np.sum(labels == code)) for code, name in enumerate(LABEL_NAMES)}
 
 
-def _check_inputs(per_seed: Mapping[str, Any]) -> dict[str, np.ndarray]:
-  keys_2d = ("entropy", "l2", "labels")
-  keys_1d = ("mean_angle_phase1_end", "mean_angle_phase2_end")
-  missing = [k for k in keys_2d + keys_1d if k not in per_seed]
-  if missing:
-    raise ValueError(f"per_seed: missing key(s) {missing}; needs {list(keys_2d + keys_1d)}")
-  arrays = {k: np.asarray(per_seed[k]) for k in keys_2d + keys_1d}
-  shape = arrays["entropy"].shape
-  if len(shape) != 2 or shape[0] < 1:
-    raise ValueError(f"per_seed['entropy']: expected shape (seeds, neurons), got {shape}")
-  for key in keys_2d:
-    if arrays[key].shape != shape:
-      raise ValueError(f"per_seed[{key!r}]: shape {arrays[key].shape} differs from entropy's {shape}")
-  for key in keys_1d:
-    if arrays[key].shape != (shape[0],):
-      raise ValueError(f"per_seed[{key!r}]: expected shape ({shape[0]},), got {arrays[key].shape}")
-  return arrays
+def _cell_interval(low: float | None, high: float | None) -> str:
+  if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+    return "n/a"
+  return f"[{format_number(low)}, {format_number(high)}]"
 
 
-def _direction(value: float, expected_sign: int) -> str:
-  if not math.isfinite(value):
-    return "could not be estimated"
-  return "in the predicted direction" if value * expected_sign > 0 else "against the predicted direction"
+def _hypothesis_table(result: Mapping[str, Any], min_seeds: int) -> list[str]:
+  """One row per arm (figures only) and one for the tested per-seed value (its test and verdict)."""
+  unit = f", {result['unit']}" if result.get("unit") else ""
+  test = result["test"]
+  pct = round(100 * test["confidence"])
+  lines = [f"| per-seed value{unit} | seeds | mean | {pct}% t interval | k of n seeds show the effect | "
+           "Cohen's d_z | p | p, Holm | verdict |", "|---|---|---|---|---|---|---|---|---|"]
+  for arm, summary in result["arms"].items():
+    what = result["effect"] if arm == "xor" else "the same, neurons grouped by their XOR-arm labels"
+    if result["quantity"] == "mean_angle" and arm != "xor":
+      what = "phase-1-end minus control-end mean pairwise angle"
+    lines.append(f"| {ARM_NAMES[arm]}: {what} | {summary['n']} | {format_number(summary['estimate'])} | "
+                 f"{_cell_interval(summary['low'], summary['high'])} | {summary['k_of_n']} of {summary['n']} | "
+                 "– | – | – | not tested alone |")
+  tested = "XOR minus control" if "control" in result["arms"] else "XOR arm (no control arm)"
+  d_z = format_number(test["cohens_dz"]) if test["n"] >= min_seeds else f"not shown (< {min_seeds} seeds)"
+  untested = result["verdict"] == "cannot be tested"
+  lines.append(f"| **{tested} (tested)** | {test['n']} | {format_number(test['estimate'])} | "
+               f"{_cell_interval(test['low'], test['high'])} | {test['k_of_n']} of {test['n']} | {d_z} | "
+               f"{'n/a' if untested else format_number(test['p_value'])} | "
+               f"{'n/a' if untested else format_number(test['p_adjusted'])} | **{result['verdict_text']}** |")
+  return lines
 
 
-def _interval_text(result: Mapping[str, Any]) -> str:
-  return (f"{round(100 * result['confidence'])}% CI [{format_number(result['ci_low'])}, "
-          f"{format_number(result['ci_high'])}]")
-
-
-def _group_hypothesis(name: str, key: str, comparison: str, quantity: str, unit: str, values_SxH: np.ndarray,
-                      labels_SxH: np.ndarray, bootstrap: Mapping[str, Any]) -> dict[str, Any]:
-  """Per seed mean(poly) - mean(mono) of `values`; seeds lacking a group are excluded and counted."""
-  differences, poly_values, mono_values = [], [], []
-  for values_H, labels_H in zip(values_SxH, labels_SxH):
-    poly_H = values_H[labels_H == POLYSEMANTIC]
-    mono_H = values_H[labels_H == MONOSEMANTIC]
-    if poly_H.size and mono_H.size:
-      differences.append(poly_H.mean() - mono_H.mean())
-      poly_values.append(poly_H)
-      mono_values.append(mono_H)
-  num_used = len(differences)
-  result = _summarize(name, differences, expected_sign=1, bootstrap=bootstrap)
-  result.update(
-      claim=f"polysemantic neurons have a {comparison} {quantity} than monosemantic ones",
-      quantity=key, unit=unit,
-      num_seeds_total=int(values_SxH.shape[0]), num_seeds_used=num_used,
-      num_seeds_excluded=int(values_SxH.shape[0]) - num_used,
-      mean_polysemantic=float(np.mean(np.concatenate(poly_values))) if num_used else math.nan,
-      mean_monosemantic=float(np.mean(np.concatenate(mono_values))) if num_used else math.nan,
-      standardized_effect_kind=("mean per-seed difference / pooled SD of polysemantic and "
-                                "monosemantic neurons of the seeds used"))
-  spread = (stats.pooled_sd(np.concatenate(poly_values), np.concatenate(mono_values))
-            if num_used else math.nan)
-  result["standardized_effect"] = result["estimate"] / spread if spread > 0 else math.nan
-  unit_text = f" {unit}" if unit else ""
-  if num_used:
-    result["statement"] = (
-        f"In {num_used} of {result['num_seeds_total']} seeds with both groups, polysemantic neurons' "
-        f"{quantity} minus monosemantic neurons' averaged {format_number(result['estimate'])}{unit_text} "
-        f"({_interval_text(result)}; d = {format_number(result['standardized_effect'])}), "
-        f"{_direction(result['estimate'], 1)}: {name} is {result['verdict']}.")
-  else:
-    result["statement"] = (f"No seed had both monosemantic and polysemantic neurons at the end of "
-                           f"phase 2, so {name} could not be tested: {name} is {result['verdict']}.")
-  return result
-
-
-def _summarize(name: str, differences_S: Sequence[float], expected_sign: int,
-               bootstrap: Mapping[str, Any]) -> dict[str, Any]:
-  differences_S = np.asarray(differences_S, dtype=np.float64)
-  if differences_S.size:
-    estimate, low, high = stats.bootstrap_ci(differences_S, **bootstrap)
-    dz = stats.cohens_dz(differences_S)
-  else:
-    estimate, low, high, dz = math.nan, math.nan, math.nan, math.nan
-  return {
-      "name": name,
-      "expected_sign": expected_sign,
-      "per_seed_difference": differences_S.tolist(),
-      "estimate": estimate,
-      "ci_low": low,
-      "ci_high": high,
-      "confidence": bootstrap["confidence"],
-      "cohens_dz": dz,
-      "verdict": stats.verdict(low, high, expected_sign),
-  }
-
-
-def test_hypotheses(per_seed: Mapping[str, Any], rng_seed: int = 0, num_resamples: int = 10000,
-                    confidence: float = 0.95) -> dict[str, Any]:
-  """Tests H1, H2, H3 across seeds; returns a JSON-able dict {"hypotheses": {...}, "bootstrap": {...}}.
-
-  per_seed: "entropy", "l2", "labels" of shape (S, H) at the end of phase 2 (labels use the codes of
-  mpcodec.metrics.selectivity) and "mean_angle_phase1_end", "mean_angle_phase2_end" of shape (S,).
-  H1 / H2 effect per seed = mean(poly) - mean(mono); H3 effect = angle_phase1_end - angle_phase2_end.
-  Effects are predicted positive. Reported: estimate (mean over seeds), bootstrap CI over seeds,
-  Cohen's d_z of the per-seed differences, and for H1 / H2 also the between-group Cohen's d on neurons.
-  """
-  arrays = _check_inputs(per_seed)
-  bootstrap = {"rng_seed": rng_seed, "num_resamples": num_resamples, "confidence": confidence}
-  hypotheses = {}
-  for name, key, comparison, quantity, unit in _GROUP_HYPOTHESES:
-    hypotheses[name] = _group_hypothesis(name, key, comparison, quantity, unit, arrays[key].astype(np.float64),
-                                         arrays["labels"], bootstrap)
-  angle1_S = arrays["mean_angle_phase1_end"].astype(np.float64)
-  angle2_S = arrays["mean_angle_phase2_end"].astype(np.float64)
-  finite_S = np.isfinite(angle1_S) & np.isfinite(angle2_S)
-  h3 = _summarize("H3", (angle1_S - angle2_S)[finite_S], expected_sign=1, bootstrap=bootstrap)
-  num_used = int(finite_S.sum())
-  h3.update(
-      claim="the mean angle between neurons' weight vectors falls from the end of phase 1 to the end "
-            "of phase 2",
-      quantity="mean_pairwise_angle", unit="degrees",
-      num_seeds_total=int(angle1_S.size), num_seeds_used=num_used,
-      num_seeds_excluded=int(angle1_S.size) - num_used,
-      mean_angle_phase1_end=float(angle1_S[finite_S].mean()) if num_used else math.nan,
-      mean_angle_phase2_end=float(angle2_S[finite_S].mean()) if num_used else math.nan,
-      standardized_effect=h3["cohens_dz"], standardized_effect_kind="Cohen's d_z of per-seed differences")
-  h3["statement"] = (
-      f"Over {num_used} seeds the mean pairwise angle went from {format_number(h3['mean_angle_phase1_end'])} "
-      f"to {format_number(h3['mean_angle_phase2_end'])} degrees; phase-1 minus phase-2 angle averaged "
-      f"{format_number(h3['estimate'])} degrees ({_interval_text(h3)}; d_z = "
-      f"{format_number(h3['cohens_dz'])}), {_direction(h3['estimate'], 1)}: H3 is {h3['verdict']}.")
-  hypotheses["H3"] = h3
-  return report_io.jsonable({"hypotheses": hypotheses, "bootstrap": bootstrap})
-
-
-# pytest would otherwise collect this library function as a test wherever it is imported by name.
-test_hypotheses.__test__ = False
-
-
-def render_report_markdown(hypotheses: Mapping[str, Any], summary: Mapping[str, Any]) -> str:
-  """report.md text from `test_hypotheses` output and a run summary; no number is typed in.
+def render_report_markdown(hypotheses: Mapping[str, Any], summary: Mapping[str, Any],
+                           design: Mapping[str, Any] | None = None) -> str:
+  """report.md text from `hypotheses.test_hypotheses` output, a run summary and the run's design.
 
   summary: "label_counts": {phase: {label name: count}} (e.g. from `label_counts`), and optionally
   any other scalar entries (seeds, accuracies, ...), listed in a "Run" table in key order.
+  design: "smoke" and "no_verdict_reason" (a banner at the top when no verdict may be given), "data"
+  and "control" (sentences on what the seeds' intervals cover and on the control arm).
   """
-  results = hypotheses.get("hypotheses", hypotheses)
+  results = hypotheses["hypotheses"]
+  rules = hypotheses["rules"]
+  design = design or {}
   lines = ["# mono -> poly: hypothesis tests across seeds", ""]
+  if design.get("smoke"):
+    lines += [stats.smoke_banner(design["no_verdict_reason"]), ""]
+  if design:
+    lines += ["## Design", "",
+              f"- Seeds: {design['num_seeds']}; {design['data']}.",
+              f"- The {design['control']}.",
+              f"- Verdicts: {rules['test']}, Holm-adjusted across {', '.join(rules['family'])} at alpha "
+              f"{rules['alpha']:g}; a hypothesis needs at least {rules['min_seeds']} seeds with a value, and a "
+              "smoke run gives none (\"cannot be tested\").", ""]
   scalars = {k: v for k, v in summary.items() if k != "label_counts" and not isinstance(v, (Mapping, list))}
   if scalars:
     lines += ["## Run", "", "| quantity | value |", "|---|---|"]
@@ -205,25 +100,12 @@ def render_report_markdown(hypotheses: Mapping[str, Any], summary: Mapping[str, 
     lines.append("")
   lines += ["## Hypotheses", ""]
   for name, result in results.items():
-    unit = f", {result['unit']}" if result.get("unit") else ""
-    pct = round(100 * result["confidence"])
-    lines += [
-        f"### {name}: {result['claim']}", "",
-        "| seeds used | seeds excluded | effect (mean per-seed difference" + unit + ")"
-        + f" | {pct}% CI low | {pct}% CI high | standardized effect | Cohen's d_z | verdict |",
-        "|---|---|---|---|---|---|---|---|",
-        f"| {result['num_seeds_used']} | {result['num_seeds_excluded']} | "
-        f"{format_number(result['estimate'])} | {format_number(result['ci_low'])} | "
-        f"{format_number(result['ci_high'])} | {format_number(result['standardized_effect'])} | "
-        f"{format_number(result['cohens_dz'])} | **{result['verdict']}** |", "",
-        f"Standardized effect: {result['standardized_effect_kind']}.", "",
-        result["statement"], ""]
-  settings = hypotheses.get("bootstrap")
-  if settings:
-    lines += [f"Percentile bootstrap over seeds: {settings['num_resamples']} resamples, "
-              f"rng seed {settings['rng_seed']}. A hypothesis is supported when the CI excludes 0 on "
-              "the predicted side, contradicted when it excludes 0 on the other side, inconclusive "
-              "otherwise.", ""]
+    lines += [f"### {name}: {result['claim']}", "", *_hypothesis_table(result, rules["min_seeds"]), "",
+              result["statement"], ""]
+  lines += ["Each arm's row shows its own figures; only the tested row is tested. k of n: seeds whose value "
+            "is above 0 (the predicted sign). Cohen's d_z: the mean of the per-seed values over their SD, "
+            f"shown from {rules['min_seeds']} seeds. p: two-sided one-sample t test; p, Holm: adjusted over "
+            "the hypotheses that could be tested. The interval is not adjusted.", ""]
   return "\n".join(lines)
 
 
@@ -329,20 +211,33 @@ def curves_from_history(rows: Sequence[Mapping[str, Any]], metric_names: Sequenc
   """Turns history rows (seed, phase, step, metrics...) into (steps_T, {metric: (S, T) array}).
 
   The plotted step is row["step"] + step_offsets[row["phase"]] (offset 0 when not given), so phase 2
-  can be placed after phase 1. Every seed must have the same steps, each plotted step once.
+  can be placed after phase 1. A phase may start where the previous one ends: both points are kept at
+  that step (phase 1's end, then phase 2's start), so a jump at the switch shows. Every seed must have
+  the same steps.
   """
   step_offsets = step_offsets or {}
+  plotted = lambda row: int(row["step"]) + int(step_offsets.get(row["phase"], 0))
+  spans = {}
+  for row in rows:
+    low, high = spans.get(row["phase"], (plotted(row), plotted(row)))
+    spans[row["phase"]] = (min(low, plotted(row)), max(high, plotted(row)))
+  order = sorted(spans, key=lambda phase: spans[phase])
+  for before, after in zip(order, order[1:]):
+    if spans[after][0] < spans[before][1]:
+      raise ValueError(f"history: phases {before!r} and {after!r} overlap at plotted steps {spans[before]} and "
+                       f"{spans[after]}; give step_offsets that place each phase after the previous one")
+  rank = {phase: i for i, phase in enumerate(order)}
   seeds = sorted({row["seed"] for row in rows})
-  steps = sorted({int(row["step"]) + int(step_offsets.get(row["phase"], 0)) for row in rows})
+  columns = sorted({(plotted(row), rank[row["phase"]]) for row in rows})
   seed_index = {seed: i for i, seed in enumerate(seeds)}
-  step_index = {step: t for t, step in enumerate(steps)}
-  curves = {name: np.full((len(seeds), len(steps)), np.nan) for name in metric_names}
+  column_index = {column: t for t, column in enumerate(columns)}
+  curves = {name: np.full((len(seeds), len(columns)), np.nan) for name in metric_names}
   filled = set()
   for row in rows:
-    t = step_index[int(row["step"]) + int(step_offsets.get(row["phase"], 0))]
+    t = column_index[(plotted(row), rank[row["phase"]])]
     if (row["seed"], t) in filled:
-      raise ValueError(f"history: seed {row['seed']} has two rows at plotted step {steps[t]}; give "
-                       "step_offsets that place each phase after the previous one")
+      raise ValueError(f"history: seed {row['seed']} has two rows of phase {row['phase']!r} at plotted step "
+                       f"{columns[t][0]}")
     filled.add((row["seed"], t))
     for name in metric_names:
       curves[name][seed_index[row["seed"]], t] = float(row[name])
@@ -350,7 +245,7 @@ def curves_from_history(rows: Sequence[Mapping[str, Any]], metric_names: Sequenc
     if np.isnan(curve_SxT).any():
       raise ValueError(f"history: metric {name!r} is missing for some (seed, step); every seed needs "
                        "the same steps")
-  return np.asarray(steps), curves
+  return np.asarray([step for step, _ in columns]), curves
 
 
 # Each history metric's panel: (title, y-label with the unit, (lowest, highest) value it can take).
@@ -377,12 +272,13 @@ def curve_labels(name: str, values) -> tuple[str, str, tuple[float | None, float
 
 
 def plot_metric_curves(steps_T, curves: Mapping[str, Any], phase_boundary_step: float, plot_dir,
-                       band: str = "sd") -> list[str]:
+                       band: str = "sd", control=None) -> list[str]:
   """Writes plot_dir/metrics_<name>.png per metric: mean over seeds with a band, phase boundary line.
 
   curves: {name: (S, T) array} over steps_T spanning phase 1 then phase 2. band "sd": mean +- 1 SD
   over seeds (ddof 0), clipped to the values the metric can take (a count never below 0, an accuracy
-  never above 1); band "minmax": min to max over seeds.
+  never above 1); band "minmax": min to max over seeds. control: None, or (steps_C, {name: (S, C)}) of
+  the control arm, drawn as a dashed mean line.
   """
   if band not in ("sd", "minmax"):
     raise ValueError(f"band must be 'sd' or 'minmax', got {band!r}")
@@ -408,6 +304,9 @@ def plot_metric_curves(steps_T, curves: Mapping[str, Any], phase_boundary_step: 
     fig, ax = plt.subplots(figsize=(5.8, 3.6), layout="constrained")
     ax.plot(steps_T, mean_T, color="C0", lw=1.5, label=f"mean over {curve_SxT.shape[0]} seeds")
     ax.fill_between(steps_T, low_T, high_T, color="C0", alpha=0.25, lw=0, label=band_text)
+    if control is not None:
+      ax.plot(control[0], np.mean(control[1][name], axis=0), color="C1", ls="--", lw=1.2,
+              label="control arm (phase 1's task continued), mean")
     ax.axvline(phase_boundary_step, color="k", ls="--", lw=1, label="phase 1 | phase 2")
     ax.set_xlabel("training step (phase 1, then phase 2)")
     ax.set_ylabel(ylabel, fontsize=8)

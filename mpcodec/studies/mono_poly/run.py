@@ -22,7 +22,7 @@ def main(raw_config: Any, workdir: str, overwrite: bool = False, analyze: bool =
   primary = jax.process_index() == 0
   lock = workdir_lib.locked(workdir) if primary else workdir_lib.writable(workdir)
   with lock:
-    total = cfg.phase1.steps + cfg.phase2.steps
+    total = sum(cfg.phase(phase).steps for phase in experiment.phase_names(cfg))
     with progress.bar(total, f"mono->poly, {cfg.num_seeds} seeds") as bar:
       outcome = experiment.train(cfg, workdir, overwrite=overwrite, progress=bar)
     if outcome.steps_trained:

@@ -1,5 +1,8 @@
-"""Tests of the mono->poly training engine: vmapped sweeps, resume, NaN stop, config validation."""
+"""Tests of the mono->poly training engine: vmapped sweeps, resume, control arm, per-seed data, NaN stop,
+config validation."""
 
+import dataclasses
+import functools
 import os
 import shutil
 
@@ -15,8 +18,10 @@ from mpcodec.studies.mono_poly import experiment as mono_poly
 
 
 def tiny_config(**overrides):
-  """A mono->poly config of 8x8 images and a few steps: compiles and runs in seconds."""
+  """A mono->poly config of 8x8 images and a few steps: compiles and runs in seconds. Per-seed data as by
+  default, but no control arm unless asked for (control_arm=True): most tests need two phases only."""
   cfg = mono_poly_config.get_config("smoke")
+  cfg.control_arm = False
   cfg.num_seeds = 4
   cfg.data.image_size = 8
   cfg.data.max_thickness = 3
@@ -42,22 +47,31 @@ def assert_trees_equal(a, b):
     np.testing.assert_array_equal(x, y)
 
 
-@pytest.mark.parametrize("shared_order", [True, False])
-def test_vmapped_seeds_equal_single_runs(shared_order):
-  cfg = mono_poly.parse_config(tiny_config(shared_data_order=shared_order))
+@pytest.mark.parametrize("per_seed_data,shared_order", [(False, True), (True, False)])
+def test_vmapped_seeds_equal_single_runs(per_seed_data, shared_order):
+  cfg = mono_poly.parse_config(tiny_config(data_per_seed=per_seed_data, shared_data_order=shared_order))
   train = mono_poly.make_train(cfg)
-  keys = mono_poly.seed_keys(cfg)
+  keys = mono_poly.train_keys(cfg)
+  assert ("data" in keys) == per_seed_data  # with per-seed data, a seed's keys carry its own data
   state, history = jax.jit(jax.vmap(train))(keys)
   single = jax.jit(train)
   for i in range(4):
     state_i, history_i = single(jax.tree.map(lambda k: k[i], keys))
     for stacked, one in zip(leaves(state["params"]), leaves(state_i["params"])):
       np.testing.assert_allclose(stacked[i], one, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(history["phase2"]["loss"])[i], np.asarray(history_i["phase2"]["loss"]),
-                               rtol=1e-5, atol=1e-6)
+    for phase in mono_poly.phase_names(cfg):
+      np.testing.assert_allclose(np.asarray(history[phase]["loss"])[i], np.asarray(history_i[phase]["loss"]),
+                                 rtol=1e-5, atol=1e-6)
   # Different seeds must train differently: the sweep is not four copies of one run.
   first = leaves(state["params"])[0]
   assert not np.allclose(first[0], first[1])
+  if per_seed_data:
+    # The sweep program (what the run loop cuts into chunks) reads each seed's data from the program
+    # instead of from its keys, and trains the same seeds.
+    sweep_state, sweep_history = pure_sweep(cfg)
+    for stacked, swept in zip(leaves(state), leaves(sweep_state)):
+      np.testing.assert_allclose(stacked, swept, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(history["phase2"]["loss"], sweep_history["phase2"]["loss"], rtol=1e-5, atol=1e-6)
 
 
 def test_data_order_switch_changes_minibatches():
@@ -78,33 +92,79 @@ def test_adding_seeds_keeps_existing_ones():
   more = mono_poly.parse_config(tiny_config(num_seeds=4))
   for purpose, keys in mono_poly.seed_keys(few).items():
     np.testing.assert_array_equal(keys, mono_poly.seed_keys(more)[purpose][:2])
+  np.testing.assert_array_equal(mono_poly.data_keys(few), mono_poly.data_keys(more)[:2])
 
 
+def test_per_seed_data_differs_per_seed_and_does_not_depend_on_the_number_of_seeds():
+  four = mono_poly.parse_config(tiny_config(num_seeds=4))
+  eight = mono_poly.parse_config(tiny_config(num_seeds=8))
+  assert four.data_per_seed and not four.shared_data_order  # the defaults
+  (train4, test4), (train8, test8) = mono_poly.run_datasets(four), mono_poly.run_datasets(eight)
+  for key in ("x", "orientation", "colour", "y_phase1", "y_phase2", "y_control"):
+    assert train4[key].shape[0] == 4 and train8[key].shape[0] == 8
+    np.testing.assert_array_equal(train4[key], train8[key][:4])  # seed i's data, whatever the sweep
+    np.testing.assert_array_equal(test4[key], test8[key][:4])
+  assert train4["x"].shape[1:] == (64, 8 * 8 * 3) and test4["x"].shape[1:] == (32, 8 * 8 * 3)
+  x_SxNxD = np.asarray(train8["x"])
+  for i in range(8):
+    for j in range(i):
+      assert not np.allclose(x_SxNxD[i], x_SxNxD[j]), (i, j)
+  shared, _ = mono_poly.make_datasets(four)
+  assert not any(np.allclose(x, shared["x"]) for x in x_SxNxD)
+  # Each seed's draw is a bars dataset like the shared one: balanced conjunctions, labels that match.
+  conjunctions_SxN = 2 * np.asarray(train8["orientation"]) + np.asarray(train8["colour"])
+  assert all((np.bincount(c, minlength=4) == 16).all() for c in conjunctions_SxN)
+  np.testing.assert_array_equal(train8["y_phase2"], np.asarray(train8["orientation"]) ^ np.asarray(train8["colour"]))
+  np.testing.assert_array_equal(train8["y_control"], train8["y_phase1"])
+
+
+def test_control_arm_equals_a_separately_trained_control_and_leaves_phase2_unchanged():
+  cfg = mono_poly.parse_config(tiny_config(control_arm=True))
+  assert mono_poly.phase_names(cfg) == ("phase1", "phase2", "control")
+  state, history = pure_sweep(cfg)
+  # A run without a control arm whose phase 2 trains on the phase-1 task is the control, bit for bit:
+  # same end-of-phase-1 network, optimizer, steps and minibatches.
+  separate = mono_poly.parse_config(tiny_config(**{"phase2.task": "orientation"}))
+  separate_state, separate_history = pure_sweep(separate)
+  assert_trees_equal(state, separate_state)
+  np.testing.assert_array_equal(history["control"]["loss"], separate_history["phase2"]["loss"])
+  # Phase 2 (and phase 1) of the run with a control arm are those of the run without one, bit for bit at
+  # every step (phase 2's end state is compared through the checkpoints in the resume test's run).
+  _, without_history = pure_sweep(mono_poly.parse_config(tiny_config()))
+  for phase in ("phase1", "phase2"):
+    np.testing.assert_array_equal(history[phase]["loss"], without_history[phase]["loss"])
+  assert not np.array_equal(history["control"]["loss"], history["phase2"]["loss"])  # the labels differ
+
+
+@functools.lru_cache(maxsize=None)
 def pure_sweep(cfg):
-  """The whole run as one pure, jitted call of the seed-stacked program (no chunks, no host)."""
+  """The whole run as one pure, jitted call of the seed-stacked program (no chunks, no host); computed
+  once per config for all the tests here."""
   return jax.jit(loop.pure_sweep(mono_poly.make_program(cfg)))(mono_poly.seed_keys(cfg))
 
 
 def test_chunked_checkpointed_resumed_run_equals_one_pure_call_bit_for_bit(tmp_path):
-  cfg = mono_poly.parse_config(tiny_config())
+  cfg = mono_poly.parse_config(tiny_config(control_arm=True))
   pure_state, pure_history = pure_sweep(cfg)
   full = mono_poly.train(cfg, str(tmp_path / "full"))
   assert_trees_equal(full.state, pure_state)
   assert_trees_equal(full.history, pure_history)
-  # Interrupted after phase 1: its checkpoints stay, phase 2's are gone; the same call resumes there.
+  # Interrupted after phase 1: its checkpoints stay, the later phases' are gone; the same call resumes there.
+  later = {"phase1": ("phase2", "control"), "phase2": ("control",), "control": ()}
   resumed_dir = str(tmp_path / "resumed")
-  mono_poly.train(cfg, resumed_dir)
-  shutil.rmtree(os.path.join(resumed_dir, "checkpoints", "phase2"))
+  shutil.copytree(str(tmp_path / "full"), resumed_dir)
+  for phase in later["phase1"]:
+    shutil.rmtree(os.path.join(resumed_dir, "checkpoints", phase))
   resumed = mono_poly.train(cfg, resumed_dir)
   assert resumed.resumed_from == ("phase1", cfg.phase1.steps)
   assert_trees_equal(resumed.state, pure_state)
   assert_trees_equal(resumed.history, pure_history)
-  # Mid-phase resume, in phase 1 and in phase 2.
-  for phase, keep in (("phase1", 5), ("phase2", 5)):
+  # Mid-phase resume, in each phase (the control arm's too).
+  for phase, keep in (("phase1", 5), ("phase2", 5), ("control", 5)):
     mid_dir = str(tmp_path / f"mid_{phase}")
-    mono_poly.train(cfg, mid_dir)
-    if phase == "phase1":
-      shutil.rmtree(os.path.join(mid_dir, "checkpoints", "phase2"))
+    shutil.copytree(str(tmp_path / "full"), mid_dir)
+    for other in later[phase]:
+      shutil.rmtree(os.path.join(mid_dir, "checkpoints", other))
     CheckpointStore(os.path.join(mid_dir, "checkpoints", phase)).delete_after(keep)
     mid = mono_poly.train(cfg, mid_dir)
     assert mid.resumed_from == (phase, keep)
@@ -117,17 +177,30 @@ def test_chunked_checkpointed_resumed_run_equals_one_pure_call_bit_for_bit(tmp_p
 
 
 def test_checkpoint_steps_and_metadata(tmp_path):
-  cfg = mono_poly.parse_config(tiny_config())
+  cfg = mono_poly.parse_config(tiny_config(control_arm=True))
   mono_poly.run_experiment(cfg, str(tmp_path))
-  store1 = CheckpointStore(os.path.join(tmp_path, "checkpoints", "phase1"))
-  store2 = CheckpointStore(os.path.join(tmp_path, "checkpoints", "phase2"))
-  assert store1.all_steps() == [0, 5, 10]
-  assert store2.all_steps() == [0, 5, 10]
-  meta = store2.restore_metadata(10)
+  for phase in ("phase1", "phase2", "control"):
+    assert CheckpointStore(os.path.join(tmp_path, "checkpoints", phase)).all_steps() == [0, 5, 10], phase
+  meta = CheckpointStore(os.path.join(tmp_path, "checkpoints", "phase2")).restore_metadata(10)
   assert meta["seeds"] == [0, 1, 2, 3]
-  assert meta["config"]["phase2"]["task"] == "xor"
+  assert meta["config"]["phase2"]["task"] == "xor" and meta["config"]["control_arm"]
   assert mono_poly.parse_config(meta["full_config"]) == cfg
-  assert "analysis" not in meta["config"] and "log_every" not in meta["config"]
+  assert not {"analysis", "log_every", "smoke"} & set(meta["config"])
+  control = CheckpointStore(os.path.join(tmp_path, "checkpoints", "control"))
+  assert control.restore_metadata(10)["phase"] == "control"
+  # Phase 2's end state is that of a run without the control arm, plus the end-of-phase-1 parameters the
+  # control starts from.
+  store2 = CheckpointStore(os.path.join(tmp_path, "checkpoints", "phase2"))
+  phase2_end = mono_poly.restore_state(cfg, store2, 10, "phase2")
+  without = pure_sweep(mono_poly.parse_config(tiny_config()))[0]
+  assert_trees_equal({k: phase2_end[k] for k in ("params", "opt_state")}, without)
+  phase1_end = mono_poly.restore_state(cfg, CheckpointStore(os.path.join(tmp_path, "checkpoints", "phase1")), 10,
+                                       "phase1")
+  assert_trees_equal(phase2_end[mono_poly.PHASE1_PARAMS], phase1_end["params"])
+  # The control arm is phase 2's steps and optimizer on the phase-1 task, drawing phase 2's minibatches.
+  assert cfg.phase("control") == dataclasses.replace(cfg.phase2, task=cfg.phase1.task)
+  keys = jax.tree.map(lambda k: k[0], mono_poly.seed_keys(cfg))
+  np.testing.assert_array_equal(mono_poly.order_key(cfg, "control", keys), mono_poly.order_key(cfg, "phase2", keys))
 
 
 def test_non_finite_loss_names_step_and_seed_and_keeps_checkpoint(tmp_path):
@@ -157,7 +230,7 @@ def test_workdir_with_other_config_is_refused_unless_overwrite(tmp_path):
 def test_analysis_and_chunk_knobs_do_not_claim_other_checkpoints(tmp_path):
   cfg = mono_poly.parse_config(tiny_config())
   mono_poly.run_experiment(cfg, str(tmp_path))
-  other = mono_poly.parse_config(tiny_config(**{"analysis.bootstrap_resamples": 300, "log_every": 2}))
+  other = mono_poly.parse_config(tiny_config(**{"analysis.poly_threshold": 0.4, "log_every": 2, "smoke": False}))
   outcome = mono_poly.train(other, str(tmp_path))
   assert outcome.steps_trained == 0
 

@@ -1,13 +1,18 @@
-"""Tests of the mono -> poly hypothesis tests, report rendering and plots on planted data."""
+"""Tests of the mono -> poly hypothesis tests (per arm, XOR minus control, Holm), report.md and plots on
+planted data."""
 
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
+import scipy.stats
 
+from mpcodec.core import stats
 from mpcodec.metrics.selectivity import DEAD, MONOSEMANTIC, POLYSEMANTIC
+from mpcodec.studies.mono_poly import hypotheses
 from mpcodec.studies.mono_poly import report as mono_poly
 
 NUM_SEEDS = 8
@@ -15,124 +20,230 @@ NUM_NEURONS = 10
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def _planted(poly_shift_S, angle_drop=10.0, seed=0):
-  """Neurons 0-2 polysemantic, 3-8 monosemantic, 9 dead; poly entropy and L2 shifted per seed."""
+def _planted(poly_shift_S, control_shift_S=None, angle_drop_S=10.0, control_angle_drop_S=0.0, num_seeds=NUM_SEEDS,
+             noise=0.05, seed=0):
+  """XOR arm: neurons 0-2 polysemantic, 3-8 monosemantic, 9 dead, poly entropy and L2 shifted per seed by
+  poly_shift_S; the control arm: the same neurons (all monosemantic there) shifted by control_shift_S."""
   rng = np.random.default_rng(seed)
-  labels = np.full((NUM_SEEDS, NUM_NEURONS), MONOSEMANTIC)
+  labels = np.full((num_seeds, NUM_NEURONS), MONOSEMANTIC)
   labels[:, :3] = POLYSEMANTIC
   labels[:, 9] = DEAD
-  entropy = 5.0 + 0.05 * rng.normal(size=(NUM_SEEDS, NUM_NEURONS))
-  l2 = 1.0 + 0.05 * rng.normal(size=(NUM_SEEDS, NUM_NEURONS))
-  shift = np.asarray(poly_shift_S, dtype=np.float64)[:, None]
-  entropy[:, :3] += shift
-  l2[:, :3] += shift
-  angle1 = 85.0 + rng.normal(size=NUM_SEEDS)
-  angle2 = angle1 - angle_drop + 0.5 * rng.normal(size=NUM_SEEDS)
-  return {"entropy": entropy, "l2": l2, "labels": labels, "mean_angle_phase1_end": angle1,
-          "mean_angle_phase2_end": angle2}
+  shift = np.broadcast_to(np.asarray(poly_shift_S, np.float64), (num_seeds,))[:, None]
+  control_shift = np.broadcast_to(np.asarray(0.0 if control_shift_S is None else control_shift_S, np.float64),
+                                  (num_seeds,))[:, None]
+  arms = []
+  for arm_shift in (shift, control_shift):
+    entropy = 5.0 + noise * rng.normal(size=(num_seeds, NUM_NEURONS))
+    l2 = 1.0 + noise * rng.normal(size=(num_seeds, NUM_NEURONS))
+    entropy[:, :3] += arm_shift
+    l2[:, :3] += arm_shift
+    arms.append((entropy, l2))
+  angle1 = 85.0 + rng.normal(size=num_seeds)
+  per_seed = {"entropy": arms[0][0], "l2": arms[0][1], "labels": labels, "mean_angle_phase1_end": angle1,
+              "mean_angle_phase2_end": angle1 - angle_drop_S + 0.5 * rng.normal(size=num_seeds)}
+  control_labels = np.where(labels == DEAD, DEAD, MONOSEMANTIC)
+  control = {"entropy": arms[1][0], "l2": arms[1][1], "labels": control_labels,
+             "mean_angle_end": angle1 - control_angle_drop_S + 0.5 * rng.normal(size=num_seeds)}
+  return per_seed, control
 
 
 def _reference_differences(values, labels):
+  """Per seed mean(poly) - mean(mono) written out; None where a seed lacks a group."""
   differences = []
   for s in range(values.shape[0]):
     poly = [values[s, h] for h in range(values.shape[1]) if labels[s, h] == POLYSEMANTIC]
     mono = [values[s, h] for h in range(values.shape[1]) if labels[s, h] == MONOSEMANTIC]
-    if poly and mono:
-      differences.append(sum(poly) / len(poly) - sum(mono) / len(mono))
+    differences.append(sum(poly) / len(poly) - sum(mono) / len(mono) if poly and mono else None)
   return differences
 
 
-def test_planted_strong_effect_is_supported_and_matches_reference():
-  per_seed = _planted(np.full(NUM_SEEDS, 1.0))
-  per_seed["labels"][5, :3] = MONOSEMANTIC  # seed 5 has no polysemantic neuron: excluded
-  result = mono_poly.test_hypotheses(per_seed, num_resamples=2000)
+def test_xor_minus_control_matches_reference_and_groups_control_neurons_by_xor_labels():
+  per_seed, control = _planted(np.full(NUM_SEEDS, 1.0), np.full(NUM_SEEDS, 0.2), control_angle_drop_S=-1.0)
+  per_seed["labels"][5, :3] = MONOSEMANTIC  # seed 5 has no polysemantic neuron in the XOR arm: left out
+  result = hypotheses.test_hypotheses(per_seed, control)
   json.dumps(result, allow_nan=False)
   for name, key in (("H1", "entropy"), ("H2", "l2")):
     h = result["hypotheses"][name]
-    reference = _reference_differences(per_seed[key], per_seed["labels"])
+    xor = _reference_differences(per_seed[key], per_seed["labels"])
+    ctrl = _reference_differences(control[key], per_seed["labels"])  # the XOR arm's labels
+    expected = [None if x is None else x - c for x, c in zip(xor, ctrl)]
+    assert h["per_seed"]["xor"] == pytest.approx(xor) and h["per_seed"]["control"] == pytest.approx(ctrl)
+    assert h["per_seed"]["tested"] == pytest.approx(expected)
     assert h["num_seeds_used"] == NUM_SEEDS - 1 and h["num_seeds_excluded"] == 1
-    np.testing.assert_allclose(h["per_seed_difference"], reference)
-    assert h["estimate"] == pytest.approx(sum(reference) / len(reference))
-    assert h["ci_low"] <= h["estimate"] <= h["ci_high"]
-    assert h["verdict"] == "supported"
-    assert "supported" in h["statement"] and mono_poly.format_number(h["estimate"]) in h["statement"]
+    used = [v for v in expected if v is not None]
+    assert h["test"]["estimate"] == pytest.approx(np.mean(used)) and h["test"]["n"] == NUM_SEEDS - 1
+    interval = scipy.stats.t.interval(0.95, len(used) - 1, loc=np.mean(used), scale=scipy.stats.sem(used))
+    assert (h["test"]["low"], h["test"]["high"]) == pytest.approx(interval)
+    assert h["arms"]["control"]["estimate"] == pytest.approx(np.mean([c for c in ctrl if c is not None]))
+    assert h["verdict"] == "supported" and h["test"]["k_of_n"] == NUM_SEEDS - 1
+    assert f"{NUM_SEEDS - 1} of {NUM_SEEDS - 1} seeds show a larger effect under XOR" in h["statement"]
   h3 = result["hypotheses"]["H3"]
-  angle_drop_S = per_seed["mean_angle_phase1_end"] - per_seed["mean_angle_phase2_end"]
-  assert h3["estimate"] == pytest.approx(float(np.mean(angle_drop_S))) and h3["verdict"] == "supported"
-  assert h3["cohens_dz"] == pytest.approx(np.mean(angle_drop_S) / np.std(angle_drop_S, ddof=1))
-  assert h3["num_seeds_used"] == NUM_SEEDS
+  expected = control["mean_angle_end"] - per_seed["mean_angle_phase2_end"]
+  assert h3["per_seed"]["tested"] == pytest.approx(expected.tolist())
+  assert h3["test"]["cohens_dz"] == pytest.approx(np.mean(expected) / np.std(expected, ddof=1))
+  assert "Cohen's d_z (mean / SD of the per-seed values) =" in h3["statement"]
+  assert h3["arms"]["xor"]["mean_angle_end"] == pytest.approx(per_seed["mean_angle_phase2_end"].mean())
+  assert result["rules"]["control_arm"] and result["rules"]["family"] == ["H1", "H2", "H3"]
 
 
-def test_planted_reversed_effect_is_contradicted():
-  result = mono_poly.test_hypotheses(_planted(np.full(NUM_SEEDS, -1.0), angle_drop=-10.0),
-                                     num_resamples=2000)
-  for name in ("H1", "H2", "H3"):
-    assert result["hypotheses"][name]["verdict"] == "contradicted", name
-    assert result["hypotheses"][name]["estimate"] < 0
+def _values_with_p(p_value, num_seeds):
+  """Per-seed values whose two-sided one-sample t test of mean 0 has exactly this p-value."""
+  z = np.linspace(-1.0, 1.0, num_seeds)
+  z = (z - z.mean()) / z.std(ddof=1)
+  t = scipy.stats.t.isf(p_value / 2, num_seeds - 1)
+  return t / math.sqrt(num_seeds) + z
 
 
-def test_tiny_symmetric_effect_is_inconclusive():
-  # Per-seed shifts of +-0.01 in equal numbers, no noise: the mean difference is 0 and resampled means
-  # fall on both sides of it, so the CI must contain 0 whatever the resampling seed.
-  alternating_S = 0.01 * (-1.0) ** np.arange(NUM_SEEDS)
-  per_seed = _planted(np.zeros(NUM_SEEDS))
-  per_seed["entropy"] = np.where(per_seed["labels"] == POLYSEMANTIC, 5.0 + alternating_S[:, None], 5.0)
-  per_seed["mean_angle_phase2_end"] = per_seed["mean_angle_phase1_end"] + alternating_S
-  result = mono_poly.test_hypotheses(per_seed, num_resamples=2000)
-  for name in ("H1", "H3"):
-    h = result["hypotheses"][name]
-    assert h["estimate"] == pytest.approx(0.0, abs=1e-9)
-    assert h["ci_low"] < 0 < h["ci_high"]
-    assert h["verdict"] == "inconclusive"
+def _exact(h1_S, h2_S, h3_S):
+  """XOR arm with per-seed effects exactly h1_S, h2_S, h3_S and a control arm with none."""
+  num_seeds = len(h1_S)
+  labels = np.full((num_seeds, 4), MONOSEMANTIC)
+  labels[:, 0] = POLYSEMANTIC
+  entropy, l2 = np.zeros((num_seeds, 4)), np.zeros((num_seeds, 4))
+  entropy[:, 0], l2[:, 0] = h1_S, h2_S
+  angle1 = np.full(num_seeds, 90.0)
+  per_seed = {"entropy": entropy, "l2": l2, "labels": labels, "mean_angle_phase1_end": angle1,
+              "mean_angle_phase2_end": angle1 - np.asarray(h3_S)}
+  control = {"entropy": np.zeros_like(entropy), "l2": np.zeros_like(l2), "labels": labels,
+             "mean_angle_end": angle1}
+  return per_seed, control
 
 
-def test_no_seed_with_both_groups_gives_inconclusive_with_nulls():
-  per_seed = _planted(np.ones(NUM_SEEDS))
+def test_holm_across_h1_to_h3_decides_the_verdicts():
+  # Raw p-values 0.001, 0.03 and 0.04 at 8 seeds: each alone would be supported; Holm over the three
+  # adjusts them to 0.003, 0.06 and 0.06, so only H1 is.
+  values = {"H1": _values_with_p(0.001, 8), "H2": _values_with_p(0.03, 8), "H3": _values_with_p(0.04, 8)}
+  result = hypotheses.test_hypotheses(*_exact(values["H1"], values["H2"], values["H3"]))["hypotheses"]
+  for name, p in (("H1", 0.001), ("H2", 0.03), ("H3", 0.04)):
+    assert result[name]["per_seed"]["tested"] == pytest.approx(values[name].tolist(), abs=1e-9)
+    assert result[name]["test"]["p_value"] == pytest.approx(p, rel=1e-6)
+  adjusted = stats.holm([0.001, 0.03, 0.04])
+  assert [result[n]["test"]["p_adjusted"] for n in ("H1", "H2", "H3")] == pytest.approx(adjusted.tolist(), rel=1e-6)
+  assert adjusted.tolist() == pytest.approx([0.003, 0.06, 0.06])
+  assert [result[n]["verdict"] for n in ("H1", "H2", "H3")] == ["supported", "inconclusive", "inconclusive"]
+  assert all(result[n]["test"]["family_size"] == 3 for n in result)
+  # Planted against the prediction: contradicted, Holm-adjusted as well.
+  result = hypotheses.test_hypotheses(*_exact(-values["H1"], -values["H1"], -values["H1"]))["hypotheses"]
+  assert {result[n]["verdict"] for n in result} == {"contradicted"}
+
+
+def test_smoke_run_gives_no_verdict_and_its_report_says_so():
+  per_seed, control = _planted(np.full(NUM_SEEDS, 1.0))
+  result = hypotheses.test_hypotheses(per_seed, control, smoke=True)
+  for h in result["hypotheses"].values():
+    assert h["verdict"] == "cannot be tested" and h["verdict_text"] == "cannot be tested (smoke run)"
+    assert h["test"]["p_value"] is None
+  design = {"num_seeds": NUM_SEEDS, "data": "per-seed data: ...", "control": "control arm: ...", "smoke": True,
+            "no_verdict_reason": "smoke run (the :smoke preset)"}
+  markdown = mono_poly.render_report_markdown(result, {"seeds": NUM_SEEDS}, design)
+  lines = markdown.splitlines()
+  assert lines[2] == stats.smoke_banner("smoke run (the :smoke preset)")
+  assert markdown.count("**cannot be tested (smoke run)**") == 3
+  assert "per-seed data: ..." in markdown
+
+
+def test_below_the_seed_minimum_nothing_is_tested_and_d_z_is_not_shown():
+  per_seed, control = _planted(np.full(4, 1.0), num_seeds=4)
+  result = hypotheses.test_hypotheses(per_seed, control)
+  for h in result["hypotheses"].values():
+    assert h["verdict_text"] == "cannot be tested (4 seeds, at least 5 needed)"
+    assert h["test"]["cohens_dz"] is None and "d_z" not in h["statement"]
+    assert "4 of 4 seeds show" in h["statement"]
+  markdown = mono_poly.render_report_markdown(result, {"seeds": 4})
+  assert markdown.count("not shown (< 5 seeds)") == 3
+
+
+def test_seeds_without_both_groups_are_left_out_and_counted():
+  per_seed, control = _planted(np.full(NUM_SEEDS, 1.0), angle_drop_S=5.0)
+  per_seed["labels"][3:, :3] = MONOSEMANTIC  # only seeds 0-2 have polysemantic neurons
+  result = hypotheses.test_hypotheses(per_seed, control)["hypotheses"]
+  for name in ("H1", "H2"):
+    assert result[name]["num_seeds_used"] == 3 and result[name]["num_seeds_excluded"] == 5
+    assert result[name]["verdict_text"] == "cannot be tested (3 seeds, at least 5 needed)"
+    assert "5 of 8 seeds left out" in result[name]["statement"]
+  # H3 is the only member of the family that could be tested: Holm over one leaves its p as it is.
+  assert result["H3"]["test"]["family_size"] == 1 and result["H3"]["verdict"] == "supported"
+  assert result["H3"]["test"]["p_adjusted"] == result["H3"]["test"]["p_value"]
   per_seed["labels"][:, :3] = MONOSEMANTIC
-  result = mono_poly.test_hypotheses(per_seed, num_resamples=100)
-  h1 = result["hypotheses"]["H1"]
-  assert h1["num_seeds_used"] == 0 and h1["estimate"] is None and h1["verdict"] == "inconclusive"
+  result = hypotheses.test_hypotheses(per_seed, control)
+  assert result["hypotheses"]["H1"]["num_seeds_used"] == 0 and result["hypotheses"]["H1"]["test"]["estimate"] is None
+  assert "no seed has a value" in result["hypotheses"]["H1"]["statement"]
   json.dumps(result, allow_nan=False)
 
 
+def test_pooled_means_that_point_the_other_way_are_explained():
+  # Seed 0 sits high with one polysemantic neuron, seed 1 low with eight: within each seed polysemantic
+  # neurons are 0.1 higher, pooled over both they are far lower.
+  labels = np.full((2, 9), MONOSEMANTIC)
+  labels[0, 0] = POLYSEMANTIC
+  labels[1, :8] = POLYSEMANTIC
+  entropy = np.stack([np.full(9, 10.0), np.zeros(9)]) + 0.1 * (labels == POLYSEMANTIC)
+  per_seed = {"entropy": entropy, "l2": entropy, "labels": labels, "mean_angle_phase1_end": np.full(2, 90.0),
+              "mean_angle_phase2_end": np.full(2, 89.0)}
+  h1 = hypotheses.test_hypotheses(per_seed)["hypotheses"]["H1"]
+  assert h1["arms"]["xor"]["estimate"] == pytest.approx(0.1)
+  assert h1["arms"]["xor"]["pooled_polysemantic"] < h1["arms"]["xor"]["pooled_monosemantic"]
+  assert "The pooled means point the other way from the per-seed estimate" in h1["statement"]
+  same_way = dict(per_seed, entropy=np.zeros((2, 9)) + 0.1 * (labels == POLYSEMANTIC))
+  assert "point the other way" not in hypotheses.test_hypotheses(same_way)["hypotheses"]["H1"]["statement"]
+
+
+def test_without_a_control_arm_the_xor_effect_is_tested_alone():
+  per_seed, _ = _planted(np.full(NUM_SEEDS, 1.0))
+  result = hypotheses.test_hypotheses(per_seed)
+  h3 = result["hypotheses"]["H3"]
+  drop = per_seed["mean_angle_phase1_end"] - per_seed["mean_angle_phase2_end"]
+  assert h3["per_seed"]["tested"] == pytest.approx(drop.tolist()) and list(h3["arms"]) == ["xor"]
+  assert h3["tested_value"] == "XOR-arm effect, per seed (no control arm)" and not result["rules"]["control_arm"]
+  assert "(no control arm)" in h3["statement"] and h3["verdict"] == "supported"
+
+
 def test_bad_input_names_the_key():
-  per_seed = _planted(np.ones(NUM_SEEDS))
+  per_seed, control = _planted(np.ones(NUM_SEEDS))
   del per_seed["l2"]
   with pytest.raises(ValueError, match="l2"):
-    mono_poly.test_hypotheses(per_seed)
-  per_seed = _planted(np.ones(NUM_SEEDS))
+    hypotheses.test_hypotheses(per_seed)
+  per_seed, control = _planted(np.ones(NUM_SEEDS))
   per_seed["mean_angle_phase2_end"] = per_seed["mean_angle_phase2_end"][:3]
   with pytest.raises(ValueError, match="mean_angle_phase2_end"):
-    mono_poly.test_hypotheses(per_seed)
+    hypotheses.test_hypotheses(per_seed)
+  per_seed, control = _planted(np.ones(NUM_SEEDS))
+  control["entropy"] = control["entropy"][:, :4]
+  with pytest.raises(ValueError, match=r"control\['entropy'\]"):
+    hypotheses.test_hypotheses(per_seed, control)
 
 
-def _table_row(markdown, heading):
+def _table_rows(markdown, heading):
   lines = markdown.splitlines()
   start = next(i for i, line in enumerate(lines) if line.startswith(heading))
-  return [cell.strip() for cell in lines[start + 4].strip("|").split("|")]
+  return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[start + 4:start + 7]]
 
 
 def test_report_numbers_equal_computed_ones():
-  per_seed = _planted(np.full(NUM_SEEDS, 0.7))
-  hypotheses = mono_poly.test_hypotheses(per_seed, num_resamples=2000)
-  phase1_labels = per_seed["labels"].copy()
-  phase1_labels[:, :3] = MONOSEMANTIC
+  per_seed, control = _planted(np.full(NUM_SEEDS, 0.7), np.full(NUM_SEEDS, 0.1))
+  result = hypotheses.test_hypotheses(per_seed, control)
   summary = {"num_seeds": NUM_SEEDS, "final_test_accuracy": 0.98765,
-             "label_counts": {"phase1": mono_poly.label_counts(phase1_labels),
+             "label_counts": {"phase1": mono_poly.label_counts(control["labels"]),
                               "phase2": mono_poly.label_counts(per_seed["labels"])}}
-  markdown = mono_poly.render_report_markdown(hypotheses, summary)
-  for name, h in hypotheses["hypotheses"].items():
-    cells = _table_row(markdown, f"### {name}:")
-    assert int(cells[0]) == h["num_seeds_used"] and int(cells[1]) == h["num_seeds_excluded"]
-    for cell, key in zip(cells[2:7], ("estimate", "ci_low", "ci_high", "standardized_effect", "cohens_dz")):
-      assert cell == mono_poly.format_number(h[key])
-      assert float(cell) == pytest.approx(h[key], rel=1e-3)
-    assert cells[7] == f"**{h['verdict']}**"
+  markdown = mono_poly.render_report_markdown(result, summary)
+  for name, h in result["hypotheses"].items():
+    xor_row, control_row, tested_row = _table_rows(markdown, f"### {name}:")
+    for row, arm in ((xor_row, h["arms"]["xor"]), (control_row, h["arms"]["control"])):
+      assert int(row[1]) == arm["n"] and row[2] == mono_poly.format_number(arm["estimate"])
+      assert row[3] == f"[{mono_poly.format_number(arm['low'])}, {mono_poly.format_number(arm['high'])}]"
+      assert row[4] == f"{arm['k_of_n']} of {arm['n']}" and row[8] == "not tested alone"
+    test = h["test"]
+    assert tested_row[0] == "**XOR minus control (tested)**" and int(tested_row[1]) == test["n"]
+    assert tested_row[2] == mono_poly.format_number(test["estimate"])
+    assert tested_row[5] == mono_poly.format_number(test["cohens_dz"])
+    assert tested_row[6] == mono_poly.format_number(test["p_value"])
+    assert tested_row[7] == mono_poly.format_number(test["p_adjusted"])
+    assert tested_row[8] == f"**{h['verdict']}**"
     assert h["statement"] in markdown
   assert "| phase1 | 72 | 0 | 8 | 80 |" in markdown
   assert "| phase2 | 48 | 24 | 8 | 80 |" in markdown
   assert "| final_test_accuracy | 0.9877 |" in markdown
-  assert "2000 resamples" in markdown
+  assert "Holm" in markdown and "No verdicts" not in markdown
 
 
 def test_plots_write_non_empty_pngs(tmp_path):
@@ -142,16 +253,23 @@ def test_plots_write_non_empty_pngs(tmp_path):
   w_in = rng.normal(size=(3, 32 * 32 * 3, 4))
   w_in[0, :, 1] = 0.0  # a zero neuron must still draw (mid-grey)
   mono_poly.plot_weight_images(w_in, tmp_path / "weights.png", max_seeds=2)
-  rows = [{"seed": s, "phase": phase, "step": step, "loss": 1.0 / (1 + step + s), "mean angle": 80.0 - step}
+  rows = [{"seed": s, "phase": phase, "step": step, "loss": 1.0 / (1 + step + s), "mean angle": 80.0 - step - phase}
           for s in range(3) for phase in (1, 2) for step in (0, 10, 20)]
   steps, curves = mono_poly.curves_from_history(rows, ["loss", "mean angle"], step_offsets={2: 30})
   np.testing.assert_array_equal(steps, [0, 10, 20, 30, 40, 50])
   assert curves["loss"].shape == (3, 6)
-  assert curves["mean angle"][1, 3] == 80.0  # phase 2, step 0 of seed 1
+  assert curves["mean angle"][1, 3] == 78.0  # phase 2, step 0 of seed 1
+  # Phase 2 starting where phase 1 ends keeps both points at that step, phase 1's first: the switch shows.
+  steps, curves = mono_poly.curves_from_history(rows, ["loss", "mean angle"], step_offsets={2: 20})
+  np.testing.assert_array_equal(steps, [0, 10, 20, 20, 30, 40])
+  np.testing.assert_array_equal(curves["mean angle"][0, 2:4], [59.0, 78.0])
+  with pytest.raises(ValueError, match="overlap"):
+    mono_poly.curves_from_history(rows, ["loss"], step_offsets={2: 10})
   with pytest.raises(ValueError, match="two rows"):
-    mono_poly.curves_from_history(rows, ["loss"], step_offsets={2: 20})
-  paths = mono_poly.plot_metric_curves(steps, curves, phase_boundary_step=25, plot_dir=tmp_path / "plots",
-                                       band="minmax")
+    mono_poly.curves_from_history(rows + rows[:1], ["loss"], step_offsets={2: 30})
+  control = mono_poly.curves_from_history([r for r in rows if r["phase"] == 2], ["loss", "mean angle"], {2: 20})
+  paths = mono_poly.plot_metric_curves(steps, curves, phase_boundary_step=20, plot_dir=tmp_path / "plots",
+                                       band="minmax", control=control)
   assert sorted(p.split("/")[-1] for p in paths) == ["metrics_loss.png", "metrics_mean_angle.png"]
   for path in [tmp_path / "samples.png", tmp_path / "weights.png", *paths]:
     data = open(path, "rb").read()
