@@ -196,6 +196,7 @@ class CheckpointStore:
   def restore(self, step: int, target: Any) -> Any:
     """Restores the state at `step` onto the structure, shapes and shardings of `target`."""
     self._require_step(step)
+    self._require_checksums(step)  # Before reading any array: a step that cannot be verified is refused.
     try:
       restored = self._manager.restore(
           int(step), args=ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardRestore(
@@ -218,6 +219,7 @@ class CheckpointStore:
     Named tuples and dataclasses of the saved state come back as dicts.
     """
     self._require_step(step)
+    self._require_checksums(step)
     handler = ocp.StandardCheckpointHandler()
     try:
       saved = handler.metadata(epath.Path(self.directory) / str(step) / STATE_ITEM)
@@ -241,15 +243,21 @@ class CheckpointStore:
     return (f"; the previous checkpoint is step {earlier[-1]}: delete {os.path.join(self.directory, str(step))} "
             f"(and any later step) to resume from it")
 
-  def _verify(self, step: int, state: Any) -> None:
-    """Compares every restored array with the fingerprint saved beside it (checkpoints without one pass).
+  def _require_checksums(self, step: int) -> None:
+    if not os.path.exists(os.path.join(self.directory, str(step), INTEGRITY_ITEM)):
+      raise CheckpointError(
+          f"checkpoint at step {step} in {self.directory} cannot be verified: its checksums ({INTEGRITY_ITEM}/) "
+          f"are missing, so it may be corrupt{self._earlier_hint(step)}")
 
-    Paths are compared in canonical form (`_canonical_path`), so a state restored by `restore_as_saved`,
-    whose named tuples came back as dicts, is checked like one restored onto the original structure.
+  def _verify(self, step: int, state: Any) -> None:
+    """Compares every restored array with the fingerprint saved beside it.
+
+    Every save writes the fingerprints, so a step without them lost a file and cannot be trusted: it is
+    refused like a corrupt one. Paths are compared in canonical form (`_canonical_path`), so a state
+    restored by `restore_as_saved`, whose named tuples came back as dicts, is checked like one restored
+    onto the original structure.
     """
-    path = os.path.join(self.directory, str(step), INTEGRITY_ITEM)
-    if not os.path.exists(path):
-      return
+    self._require_checksums(step)
     try:
       saved = self._manager.restore(int(step), args=ocp.args.Composite(**{
           INTEGRITY_ITEM: ocp.args.JsonRestore()}))[INTEGRITY_ITEM]["fingerprints"]

@@ -1,6 +1,7 @@
 """Tests of mpcodec.core.checkpoint: round trip, explicit targets, clear errors for missing/corrupt data."""
 
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -71,3 +72,35 @@ def test_wrong_target_structure_is_a_checkpoint_error(tmp_path):
   store.save(1, stacked_state(), {})
   with pytest.raises(CheckpointError, match="could not be restored"):
     store.restore(1, {"params": {"w": np.zeros((4, 3, 2))}})
+
+
+def _flip_a_bit(state_dir) -> None:
+  """Flips one bit in the middle of the first array data file of an Orbax checkpoint."""
+  for root, _, files in sorted(os.walk(state_dir)):
+    for name in sorted(files):
+      path = os.path.join(root, name)
+      if os.path.basename(root) == "d" and os.path.getsize(path) >= 64:
+        with open(path, "r+b") as f:
+          data = bytearray(f.read())
+          data[len(data) // 2] ^= 0x10
+          f.seek(0)
+          f.write(data)
+        return
+  pytest.fail(f"no array data file under {state_dir}")
+
+
+def test_a_step_without_its_checksums_is_refused_naming_the_previous_one(tmp_path):
+  store = CheckpointStore(tmp_path / "phase2")
+  state = {"w": jnp.arange(4096.0).reshape(4, 1024)}
+  store.save(500, state, {})
+  store.save(1000, jax.tree.map(lambda x: x + 1, state), {})
+  shutil.rmtree(tmp_path / "phase2" / "1000" / "integrity")
+  _flip_a_bit(tmp_path / "phase2" / "1000" / "state")
+  store = CheckpointStore(tmp_path / "phase2")
+  with pytest.raises(CheckpointError, match=(
+      r"checkpoint at step 1000 in .*phase2 cannot be verified: its checksums \(integrity/\) are missing, so "
+      r"it may be corrupt; the previous checkpoint is step 500: delete .*1000 \(and any later step\)")):
+    store.restore(1000, state)
+  with pytest.raises(CheckpointError, match="step 1000 .* cannot be verified"):
+    store.restore_as_saved(1000)
+  np.testing.assert_array_equal(np.asarray(store.restore(500, state)["w"]), np.asarray(state["w"]))
