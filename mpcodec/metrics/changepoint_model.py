@@ -29,6 +29,7 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 from mpcodec.core.errors import ConfigError, DataError
+from mpcodec.metrics.shapes import check_axis, check_rank
 
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
 FLOAT32_TINY = float(np.finfo(np.float32).tiny)
@@ -207,9 +208,14 @@ def fit_noise(series_NxM, cfg: DetectorConfig = DetectorConfig(), is_change_NxM=
   innovation SD = RMS of e_t - phi e_{t-1}; residual_sd = innovation SD / sqrt(1 - phi^2) (stationary).
   SDs are floored at one float32 step of the series' magnitude, so a constant series gives no NaN.
   """
+  shape = check_rank("fit_noise", "series_NxM", series_NxM, 2, "series, measurements M >= 2")
+  if shape[1] < 2:
+    raise DataError(f"fit_noise: series_NxM needs M >= 2 measurements on axis 1, got shape {shape}")
+  if is_change_NxM is not None:
+    check_rank("fit_noise", "is_change_NxM", is_change_NxM, 2, "series, measurements")
+    check_axis("fit_noise", "is_change_NxM", is_change_NxM, 0, shape[0], "N (the series of series_NxM)")
+    check_axis("fit_noise", "is_change_NxM", is_change_NxM, 1, shape[1], "M (the measurements of series_NxM)")
   series_NxM = jnp.asarray(series_NxM, jnp.float32)
-  if series_NxM.ndim != 2 or series_NxM.shape[1] < 2:
-    raise DataError(f"fit_noise expects series shaped (N, M >= 2), got {series_NxM.shape}")
   basis = trend_basis(series_NxM.shape[1], cfg)
   trend, levels = fit_levels(series_NxM, is_change_NxM, basis)
   return ar1_of_residual(trend, series_NxM - trend - levels, series_NxM, cfg)

@@ -52,6 +52,7 @@ from mpcodec.metrics import changepoint_model as model
 from mpcodec.metrics import step_regression
 from mpcodec.metrics.changepoint_model import (FLOAT32_EPS, FLOAT32_TINY, DetectorConfig, NoiseModel,
                                                fit_noise)
+from mpcodec.metrics.shapes import check_axis, check_rank
 
 __all__ = ["DetectorConfig", "NoiseModel", "PenaltyTable", "Jumps", "fit_noise", "calibrate",
            "penalty_for", "minimum_jump_size", "durations", "detect"]
@@ -99,10 +100,10 @@ def minimum_jump_size(series_SxM, factor: float = 1.0, resolution_ulps: float = 
   floor = resolution_ulps x float32 eps x max |series|: changes near float32 rounding are never jumps,
   and a series of zeros still gets a positive floor (the smallest normal float32).
   """
+  shape = check_rank("minimum_jump_size", "series_SxM", series_SxM, (2, 3), "seeds S >= 2, measurements[, layers]")
+  if shape[0] < 2:
+    raise DataError(f"minimum_jump_size: series_SxM needs S >= 2 seeds on axis 0, got shape {shape}")
   series = jnp.asarray(series_SxM, jnp.float32)
-  if series.ndim not in (2, 3) or series.shape[0] < 2:
-    raise DataError(f"minimum_jump_size expects seed-stacked series (S >= 2, M) or (S >= 2, M, L), got "
-                    f"{series.shape}")
   if factor < 0 or resolution_ulps < 1:
     raise ConfigError(f"factor must be >= 0 and resolution_ulps >= 1, got {factor}, {resolution_ulps}")
   spread = jnp.median(jnp.std(series, axis=0, ddof=1), axis=0)
@@ -226,6 +227,7 @@ def calibrate(num_measurements: int, cfg: DetectorConfig, key) -> PenaltyTable:
 
 def penalty_for(table: PenaltyTable, ar_coefficient_N, first_pass: bool = False) -> jax.Array:
   """The table's (final or first-pass) penalty, interpolated linearly at each estimated AR coefficient."""
+  check_rank("penalty_for", "ar_coefficient_N", ar_coefficient_N, 1, "series")
   penalties_G = table.first_pass_penalties_G if first_pass else table.penalties_G
   return jnp.interp(ar_coefficient_N, table.ar_coefficients_G, penalties_G)
 
@@ -253,6 +255,11 @@ def durations(detrended_NxM, levels_NxM, is_jump_NxM, noise: NoiseModel, cfg: De
   t whose m stays within the band for the w positions from t (or to the segment's end). A jump whose
   segment never settles gets the segment's length.
   """
+  shape = check_rank("durations", "detrended_NxM", detrended_NxM, 2, "series, measurements")
+  for name, array in (("levels_NxM", levels_NxM), ("is_jump_NxM", is_jump_NxM)):
+    check_rank("durations", name, array, 2, "series, measurements")
+    for axis in (0, 1):
+      check_axis("durations", name, array, axis, shape[axis], f"{'NM'[axis]} (as in detrended_NxM)")
   window = cfg.settle_window
   num_measurements = detrended_NxM.shape[1]
   index_M = jnp.arange(num_measurements, dtype=jnp.int32)
@@ -298,9 +305,14 @@ def detect(series_NxM, table: PenaltyTable, cfg: DetectorConfig, min_size_N) -> 
   `table` comes from `calibrate(M, cfg, key)` for the same M and cfg; `min_size_N` (scalar or (N,)) from
   `minimum_jump_size`. Jittable with cfg static; one compiled programme serves all N series.
   """
+  func = "detect"
+  shape = check_rank(func, "series_NxM", series_NxM, 2, "series, measurements M >= 2")
+  if shape[1] < 2:
+    raise DataError(f"{func}: series_NxM needs M >= 2 measurements on axis 1, got shape {shape}")
+  check_rank(func, "min_size_N", min_size_N, (0, 1), "one size for all series, or one per series")
+  if jnp.ndim(min_size_N) == 1:
+    check_axis(func, "min_size_N", min_size_N, 0, shape[0], "N (the series of series_NxM)")
   series_NxM = jnp.asarray(series_NxM, jnp.float32)
-  if series_NxM.ndim != 2 or series_NxM.shape[1] < 2:
-    raise DataError(f"detect expects series shaped (N, M >= 2), got {series_NxM.shape}")
   if isinstance(table.num_measurements, (int, np.integer)) and table.num_measurements != series_NxM.shape[1]:
     raise DataError(f"penalty table calibrated for {table.num_measurements} measurements, series have "
                     f"{series_NxM.shape[1]}")

@@ -17,6 +17,23 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from mpcodec.metrics.shapes import check_axis, check_index_range, check_rank
+
+
+def check_pairs(func: str, name: str, pairs_Px2, num_atoms: int, meaning: str) -> int:
+  """Number of pairs P of a pair array (P, 2); concrete atom indices must lie in [0, num_atoms)."""
+  num_pairs = check_rank(func, name, pairs_Px2, 2, "pairs, 2 atoms")[0]
+  check_axis(func, name, pairs_Px2, 1, 2, "the 2 atoms (a, b) of a pair")
+  check_index_range(func, name, pairs_Px2, num_atoms, meaning)
+  return num_pairs
+
+
+def check_pair_mask(func: str, name: str, mask_P, num_pairs: int) -> None:
+  """A mask (or any per-pair array) over P pairs; None passes."""
+  if mask_P is not None:
+    check_rank(func, name, mask_P, 1, "pairs")
+    check_axis(func, name, mask_P, 0, num_pairs, "P (the pairs)")
+
 
 def map_over_pair_chunks(fn: Callable[..., tuple[jax.Array, ...]], per_pair: tuple[jax.Array, ...],
                          chunk_size: int) -> tuple[jax.Array, ...]:
@@ -36,6 +53,12 @@ def map_over_pair_chunks(fn: Callable[..., tuple[jax.Array, ...]], per_pair: tup
 
   out = jax.lax.map(lambda chunk: fn(*chunk), tuple(cut(a) for a in per_pair))
   return tuple(o.reshape((padded,) + o.shape[2:])[:num_pairs] for o in out)
+
+
+def _check_codes_and_pairs(func: str, codes_BxN, pairs_Px2) -> int:
+  """Number of pairs P; codes (B, N) and pairs of atoms in [0, N)."""
+  num_atoms = check_rank(func, "codes_BxN", codes_BxN, 2, "samples, atoms")[1]
+  return check_pairs(func, "pairs_Px2", pairs_Px2, num_atoms, "atoms (columns of codes_BxN)")
 
 
 class PairStatistics(NamedTuple):
@@ -60,6 +83,12 @@ def pair_statistics(codes_BxN: jax.Array, pairs_Px2: jax.Array, chunk_size: int 
   `codes_b_BxN` (default: codes_BxN) is where the second atom's codes are read; the permutation null
   passes row-shuffled codes here.
   """
+  _check_codes_and_pairs("pair_statistics", codes_BxN, pairs_Px2)
+  if codes_b_BxN is not None:
+    check_rank("pair_statistics", "codes_b_BxN", codes_b_BxN, 2, "samples, atoms")
+    for axis in (0, 1):
+      check_axis("pair_statistics", "codes_b_BxN", codes_b_BxN, axis, jnp.shape(codes_BxN)[axis],
+                 f"{'BN'[axis]} (as in codes_BxN)")
   codes_BxN = jnp.asarray(codes_BxN, jnp.float32)
   codes_b_BxN = codes_BxN if codes_b_BxN is None else jnp.asarray(codes_b_BxN, jnp.float32)
   num_samples = codes_BxN.shape[0]
@@ -93,6 +122,9 @@ def lift_from_counts(stats: PairStatistics, pseudo_count: float = 1.0) -> jax.Ar
   positive (log lift is defined), equals 1 when nothing is known (n_a·n_b = 0) and shrinks toward 1
   when the expected co-occurrence count n_a·n_b/B is small compared to α.
   """
+  num_pairs = check_rank("lift_from_counts", "stats.count_both_P", stats.count_both_P, 1, "pairs")[0]
+  check_pair_mask("lift_from_counts", "stats.count_a_P", stats.count_a_P, num_pairs)
+  check_pair_mask("lift_from_counts", "stats.count_b_P", stats.count_b_P, num_pairs)
   expected_P = stats.count_a_P.astype(jnp.float32) * stats.count_b_P.astype(jnp.float32) / stats.num_samples
   return (stats.count_both_P.astype(jnp.float32) + pseudo_count) / (expected_P + pseudo_count)
 
@@ -100,11 +132,13 @@ def lift_from_counts(stats: PairStatistics, pseudo_count: float = 1.0) -> jax.Ar
 def lift(codes_BxN: jax.Array, pairs_Px2: jax.Array, pseudo_count: float = 1.0, chunk_size: int = 256
          ) -> jax.Array:
   """(P,) smoothed co-activation lift of each pair (see `lift_from_counts`); firing = code > 0."""
+  _check_codes_and_pairs("lift", codes_BxN, pairs_Px2)
   return lift_from_counts(pair_statistics(codes_BxN, pairs_Px2, chunk_size), pseudo_count)
 
 
 def code_correlation(codes_BxN: jax.Array, pairs_Px2: jax.Array, chunk_size: int = 256) -> jax.Array:
   """(P,) Pearson correlation of the two atoms' codes over the samples (0 for a constant code)."""
+  _check_codes_and_pairs("code_correlation", codes_BxN, pairs_Px2)
   return pair_statistics(codes_BxN, pairs_Px2, chunk_size).correlation_P
 
 
@@ -127,6 +161,12 @@ def frequency_matched_pairs(key: jax.Array, firing_rate_N: jax.Array, pairs_Px2:
   so the whole draw is O((N + P·tries)·log N).
   Returns (matched_Px2 int32, matched_valid_P bool).
   """
+  func = "frequency_matched_pairs"
+  num_atoms = check_rank(func, "firing_rate_N", firing_rate_N, 1, "atoms")[0]
+  check_rank(func, "assignment_N", assignment_N, 1, "atoms: the neuron of each atom, -1 if dead")
+  check_axis(func, "assignment_N", assignment_N, 0, num_atoms, "N (the atoms of firing_rate_N)")
+  num_pairs = check_pairs(func, "pairs_Px2", pairs_Px2, num_atoms, "atoms (entries of firing_rate_N)")
+  check_pair_mask(func, "valid_P", valid_P, num_pairs)
   rate_N = jnp.asarray(firing_rate_N, jnp.float32)
   assignment_N = jnp.asarray(assignment_N, jnp.int32)
   pairs_Px2 = jnp.asarray(pairs_Px2, jnp.int32)
@@ -173,6 +213,8 @@ def permutation_null(key: jax.Array, codes_BxN: jax.Array, pairs_Px2: jax.Array,
   (one permutation per draw, shared by the pairs): each atom keeps its firing rate while co-firing with
   its partner is broken, so the draws show the mean log lift that chance and the pseudo-count give.
   """
+  num_pairs = _check_codes_and_pairs("permutation_null", codes_BxN, pairs_Px2)
+  check_pair_mask("permutation_null", "valid_P", valid_P, num_pairs)
   codes_BxN = jnp.asarray(codes_BxN, jnp.float32)
   num_samples = codes_BxN.shape[0]
 
@@ -204,6 +246,13 @@ def coactivation_effect(codes_BxN: jax.Array, pairs_Px2: jax.Array, valid_P: jax
   from the sign; the two-sided verdict over seeds is computed by the caller from a CI. With no pair,
   the means are 0 and num_pairs is 0.
   """
+  func = "coactivation_effect"
+  num_pairs = _check_codes_and_pairs(func, codes_BxN, pairs_Px2)
+  check_pair_mask(func, "valid_P", valid_P, num_pairs)
+  num_atoms = jnp.shape(codes_BxN)[1]
+  check_pairs(func, "matched_Px2", matched_Px2, num_atoms, "atoms (columns of codes_BxN)")
+  check_axis(func, "matched_Px2", matched_Px2, 0, num_pairs, "P (the pairs of pairs_Px2)")
+  check_pair_mask(func, "matched_valid_P", matched_valid_P, num_pairs)
   both_P = jnp.asarray(valid_P, bool) & jnp.asarray(matched_valid_P, bool)
   log_lift_P = jnp.log(lift(codes_BxN, pairs_Px2, pseudo_count, chunk_size))
   log_lift_matched_P = jnp.log(lift(codes_BxN, matched_Px2, pseudo_count, chunk_size))

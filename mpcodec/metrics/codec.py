@@ -10,11 +10,29 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.optimize
+
+from mpcodec.metrics.shapes import check_axis, check_rank
+
+
+def _check_same_shape(func: str, name: str, array, reference_name: str, reference, rank: int, dims: str) -> None:
+  """Both arrays have rank `rank` and `array` has the shape of `reference`."""
+  shape = check_rank(func, reference_name, reference, rank, dims)
+  check_rank(func, name, array, rank, dims)
+  for axis in range(rank):
+    check_axis(func, name, array, axis, shape[axis], f"the size of {reference_name}")
+
+
+def _check_pair(func: str, a_name: str, a, b_name: str, b, axis: int, dims_a: str, dims_b: str, meaning: str
+                ) -> None:
+  """Two matrices that share one axis (rows of both, or the feature axis D)."""
+  size = check_rank(func, a_name, a, 2, dims_a)[axis]
+  check_rank(func, b_name, b, 2, dims_b)
+  check_axis(func, b_name, b, axis, size, f"{meaning} of {a_name}")
 
 
 def fraction_of_variance_unexplained(x_BxD: jax.Array, x_hat_BxD: jax.Array) -> jax.Array:
   """FVU = Σ_b ||x_b - x̂_b||² / Σ_b ||x_b - x̄||², with x̄ the mean over the batch."""
+  _check_same_shape("fraction_of_variance_unexplained", "x_hat_BxD", x_hat_BxD, "x_BxD", x_BxD, 2, "samples, features")
   error = jnp.sum(jnp.square(x_BxD - x_hat_BxD))
   variance = jnp.sum(jnp.square(x_BxD - jnp.mean(x_BxD, axis=0)))
   return error / variance
@@ -22,32 +40,38 @@ def fraction_of_variance_unexplained(x_BxD: jax.Array, x_hat_BxD: jax.Array) -> 
 
 def sum_squared_error(x_BxD: jax.Array, x_hat_BxD: jax.Array) -> jax.Array:
   """Σ_b ||x_b - x̂_b||²."""
+  _check_same_shape("sum_squared_error", "x_hat_BxD", x_hat_BxD, "x_BxD", x_BxD, 2, "samples, features")
   return jnp.sum(jnp.square(x_BxD - x_hat_BxD))
 
 
 def l0(acts_BxN: jax.Array) -> jax.Array:
   """Mean number of nonzero latents per token."""
+  check_rank("l0", "acts_BxN", acts_BxN, 2, "tokens, latents")
   return jnp.mean(jnp.sum(acts_BxN != 0, axis=-1))
 
 
 def firing_counts(acts_BxN: jax.Array) -> jax.Array:
   """(N,) number of tokens on which each latent is nonzero; add them up over a window of batches."""
+  check_rank("firing_counts", "acts_BxN", acts_BxN, 2, "tokens, latents")
   return jnp.sum(acts_BxN != 0, axis=0).astype(jnp.int32)
 
 
 def dead_fraction(counts_N: jax.Array) -> jax.Array:
   """Fraction of latents that never fired in the window."""
+  check_rank("dead_fraction", "counts_N", counts_N, 1, "latents")
   return jnp.mean(counts_N == 0)
 
 
 def dense_fraction(counts_N: jax.Array, num_tokens: int | jax.Array, dense_above: float = 0.1
                    ) -> jax.Array:
   """Fraction of latents that fire on more than `dense_above` of the window's tokens."""
+  check_rank("dense_fraction", "counts_N", counts_N, 1, "latents")
   return jnp.mean(counts_N / num_tokens > dense_above)
 
 
 def log10_firing_frequency(counts_N: jax.Array, num_tokens: int | jax.Array) -> jax.Array:
   """log10(count / num_tokens) per latent; -inf for a latent that never fired."""
+  check_rank("log10_firing_frequency", "counts_N", counts_N, 1, "latents")
   frequency = counts_N / num_tokens
   return jnp.where(counts_N > 0, jnp.log10(jnp.maximum(frequency, 1e-38)), -jnp.inf)
 
@@ -59,6 +83,7 @@ def latent_density_histogram(counts_N: jax.Array, num_tokens: int | jax.Array, n
   Dead latents are not in the histogram (see `dead_fraction`); frequencies below 10**low fall in the
   first bin.
   """
+  check_rank("latent_density_histogram", "counts_N", counts_N, 1, "latents")
   edges = jnp.linspace(low, 0.0, num_bins + 1)
   log_frequency = log10_firing_frequency(counts_N, num_tokens)
   clipped = jnp.clip(log_frequency, low, 0.0)
@@ -69,6 +94,8 @@ def latent_density_histogram(counts_N: jax.Array, num_tokens: int | jax.Array, n
 
 def cosine_similarity_matrix(a_MxD: jax.Array, b_NxD: jax.Array) -> jax.Array:
   """(M, N) cosines between the rows of a and the rows of b."""
+  _check_pair("cosine_similarity_matrix", "a_MxD", a_MxD, "b_NxD", b_NxD, 1, "rows, features", "rows, features",
+              "D (the features")
   a = a_MxD / jnp.maximum(jnp.linalg.norm(a_MxD, axis=-1, keepdims=True), 1e-12)
   b = b_NxD / jnp.maximum(jnp.linalg.norm(b_NxD, axis=-1, keepdims=True), 1e-12)
   return a @ b.T
@@ -79,11 +106,15 @@ def mean_max_cosine_similarity(learned_MxD: jax.Array, true_NxD: jax.Array) -> j
 
   Reference: Sharkey et al. 2022, "Taking features out of superposition with sparse autoencoders" (MMCS).
   """
+  _check_pair("mean_max_cosine_similarity", "learned_MxD", learned_MxD, "true_NxD", true_NxD, 1,
+              "learned atoms, features", "true atoms, features", "D (the features")
   return jnp.mean(jnp.max(cosine_similarity_matrix(true_NxD, learned_MxD), axis=-1))
 
 
 def pearson_correlation_matrix(a_BxM: jax.Array, b_BxN: jax.Array) -> jax.Array:
   """(M, N) Pearson correlations between the columns of a and b over the batch; 0 for a constant column."""
+  _check_pair("pearson_correlation_matrix", "a_BxM", a_BxM, "b_BxN", b_BxN, 0, "samples, columns", "samples, columns",
+              "B (the samples")
   a = a_BxM - jnp.mean(a_BxM, axis=0)
   b = b_BxN - jnp.mean(b_BxN, axis=0)
   norm_a = jnp.sqrt(jnp.sum(a * a, axis=0))
@@ -95,6 +126,8 @@ def pearson_correlation_matrix(a_BxM: jax.Array, b_BxN: jax.Array) -> jax.Array:
 
 def _hungarian_mean(similarity_MxN: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
   """Mean similarity of the one-to-one matching that maximises the total similarity (host side)."""
+  # Imported here: only the host matching needs SciPy's optimisers, and importing them costs time.
+  import scipy.optimize  # pylint: disable=g-import-not-at-top
   similarity = np.asarray(similarity_MxN, np.float64)
   rows, cols = scipy.optimize.linear_sum_assignment(similarity, maximize=True)
   return float(similarity[rows, cols].mean()), rows, cols
@@ -105,18 +138,24 @@ def matched_pair_correlation(learned_acts_BxM: jax.Array, true_coeffs_BxN: jax.A
 
   Host-side (scipy.optimize.linear_sum_assignment); min(M, N) pairs are matched.
   """
+  _check_pair("matched_pair_correlation", "learned_acts_BxM", learned_acts_BxM, "true_coeffs_BxN", true_coeffs_BxN,
+              0, "samples, latents", "samples, features", "B (the samples")
   correlation = np.asarray(pearson_correlation_matrix(learned_acts_BxM, true_coeffs_BxN))
   return _hungarian_mean(correlation)[0]
 
 
 def matched_cosine_similarity(learned_MxD: jax.Array, true_NxD: jax.Array) -> float:
   """Mean cosine of learned/true atom pairs under the best one-to-one (Hungarian) matching (host side)."""
+  _check_pair("matched_cosine_similarity", "learned_MxD", learned_MxD, "true_NxD", true_NxD, 1,
+              "learned atoms, features", "true atoms, features", "D (the features")
   return _hungarian_mean(np.asarray(cosine_similarity_matrix(learned_MxD, true_NxD)))[0]
 
 
 def faithfulness_ratio(x_BxD: jax.Array, x_hat_sae_BxD: jax.Array, x_hat_squeezed_BxD: jax.Array
                        ) -> jax.Array:
   """Σ||x - x̂_squeezed||² / Σ||x - x̂_sae||²: error through SAE + Squeezer over the SAE's own (>= 1 ideal)."""
+  for name, x_hat_BxD in (("x_hat_sae_BxD", x_hat_sae_BxD), ("x_hat_squeezed_BxD", x_hat_squeezed_BxD)):
+    _check_same_shape("faithfulness_ratio", name, x_hat_BxD, "x_BxD", x_BxD, 2, "samples, features")
   return sum_squared_error(x_BxD, x_hat_squeezed_BxD) / sum_squared_error(x_BxD, x_hat_sae_BxD)
 
 
@@ -126,6 +165,10 @@ def features_per_neuron(squeezer_w_enc_MxN: jax.Array, live_latents_N: jax.Array
   Latent i is assigned to neuron argmax_m W_enc[m, i] (the neuron it drives most: SAE latents are
   non-negative and the Squeezer keeps its K largest pre-activations); dead latents are not counted.
   """
+  num_latents = check_rank("features_per_neuron", "squeezer_w_enc_MxN", squeezer_w_enc_MxN, 2, "neurons, latents")[1]
+  check_rank("features_per_neuron", "live_latents_N", live_latents_N, 1, "latents")
+  check_axis("features_per_neuron", "live_latents_N", live_latents_N, 0, num_latents,
+             "N (the latents of squeezer_w_enc_MxN)")
   num_neurons = squeezer_w_enc_MxN.shape[0]
   owner_N = jnp.argmax(squeezer_w_enc_MxN, axis=0)
   return jnp.zeros(num_neurons, jnp.int32).at[owner_N].add(live_latents_N.astype(jnp.int32))

@@ -29,6 +29,7 @@ import scipy.stats
 
 from mpcodec.core import stats
 from mpcodec.core.errors import ConfigError, DataError
+from mpcodec.metrics.shapes import check_axis, check_rank
 
 # Deviations within this many float32 ulps of a series' magnitude are rounding, not a change of level,
 # so the band is never narrower (a constant series must settle at 0 even if its tail mean rounds).
@@ -80,6 +81,7 @@ def _resolution(series_NxM: jax.Array) -> jax.Array:
 
 def final_level(series_NxM, tail_fraction: float = 0.2) -> jax.Array:
   """Mean of the last ceil(tail_fraction * M) measurements (at least 3), shape (...)."""
+  check_rank("final_level", "series_NxM", series_NxM, 1, "..., measurements", leading=True)
   series_NxM = jnp.asarray(series_NxM, jnp.float32)
   tail = _tail_length(series_NxM.shape[-1], tail_fraction)
   return jnp.mean(series_NxM[..., -tail:], axis=-1)
@@ -118,10 +120,8 @@ def stabilisation_band(series_SxMxL, tail_fraction: float = 0.2, family_alpha: f
     difference smaller than the seeds differ at the end is not a change of level;
   - resolution = RESOLUTION_ULPS float32 ulps of the series' largest magnitude.
   """
+  check_rank("stabilisation_band", "series_SxMxL", series_SxMxL, 3, "seeds, measurements, layers")
   series_SxMxL = jnp.asarray(series_SxMxL, jnp.float32)
-  if series_SxMxL.ndim != 3:
-    raise DataError(f"stabilisation_band expects series shaped (seeds, measurements, layers), got "
-                    f"{series_SxMxL.shape}")
   if seed_multiplier < 0:
     raise ConfigError(f"seed_multiplier must be >= 0, got {seed_multiplier}")
   num_seeds, num_measurements, _ = series_SxMxL.shape
@@ -152,11 +152,12 @@ def stabilisation_index(series_NxM, band_N, tail_fraction: float = 0.2) -> jax.A
   outside the band or when its tail still drifts: |slope| * (T - 1) > band, the change of the tail's
   least-squares line across the tail. Leading axes are free (vmap-like broadcasting with band_N).
   """
+  shape = check_rank("stabilisation_index", "series_NxM", series_NxM, 1, "..., measurements", leading=True)
+  if jnp.shape(band_N) != shape[:-1]:
+    raise DataError(f"stabilisation_index: band_N needs the leading shape {shape[:-1]} of series_NxM (all axes "
+                    f"but the measurements), got shape {jnp.shape(band_N)}")
   series_NxM = jnp.asarray(series_NxM, jnp.float32)
   band_N = jnp.asarray(band_N, jnp.float32)
-  if band_N.shape != series_NxM.shape[:-1]:
-    raise DataError(f"band has shape {band_N.shape}, expected the series' leading shape "
-                    f"{series_NxM.shape[:-1]}")
   num_measurements = series_NxM.shape[-1]
   tail = _tail_length(num_measurements, tail_fraction)
   final_N, slope_N, _ = _tail_fit(series_NxM[..., -tail:])
@@ -170,6 +171,7 @@ def stabilisation_index(series_NxM, band_N, tail_fraction: float = 0.2) -> jax.A
 
 def is_constant_series(series_NxM) -> jax.Array:
   """True where a series' range (max - min) is within float32 resolution of its magnitude, shape (...)."""
+  check_rank("is_constant_series", "series_NxM", series_NxM, 1, "..., measurements", leading=True)
   series_NxM = jnp.asarray(series_NxM, jnp.float32)
   spread_N = jnp.max(series_NxM, axis=-1) - jnp.min(series_NxM, axis=-1)
   return spread_N <= _resolution(series_NxM)
@@ -183,6 +185,7 @@ def stabilisation(series_SxMxL, tail_fraction: float = 0.2, family_alpha: float 
   Indices count measurements; the caller maps them to true training steps with its `steps` array
   (an index of M has no step).
   """
+  check_rank("stabilisation", "series_SxMxL", series_SxMxL, 3, "seeds, measurements, layers")
   series_SxMxL = jnp.asarray(series_SxMxL, jnp.float32)
   band_SxL = stabilisation_band(series_SxMxL, tail_fraction, family_alpha, seed_multiplier)
   series_SxLxM = jnp.swapaxes(series_SxMxL, 1, 2)
@@ -223,13 +226,14 @@ def depth_order_correlation(stabilisation_step_SxL, depth_L) -> tuple[jax.Array,
   every real step (the index sentinel M, or inf) so that they rank after every layer that settles.
   Spearman (1904), Am. J. Psychol. 15, 72.
   """
+  func = "depth_order_correlation"
+  num_layers = check_rank(func, "stabilisation_step_SxL", stabilisation_step_SxL, 2, "seeds, layers")[1]
+  check_rank(func, "depth_L", depth_L, 1, "layers")
+  check_axis(func, "depth_L", depth_L, 0, num_layers, "L (the layers of stabilisation_step_SxL)")
+  if num_layers < 2:
+    raise DataError(f"{func}: a depth order needs at least 2 layers, got {num_layers}")
   steps_SxL = jnp.asarray(stabilisation_step_SxL, jnp.float32)
   depth_L = jnp.asarray(depth_L, jnp.float32)
-  if steps_SxL.ndim != 2 or depth_L.shape != steps_SxL.shape[1:]:
-    raise DataError(f"expected stabilisation steps (S, L) and depths (L,), got {steps_SxL.shape} and "
-                    f"{depth_L.shape}")
-  if steps_SxL.shape[1] < 2:
-    raise DataError(f"a depth order needs at least 2 layers, got {steps_SxL.shape[1]}")
   return jax.vmap(_spearman, in_axes=(0, None))(steps_SxL, depth_L)
 
 
@@ -243,6 +247,7 @@ def convergence_order(correlations_S, margin: float = SIMULTANEOUS_MARGIN, confi
   "unclear" otherwise. Fewer than MIN_SEEDS seeds: "cannot be tested", CI None, with the reason.
   Returns {"order", "effect", "ci_low", "ci_high", "num_seeds", "margin", "confidence", "reason"}.
   """
+  check_rank("convergence_order", "correlations_S", correlations_S, 1, "one correlation per seed")
   values_S = np.asarray(correlations_S, dtype=np.float64).ravel()
   if not np.all(np.isfinite(values_S)):
     raise DataError(f"correlations contain NaN or Inf: {values_S.tolist()}")

@@ -37,6 +37,8 @@ import numpy as np
 from mpcodec.core import stats
 from mpcodec.core.errors import ConfigError, DataError
 from mpcodec.metrics import convergence
+from mpcodec.metrics.callable_module import make_callable
+from mpcodec.metrics.shapes import check_axis, check_rank
 
 NUM_SURROGATES = 199
 FAMILY_ALPHA = 0.05
@@ -59,17 +61,24 @@ class LossCorrelation(NamedTuple):
   num_windows: jax.Array
 
 
+def _check_steps(func: str, steps_M, num_measurements: int) -> None:
+  """steps_M: one training step per measurement of the series, at least 3."""
+  check_rank(func, "steps_M", steps_M, 1, "measurements")
+  check_axis(func, "steps_M", steps_M, 0, num_measurements, "M (the measurements of the series)")
+  if num_measurements < 3:
+    raise DataError(f"{func}: steps_M needs at least 3 measurements, got shape {jnp.shape(steps_M)}")
+
+
 def velocity(series_M, steps_M) -> jax.Array:
   """Range-normalised velocity per training step over the M - 1 intervals, shape (..., M - 1).
 
   v_t = (x_{t+1} - x_t) / ((s_{t+1} - s_t) * (max x - min x)); 0 for a series whose range is within
   float32 resolution (`convergence.is_constant_series`).
   """
+  shape = check_rank("velocity", "series_M", series_M, 1, "..., measurements", leading=True)
+  _check_steps("velocity", steps_M, shape[-1])
   series_M = jnp.asarray(series_M, jnp.float32)
   steps_M = jnp.asarray(steps_M, jnp.float32)
-  if steps_M.ndim != 1 or steps_M.shape[0] != series_M.shape[-1] or steps_M.shape[0] < 3:
-    raise DataError(f"steps of shape {steps_M.shape} do not match series of shape {series_M.shape} "
-                    "(measurements on the last axis, at least 3)")
   spacing_W = jnp.diff(steps_M)
   value_range = jnp.max(series_M, axis=-1, keepdims=True) - jnp.min(series_M, axis=-1, keepdims=True)
   flat = convergence.is_constant_series(series_M)[..., None]
@@ -94,6 +103,7 @@ def phase_randomised(values_W, key: jax.Array) -> jax.Array:
 
   Theiler et al. (1992), "Testing for nonlinearity in time series", Physica D 58, 77.
   """
+  check_rank("phase_randomised", "values_W", values_W, 1, "one series")
   values_W = jnp.asarray(values_W, jnp.float32)
   spectrum_F = jnp.fft.rfft(values_W)
   phases_F = jax.random.uniform(key, spectrum_F.shape, minval=0.0, maxval=2.0 * jnp.pi)
@@ -113,6 +123,7 @@ def surrogate_threshold(velocity_W, key: jax.Array, num_surrogates: int = NUM_SU
   Under the null that the series is a stationary linear Gaussian process, it then holds any critical
   interval with probability alpha (family-wise over its W intervals). alpha may be traced.
   """
+  check_rank("surrogate_threshold", "velocity_W", velocity_W, 1, "intervals of one series")
   if num_surrogates < 1:
     raise ConfigError(f"num_surrogates must be >= 1, got {num_surrogates}")
   _check_alpha(alpha)
@@ -127,10 +138,10 @@ def surrogate_threshold(velocity_W, key: jax.Array, num_surrogates: int = NUM_SU
 def critical_periods(series_M, steps_M, key: jax.Array, num_surrogates: int = NUM_SURROGATES,
                      alpha: float = FAMILY_ALPHA) -> CriticalPeriods:
   """Velocity, surrogate-calibrated threshold and critical mask |v_t| > threshold of one series (M,)."""
+  num_measurements = check_rank("critical_periods", "series_M", series_M, 1,
+                                "measurements of one series; layer_critical_periods takes (M, L)")[0]
+  _check_steps("critical_periods", steps_M, num_measurements)
   velocity_W = velocity(series_M, steps_M)
-  if velocity_W.ndim != 1:
-    raise DataError(f"critical_periods takes one series (M,), got {jnp.shape(series_M)}; "
-                    "use layer_critical_periods for (M, L)")
   threshold = surrogate_threshold(velocity_W, key, num_surrogates, alpha)
   # A series with zero range has no velocity at all: nothing in it can be critical.
   critical_W = (jnp.abs(velocity_W) > threshold) & (threshold > 0)
@@ -143,9 +154,9 @@ def layer_critical_periods(series_MxL, steps_M, key: jax.Array, num_surrogates: 
 
   Layer l draws its surrogates from fold_in(key, l), so adding layers never changes another's.
   """
+  num_measurements = check_rank("layer_critical_periods", "series_MxL", series_MxL, 2, "measurements, layers")[0]
+  _check_steps("layer_critical_periods", steps_M, num_measurements)
   series_MxL = jnp.asarray(series_MxL, jnp.float32)
-  if series_MxL.ndim != 2:
-    raise DataError(f"layer_critical_periods expects (measurements, layers), got {series_MxL.shape}")
   keys_L = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.arange(series_MxL.shape[1]))
   return jax.vmap(critical_periods, in_axes=(1, None, 0, None, None))(
       series_MxL, steps_M, keys_L, num_surrogates, alpha)
@@ -155,16 +166,19 @@ def seed_critical_periods(series_SxMxL, steps_M, keys_S, num_surrogates: int = N
                           alpha: float = FAMILY_ALPHA) -> CriticalPeriods:
   """`layer_critical_periods` of every seed of a run: velocity (S, L, W), threshold (S, L), critical
   (S, L, W); seed s draws from keys_S[s] (jit with num_surrogates static; alpha may be traced)."""
+  func = "seed_critical_periods"
+  num_seeds, num_measurements, _ = check_rank(func, "series_SxMxL", series_SxMxL, 3, "seeds, measurements, layers")
+  _check_steps(func, steps_M, num_measurements)
+  check_rank(func, "keys_S", keys_S, 1, "seeds, ...: one key per seed", leading=True)
+  check_axis(func, "keys_S", keys_S, 0, num_seeds, "S (the seeds of series_SxMxL)")
   series_SxMxL = jnp.asarray(series_SxMxL, jnp.float32)
-  if series_SxMxL.ndim != 3 or jnp.shape(keys_S)[:1] != series_SxMxL.shape[:1]:
-    raise DataError(f"expected series (seeds, measurements, layers) and one key per seed, got "
-                    f"{series_SxMxL.shape} and keys {jnp.shape(keys_S)}")
   return jax.vmap(layer_critical_periods, in_axes=(0, None, 0, None, None))(
       series_SxMxL, steps_M, keys_S, num_surrogates, alpha)
 
 
 def window_starts(critical_W) -> jax.Array:
   """True at the first interval of each window (maximal run of critical intervals), shape (..., W)."""
+  check_rank("window_starts", "critical_W", critical_W, 1, "..., intervals", leading=True)
   critical_W = jnp.asarray(critical_W, bool)
   previous_W = jnp.concatenate([jnp.zeros(critical_W.shape[:-1] + (1,), bool), critical_W[..., :-1]], -1)
   return critical_W & ~previous_W
@@ -172,14 +186,15 @@ def window_starts(critical_W) -> jax.Array:
 
 def num_windows(critical_W) -> jax.Array:
   """Number of windows (maximal runs of critical intervals), int32 (...)."""
+  check_rank("num_windows", "critical_W", critical_W, 1, "..., intervals", leading=True)
   return jnp.sum(window_starts(critical_W), axis=-1).astype(jnp.int32)
 
 
-def _check_mask(critical_LxW) -> jax.Array:
-  critical_LxW = jnp.asarray(critical_LxW, bool)
-  if critical_LxW.ndim != 2 or critical_LxW.shape[0] < 2 or critical_LxW.shape[1] < 2:
-    raise DataError(f"expected a critical mask (layers >= 2, intervals >= 2), got {critical_LxW.shape}")
-  return critical_LxW
+def _check_mask(func: str, critical_LxW) -> jax.Array:
+  shape = check_rank(func, "critical_LxW", critical_LxW, 2, "layers >= 2, intervals >= 2")
+  if shape[0] < 2 or shape[1] < 2:
+    raise DataError(f"{func}: critical_LxW needs layers >= 2 and intervals >= 2, got shape {shape}")
+  return jnp.asarray(critical_LxW, bool)
 
 
 def coordination(critical_LxW) -> jax.Array:
@@ -189,7 +204,7 @@ def coordination(critical_LxW) -> jax.Array:
   [1/L, 1] (1: every critical interval is critical in every layer) and is 0 when no layer is ever
   critical (count windows with `num_windows` to tell that case apart).
   """
-  critical_LxW = _check_mask(critical_LxW)
+  critical_LxW = _check_mask("coordination", critical_LxW)
   fraction_W = jnp.mean(critical_LxW.astype(jnp.float32), axis=0)
   active_W = fraction_W > 0
   return jnp.sum(jnp.where(active_W, fraction_W, 0.0)) / jnp.maximum(jnp.sum(active_W), 1)
@@ -209,7 +224,7 @@ def coordination_null(critical_LxW, key: jax.Array, num_shifts: int = 1000) -> j
   lengths and spacing of windows, and only their alignment across layers is destroyed. Shifted by o,
   a mask reads c'_t = c_{(t - o) mod W} (as np.roll(c, o)).
   """
-  critical_LxW = _check_mask(critical_LxW)
+  critical_LxW = _check_mask("coordination_null", critical_LxW)
   if num_shifts < 1:
     raise ConfigError(f"num_shifts must be >= 1, got {num_shifts}")
   num_layers, num_intervals = critical_LxW.shape
@@ -230,6 +245,7 @@ def falling_base_rate(loss_M) -> jax.Array:
 
   base[k] = (1 / (M - k)) sum_a [loss_{a+k} < loss_a] for k >= 1; base[0] = 0.
   """
+  check_rank("falling_base_rate", "loss_M", loss_M, 1, "measurements")
   loss_M = jnp.asarray(loss_M, jnp.float32)
   num_measurements = loss_M.shape[-1]
   positions_M = jnp.arange(num_measurements)
@@ -249,11 +265,12 @@ def loss_correlation(critical_LxW, loss_M) -> LossCorrelation:
   length anywhere in the run over which the loss falls (length-matched, because a falling loss curve
   falls more often over longer spans). Both are 0 when there are no windows (num_windows = 0).
   """
+  num_intervals = check_rank("loss_correlation", "critical_LxW", critical_LxW, 2, "layers, intervals")[1]
+  check_rank("loss_correlation", "loss_M", loss_M, 1, "measurements")
+  check_axis("loss_correlation", "loss_M", loss_M, 0, num_intervals + 1,
+             "intervals + 1 (the intervals of critical_LxW, plus one)")
   critical_LxW = jnp.asarray(critical_LxW, bool)
   loss_M = jnp.asarray(loss_M, jnp.float32)
-  if critical_LxW.ndim != 2 or loss_M.shape != (critical_LxW.shape[1] + 1,):
-    raise DataError(f"critical mask {critical_LxW.shape} (layers, intervals) needs a loss of "
-                    f"intervals + 1 measurements, got {loss_M.shape}")
   num_intervals = critical_LxW.shape[1]
   positions_W = jnp.arange(num_intervals)
   starts_LxW = window_starts(critical_LxW)
@@ -281,13 +298,15 @@ def effect_over_seeds(observed_S, null_S, expected_sign: int = 1, valid_S=None, 
   verdict is "cannot be tested" with the reason. Returns {"effect", "ci_low", "ci_high", "observed",
   "null", "num_seeds", "num_excluded", "verdict", "reason"} (None for what cannot be computed).
   """
-  observed_S = np.asarray(observed_S, np.float64).ravel()
-  null_S = np.asarray(null_S, np.float64).ravel()
-  if observed_S.shape != null_S.shape:
-    raise DataError(f"observed {observed_S.shape} and null {null_S.shape} need one value per seed each")
-  valid_S = np.ones(observed_S.shape, bool) if valid_S is None else np.asarray(valid_S, bool).ravel()
-  if valid_S.shape != observed_S.shape:
-    raise DataError(f"valid_S has shape {valid_S.shape}, expected {observed_S.shape}")
+  func = "effect_over_seeds"
+  num_seeds = check_rank(func, "observed_S", observed_S, 1, "one value per seed")[0]
+  for name, values_S in (("null_S", null_S), ("valid_S", valid_S)):
+    if values_S is not None:
+      check_rank(func, name, values_S, 1, "one value per seed")
+      check_axis(func, name, values_S, 0, num_seeds, "S (the seeds of observed_S)")
+  observed_S = np.asarray(observed_S, np.float64)
+  null_S = np.asarray(null_S, np.float64)
+  valid_S = np.ones(observed_S.shape, bool) if valid_S is None else np.asarray(valid_S, bool)
   observed_S, null_S = observed_S[valid_S], null_S[valid_S]
   if not (np.all(np.isfinite(observed_S)) and np.all(np.isfinite(null_S))):
     raise DataError("observed or null values contain NaN or Inf")
@@ -303,3 +322,7 @@ def effect_over_seeds(observed_S, null_S, expected_sign: int = 1, valid_S=None, 
                                          num_resamples=num_resamples, confidence=confidence)
   return {**result, "effect": effect, "ci_low": low, "ci_high": high,
           "verdict": stats.verdict(low, high, expected_sign)}
+
+
+# `from mpcodec.metrics import critical_periods` gives this module; calling it runs `critical_periods`.
+make_callable(__name__, critical_periods)

@@ -17,10 +17,19 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from mpcodec.metrics.shapes import check_axis, check_rank
+
+
+def _check_scores(func: str, scores_N, is_positive_N) -> None:
+  num_items = check_rank(func, "scores_N", scores_N, 1, "items")[0]
+  check_rank(func, "is_positive_N", is_positive_N, 1, "items")
+  check_axis(func, "is_positive_N", is_positive_N, 0, num_items, "N (the items of scores_N)")
+
 
 def auroc(scores_N: jax.Array, is_positive_N: jax.Array) -> jax.Array:
   """Area under the ROC curve, ties counted one half:
   Σ_{i ∈ P} (#{j ∈ Q: s_j < s_i} + ½·#{j ∈ Q: s_j = s_i}) / (P·Q)."""
+  _check_scores("auroc", scores_N, is_positive_N)
   scores_N = jnp.asarray(scores_N, jnp.float32)
   positive_N = jnp.asarray(is_positive_N, bool)
   negatives_sorted = jnp.sort(jnp.where(positive_N, jnp.inf, scores_N))
@@ -40,6 +49,7 @@ def roc_curve(scores_N: jax.Array, is_positive_N: jax.Array) -> tuple[jax.Array,
   Entry 0 is (0, 0) at threshold +inf; entry j ≥ 1 counts the j highest scores as flagged. Only entries
   that end a run of tied scores are vertices of the curve (is_vertex); the others lie inside a tie.
   """
+  _check_scores("roc_curve", scores_N, is_positive_N)
   scores_N = jnp.asarray(scores_N, jnp.float32)
   order = jnp.argsort(-scores_N, stable=True)
   sorted_scores = scores_N[order]
@@ -56,6 +66,7 @@ def roc_curve(scores_N: jax.Array, is_positive_N: jax.Array) -> tuple[jax.Array,
 
 def tpr_at_fpr(scores_N: jax.Array, is_positive_N: jax.Array, max_fpr: float = 0.01) -> jax.Array:
   """Detection rate at a false-positive budget: max TPR over ROC vertices with FPR ≤ max_fpr."""
+  _check_scores("tpr_at_fpr", scores_N, is_positive_N)
   fpr, tpr, _, is_vertex = roc_curve(scores_N, is_positive_N)
   return jnp.max(jnp.where(is_vertex & (fpr <= max_fpr), tpr, 0.0))
 
@@ -63,6 +74,7 @@ def tpr_at_fpr(scores_N: jax.Array, is_positive_N: jax.Array, max_fpr: float = 0
 def threshold_at_fpr(scores_N: jax.Array, is_positive_N: jax.Array, max_fpr: float = 0.01) -> jax.Array:
   """τ such that the rule s > τ flags at most ⌊max_fpr·Q⌋ of the Q negatives: their (⌊max_fpr·Q⌋+1)-th
   largest score (−inf when the budget allows every negative)."""
+  _check_scores("threshold_at_fpr", scores_N, is_positive_N)
   positive_N = jnp.asarray(is_positive_N, bool)
   descending = -jnp.sort(-jnp.where(positive_N, -jnp.inf, jnp.asarray(scores_N, jnp.float32)))
   num_neg = positive_N.shape[-1] - jnp.sum(positive_N)
@@ -73,6 +85,7 @@ def threshold_at_fpr(scores_N: jax.Array, is_positive_N: jax.Array, max_fpr: flo
 def rates_above_threshold(scores_N: jax.Array, is_positive_N: jax.Array, threshold: jax.Array | float
                           ) -> tuple[jax.Array, jax.Array]:
   """(TPR, FPR) of the rule s > threshold: the fractions of positives and of negatives flagged."""
+  _check_scores("rates_above_threshold", scores_N, is_positive_N)
   flagged = jnp.asarray(scores_N, jnp.float32) > threshold
   positive_N = jnp.asarray(is_positive_N, bool)
   num_pos = jnp.sum(positive_N)

@@ -26,6 +26,8 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
+from mpcodec.metrics.shapes import check_axis, check_rank
+
 # Below this ratio of centred to uncentred Frobenius norm, float32 cannot tell variance from the
 # rounding of the column means, so the matrix counts as having no variance.
 NO_VARIANCE_RELATIVE_NORM = 1e-5
@@ -49,6 +51,13 @@ def _row_weights(x_NxD: jax.Array, row_mask: jax.Array | None) -> jax.Array:
   if row_mask.shape != (x_NxD.shape[0],):
     raise ValueError(f"row_mask has shape {row_mask.shape}, expected ({x_NxD.shape[0]},)")
   return row_mask.astype(jnp.float32)
+
+
+def _check_matrix(func: str, x_NxD, row_mask) -> None:
+  num_rows = check_rank(func, "x_NxD", x_NxD, 2, "samples, features")[0]
+  if row_mask is not None:
+    check_rank(func, "row_mask", row_mask, 1, "samples")
+    check_axis(func, "row_mask", row_mask, 0, num_rows, "N (the rows of x_NxD)")
 
 
 def centre(x_NxD: jax.Array, row_mask: jax.Array | None = None) -> jax.Array:
@@ -81,6 +90,7 @@ def singular_values(x_NxD: jax.Array, row_mask: jax.Array | None = None) -> jax.
     condition number and leave noise of order sqrt(eps) * sigma_max on every small singular value;
     projecting keeps it near eps * sigma_max, at the price of one more (N x D x min) matmul.
   """
+  _check_matrix("singular_values", x_NxD, row_mask)
   centred_NxD = centre(x_NxD, row_mask)
   num_rows, num_features = centred_NxD.shape
   small, large = min(num_rows, num_features), max(num_rows, num_features)
@@ -136,16 +146,19 @@ def num_components_from_sigma(sigma: jax.Array, fraction: float = 0.9) -> jax.Ar
 
 def participation_ratio(x_NxD: jax.Array, row_mask: jax.Array | None = None) -> jax.Array:
   """Participation ratio (sum lambda)^2 / sum lambda^2 of the covariance eigenvalues of centred x."""
+  _check_matrix("participation_ratio", x_NxD, row_mask)
   return participation_ratio_from_sigma(singular_values(x_NxD, row_mask))
 
 
 def effective_rank(x_NxD: jax.Array, row_mask: jax.Array | None = None) -> jax.Array:
   """Effective rank exp(-sum p log p), p = sigma / sum sigma of centred x (Roy & Vetterli 2007)."""
+  _check_matrix("effective_rank", x_NxD, row_mask)
   return effective_rank_from_sigma(singular_values(x_NxD, row_mask))
 
 
 def stable_rank(x_NxD: jax.Array, row_mask: jax.Array | None = None) -> jax.Array:
   """Stable rank ||A||_F^2 / ||A||_2^2 of centred x, with the spectral norm (largest singular value)."""
+  _check_matrix("stable_rank", x_NxD, row_mask)
   return stable_rank_from_sigma(singular_values(x_NxD, row_mask))
 
 
@@ -153,6 +166,7 @@ def num_components_for_variance(
     x_NxD: jax.Array, fraction: float = 0.9, row_mask: jax.Array | None = None
 ) -> jax.Array:
   """Smallest k whose top-k covariance eigenvalues reach `fraction` of the total variance of x."""
+  _check_matrix("num_components_for_variance", x_NxD, row_mask)
   return num_components_from_sigma(singular_values(x_NxD, row_mask), fraction)
 
 
@@ -186,6 +200,7 @@ def twonn_dimension(
   sum log mu = 0 the result is 0. With `num_samples` < N, a random subsample of that many rows
   (drawn with `key`) is measured; all rows otherwise.
   """
+  _check_matrix("twonn_dimension", x_NxD, row_mask)
   x_NxD = jnp.asarray(x_NxD, jnp.float32)
   weights_N = _row_weights(x_NxD, row_mask)
   if num_samples is not None and num_samples < x_NxD.shape[0]:
@@ -243,25 +258,23 @@ def layer_matrix(
   shapes stay static under jit. Attention maps are not measured: "attention" raises ValueError.
   """
   if layout == "dense":
-    if acts.ndim != 2:
-      raise ValueError(f"dense layer: expected (N, D) activations, got shape {acts.shape}")
+    check_rank("layer_matrix", "acts", acts, 2, "samples, features of a dense layer")
     return acts, None
   if layout == "conv":
-    if acts.ndim != 4:
-      raise ValueError(f"conv layer: expected (N, H, W, C) activations, got shape {acts.shape}")
+    check_rank("layer_matrix", "acts", acts, 4, "samples, height, width, channels of a conv layer")
     if conv_mode == "flatten":
       return jnp.reshape(acts, (-1, acts.shape[-1])), None
     if conv_mode == "spatial_mean":
       return jnp.mean(acts, axis=(1, 2)), None
     raise ValueError(f"conv_mode must be 'flatten' or 'spatial_mean', got {conv_mode!r}")
   if layout == "tokens":
-    if acts.ndim != 3:
-      raise ValueError(f"tokens layer: expected (N, T, D) activations, got shape {acts.shape}")
+    check_rank("layer_matrix", "acts", acts, 3, "samples, tokens, features of a token stream")
     matrix = jnp.reshape(acts, (-1, acts.shape[-1]))
     if token_mask is None:
       return matrix, None
-    if token_mask.shape != acts.shape[:2]:
-      raise ValueError(f"token_mask has shape {token_mask.shape}, expected {acts.shape[:2]}")
+    check_rank("layer_matrix", "token_mask", token_mask, 2, "samples, tokens")
+    check_axis("layer_matrix", "token_mask", token_mask, 0, acts.shape[0], "N (the samples of acts)")
+    check_axis("layer_matrix", "token_mask", token_mask, 1, acts.shape[1], "T (the tokens of acts)")
     return matrix, jnp.reshape(token_mask, (-1,)).astype(bool)
   if layout == "attention":
     raise ValueError("attention probabilities are not measured for dimensionality (layout 'attention')")
@@ -287,6 +300,7 @@ def all_measures(
 
   num_components_90 is returned as float32 like the others, so the dict stacks into one array.
   """
+  _check_matrix("all_measures", x_NxD, row_mask)
   sigma = singular_values(x_NxD, row_mask)
   return {
       "participation_ratio": participation_ratio_from_sigma(sigma),

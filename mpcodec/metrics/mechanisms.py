@@ -17,16 +17,17 @@ import jax.numpy as jnp
 
 from mpcodec.core.errors import ActivationError
 from mpcodec.metrics import selectivity
+from mpcodec.metrics.shapes import check_axis, check_rank
 
 
-def _sample_weights(acts: jax.Array, mask) -> jax.Array:
+def _sample_weights(func: str, acts: jax.Array, mask) -> jax.Array:
   """Float weights over acts.shape[:-1]: 1 for positions that count, 0 for padding."""
   if mask is None:
     return jnp.ones(acts.shape[:-1], jnp.float32)
   mask = jnp.asarray(mask)
   if mask.shape != acts.shape[:-1]:
-    raise ActivationError(f"mask has shape {mask.shape}, expected the activations' leading shape "
-                          f"{acts.shape[:-1]}")
+    raise ActivationError(f"{func}: mask needs the leading shape {acts.shape[:-1]} of acts (all axes but the "
+                          f"units), got shape {mask.shape}")
   return mask.astype(jnp.float32)
 
 
@@ -38,13 +39,17 @@ def attention_entropy(probs_NxHxTxT, key_mask_NxT) -> jax.Array:
   Padding queries are left out (their rows are artefacts of the mask); padding keys carry probability
   ~0 in the zoo's attention and add nothing.
   """
+  func = "attention_entropy"
+  num_samples, _, length, _ = check_rank(func, "probs_NxHxTxT", probs_NxHxTxT, 4, "samples, heads, queries T, keys T",
+                                         error=ActivationError)
+  check_axis(func, "probs_NxHxTxT", probs_NxHxTxT, 3, length, "T (one key per query position)",
+             error=ActivationError)
+  check_rank(func, "key_mask_NxT", key_mask_NxT, 2, "samples, keys", error=ActivationError)
+  check_axis(func, "key_mask_NxT", key_mask_NxT, 0, num_samples, "N (the samples of probs_NxHxTxT)",
+             error=ActivationError)
+  check_axis(func, "key_mask_NxT", key_mask_NxT, 1, length, "T (the keys of probs_NxHxTxT)", error=ActivationError)
   probs_NxHxTxT = jnp.asarray(probs_NxHxTxT, jnp.float32)
-  if probs_NxHxTxT.ndim != 4 or probs_NxHxTxT.shape[2] != probs_NxHxTxT.shape[3]:
-    raise ActivationError(f"attention probabilities must be (N, heads, T, T), got {probs_NxHxTxT.shape}")
-  num_samples, _, length, _ = probs_NxHxTxT.shape
   key_mask_NxT = jnp.asarray(key_mask_NxT, bool)
-  if key_mask_NxT.shape != (num_samples, length):
-    raise ActivationError(f"key mask has shape {key_mask_NxT.shape}, expected {(num_samples, length)}")
   positive = probs_NxHxTxT > 0
   plogp = jnp.where(positive, probs_NxHxTxT * jnp.log(jnp.where(positive, probs_NxHxTxT, 1.0)), 0.0)
   entropy_NxHxT = -jnp.sum(plogp, axis=-1)
@@ -58,9 +63,8 @@ def head_specialisation(entropy_H) -> jax.Array:
 
   The heads of a layer are the whole population, hence ddof 0; 0 when every head attends alike.
   """
+  check_rank("head_specialisation", "entropy_H", entropy_H, 1, "one entropy per head", error=ActivationError)
   entropy_H = jnp.asarray(entropy_H, jnp.float32)
-  if entropy_H.ndim != 1:
-    raise ActivationError(f"head_specialisation takes one entropy per head (H,), got {entropy_H.shape}")
   return jnp.std(entropy_H)
 
 
@@ -71,9 +75,12 @@ def filter_cosine_similarity(kernel_KhxKwxCinxCout) -> jax.Array:
   dense kernel (Din, Dout) works too. mean_{i != j} |w_i . w_j| / (||w_i|| ||w_j||); a zero filter has
   cosine 0 with every other.
   """
+  check_rank("filter_cosine_similarity", "kernel_KhxKwxCinxCout", kernel_KhxKwxCinxCout, 2,
+             "..., filter inputs, output filters", leading=True, error=ActivationError)
   kernel = jnp.asarray(kernel_KhxKwxCinxCout, jnp.float32)
-  if kernel.ndim < 2 or kernel.shape[-1] < 2:
-    raise ActivationError(f"a kernel needs >= 2 output filters on its last axis, got shape {kernel.shape}")
+  if kernel.shape[-1] < 2:
+    raise ActivationError(f"filter_cosine_similarity: kernel_KhxKwxCinxCout needs >= 2 output filters on its last "
+                          f"axis, got shape {kernel.shape}")
   filters_FxC = jnp.reshape(kernel, (-1, kernel.shape[-1]))
   norms_C = jnp.linalg.norm(filters_FxC, axis=0)
   unit_FxC = filters_FxC / jnp.where(norms_C > 0, norms_C, 1.0)
@@ -88,10 +95,11 @@ def activation_sparsity(acts, mask=None, eps: float = 0.0) -> jax.Array:
 
   Units are the last axis; mask (acts.shape[:-1]) leaves padding positions out. For ReLU outputs.
   """
+  check_rank("activation_sparsity", "acts", acts, 1, "..., units", leading=True, error=ActivationError)
   acts = jnp.asarray(acts, jnp.float32)
   if eps < 0:
-    raise ActivationError(f"eps must be >= 0, got {eps}")
-  weights = _sample_weights(acts, mask)
+    raise ActivationError(f"activation_sparsity: eps must be >= 0, got {eps}")
+  weights = _sample_weights("activation_sparsity", acts, mask)
   zero_fraction = jnp.mean((jnp.abs(acts) <= eps).astype(jnp.float32), axis=-1)
   return jnp.sum(zero_fraction * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
@@ -103,16 +111,24 @@ def hoyer_sparsity(acts, mask=None) -> jax.Array:
   0 for one whose entries all have the same magnitude; a zero vector counts as 1 (every entry is off).
   Averaged over positions that count under mask (acts.shape[:-1]). Hoyer (2004), JMLR 5, 1457.
   """
+  check_rank("hoyer_sparsity", "acts", acts, 1, "..., units", leading=True, error=ActivationError)
   acts = jnp.asarray(acts, jnp.float32)
   width = acts.shape[-1]
   if width < 2:
-    raise ActivationError(f"Hoyer sparsity needs vectors of >= 2 units, got shape {acts.shape}")
-  weights = _sample_weights(acts, mask)
+    raise ActivationError(f"hoyer_sparsity: acts needs vectors of >= 2 units on its last axis, got shape "
+                          f"{acts.shape}")
+  weights = _sample_weights("hoyer_sparsity", acts, mask)
   l1 = jnp.sum(jnp.abs(acts), axis=-1)
   l2 = jnp.linalg.norm(acts, axis=-1)
   ratio = jnp.where(l2 > 0, l1 / jnp.where(l2 > 0, l2, 1.0), 1.0)
   hoyer = (math.sqrt(width) - ratio) / (math.sqrt(width) - 1.0)
   return jnp.sum(hoyer * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+
+
+def _check_acts_and_labels(func: str, acts_NxD, labels_N) -> None:
+  num_samples = check_rank(func, "acts_NxD", acts_NxD, 2, "samples, units", error=ActivationError)[0]
+  check_rank(func, "labels_N", labels_N, 1, "samples", error=ActivationError)
+  check_axis(func, "labels_N", labels_N, 0, num_samples, "N (the samples of acts_NxD)", error=ActivationError)
 
 
 def class_selectivity(acts_NxD, labels_N, num_classes: int) -> jax.Array:
@@ -125,11 +141,10 @@ def class_selectivity(acts_NxD, labels_N, num_classes: int) -> jax.Array:
   activations the index is not defined there). Morcos et al. (2018), "On the importance of single
   directions for generalization", ICLR.
   """
+  _check_acts_and_labels("class_selectivity", acts_NxD, labels_N)
   acts_NxD = jnp.asarray(acts_NxD, jnp.float32)
-  if acts_NxD.ndim != 2:
-    raise ActivationError(f"class_selectivity takes activations (N, D), got {acts_NxD.shape}")
   if num_classes < 2:
-    raise ActivationError(f"class selectivity needs >= 2 classes, got {num_classes}")
+    raise ActivationError(f"class_selectivity needs >= 2 classes, got {num_classes}")
   means_CxD = selectivity.concept_responses(acts_NxD, jnp.asarray(labels_N), num_classes)
   top_D = jnp.max(means_CxD, axis=0)
   rest_D = (jnp.sum(means_CxD, axis=0) - top_D) / (num_classes - 1)
@@ -140,5 +155,6 @@ def class_selectivity(acts_NxD, labels_N, num_classes: int) -> jax.Array:
 
 def class_means(acts_NxD, labels_N, num_classes: int) -> jax.Array:
   """The class-mean matrix (C, D): mean activation of each unit over each class's samples."""
+  _check_acts_and_labels("class_means", acts_NxD, labels_N)
   return selectivity.concept_responses(jnp.asarray(acts_NxD, jnp.float32), jnp.asarray(labels_N),
                                        num_classes)

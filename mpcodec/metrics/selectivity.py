@@ -11,6 +11,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from mpcodec.core.errors import DataError
+from mpcodec.metrics.shapes import check_axis, check_rank
+
 MONOSEMANTIC = 0
 POLYSEMANTIC = 1
 DEAD = 2
@@ -22,12 +25,19 @@ NUM_ORIENTATIONS = 2
 NUM_COLOURS = 2
 
 
+def _check_acts_and_ids(func: str, acts_NxH, ids_name: str, ids_N) -> None:
+  num_samples = check_rank(func, "acts_NxH", acts_NxH, 2, "samples, neurons")[0]
+  check_rank(func, ids_name, ids_N, 1, "samples")
+  check_axis(func, ids_name, ids_N, 0, num_samples, "N (the samples of acts_NxH)")
+
+
 def concept_responses(acts_NxH: jax.Array, concept_ids_N: jax.Array, num_concepts: int) -> jax.Array:
   """Mean activation of each neuron over the samples of each concept, shape (C, H).
 
   response[c, h] = sum_n [id_n = c] acts[n, h] / max(1, #{n: id_n = c}); a concept without samples
   gets response 0 (not NaN). Ids outside [0, num_concepts) are ignored.
   """
+  _check_acts_and_ids("concept_responses", acts_NxH, "concept_ids_N", concept_ids_N)
   one_hot_NxC = jax.nn.one_hot(concept_ids_N, num_concepts, dtype=acts_NxH.dtype)
   sums_CxH = one_hot_NxC.T @ acts_NxH
   counts_C = one_hot_NxC.sum(axis=0)
@@ -40,8 +50,10 @@ def concept_response_selectivity(responses_CxH: jax.Array) -> jax.Array:
   CRS = (r_max - r_second) / r_max over the C >= 2 concepts; CRS = 0 when r_max <= 0 (the neuron is
   silent on every concept). For non-negative (post-ReLU) responses CRS lies in [0, 1].
   """
-  if responses_CxH.ndim != 2 or responses_CxH.shape[0] < 2:
-    raise ValueError(f"CRS needs responses of shape (C>=2, H), got {responses_CxH.shape}")
+  shape = check_rank("concept_response_selectivity", "responses_CxH", responses_CxH, 2, "concepts C >= 2, neurons")
+  if shape[0] < 2:
+    raise DataError(f"concept_response_selectivity: responses_CxH needs C >= 2 concepts on axis 0, got shape "
+                    f"{shape}")
   sorted_CxH = jnp.sort(responses_CxH, axis=0)
   top_H = sorted_CxH[-1]
   second_H = sorted_CxH[-2]
@@ -58,6 +70,8 @@ def mono_poly_selectivity(acts_NxH: jax.Array, orientation_N: jax.Array,
   Returns {"crs_orientation", "crs_colour", "crs_conjunction"}: (H,) floats, and "alive": (H,) bool,
   True where the neuron is active (> 0) on at least one sample.
   """
+  _check_acts_and_ids("mono_poly_selectivity", acts_NxH, "orientation_N", orientation_N)
+  _check_acts_and_ids("mono_poly_selectivity", acts_NxH, "colour_N", colour_N)
   crs_orientation = concept_response_selectivity(
       concept_responses(acts_NxH, orientation_N, NUM_ORIENTATIONS))
   crs_colour = concept_response_selectivity(concept_responses(acts_NxH, colour_N, NUM_COLOURS))
@@ -79,6 +93,10 @@ def label_neurons(crs_orientation_H: jax.Array, crs_colour_H: jax.Array, alive_H
   dead: never active; polysemantic: alive and CRS < threshold for both orientation and colour;
   monosemantic: alive otherwise.
   """
+  num_neurons = check_rank("label_neurons", "crs_orientation_H", crs_orientation_H, 1, "neurons")[0]
+  for name, values_H in (("crs_colour_H", crs_colour_H), ("alive_H", alive_H)):
+    check_rank("label_neurons", name, values_H, 1, "neurons")
+    check_axis("label_neurons", name, values_H, 0, num_neurons, "H (the neurons of crs_orientation_H)")
   unselective_H = (crs_orientation_H < threshold) & (crs_colour_H < threshold)
   alive_label_H = jnp.where(unselective_H, POLYSEMANTIC, MONOSEMANTIC)
   return jnp.where(alive_H, alive_label_H, DEAD).astype(jnp.int32)

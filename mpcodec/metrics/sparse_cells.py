@@ -32,7 +32,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from mpcodec.metrics.coactivation import PairStatistics
+from mpcodec.metrics.coactivation import PairStatistics, check_pair_mask, check_pairs
+from mpcodec.metrics.shapes import check_axis, check_index_range, check_rank
 from mpcodec.metrics.truth_tables import UNTESTABLE, TruthTables, classify
 from mpcodec.metrics.validation import LayerTruthTables
 
@@ -73,8 +74,26 @@ def init_cell_statistics(num_pairs: int, num_neurons: int, width: int = 1) -> Ce
                         zeros_PxV, zeros_PxV, zeros_PxV, zeros_P, zeros_P, zeros_P, zeros_P, zeros_P)
 
 
+def _check_row_lists(func: str, value_BxK, column_BxK, pairs_Px2, num_atoms: int, valid_P,
+                     acts_name: str | None = None, acts_BxM=None) -> tuple[int, int]:
+  """(P, M): row lists (B, K) of latents in [0, num_atoms), pairs of those latents, readings (B, M) if given."""
+  num_rows, k = check_rank(func, "value_BxK", value_BxK, 2, "rows, k listed latents")
+  check_rank(func, "column_BxK", column_BxK, 2, "rows, k listed latents")
+  check_axis(func, "column_BxK", column_BxK, 0, num_rows, "B (the rows of value_BxK)")
+  check_axis(func, "column_BxK", column_BxK, 1, k, "K (the entries per row of value_BxK)")
+  check_index_range(func, "column_BxK", column_BxK, num_atoms, "latents (num_atoms)")
+  num_pairs = check_pairs(func, "pairs_Px2", pairs_Px2, num_atoms, "latents (num_atoms)")
+  check_pair_mask(func, "valid_P", valid_P, num_pairs)
+  num_neurons = 0
+  if acts_name is not None:
+    num_neurons = check_rank(func, acts_name, acts_BxM, 2, "rows, neurons")[1]
+    check_axis(func, acts_name, acts_BxM, 0, num_rows, "B (the rows of value_BxK)")
+  return num_pairs, num_neurons
+
+
 def row_lists_from_dense(codes_BxN: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
   """(value_BxK, column_BxK): the k largest codes of each row (exact when a row has <= k non-zeros)."""
+  check_rank("row_lists_from_dense", "codes_BxN", codes_BxN, 2, "rows, latents")
   return jax.lax.top_k(jnp.asarray(codes_BxN, jnp.float32), k)
 
 
@@ -281,6 +300,11 @@ def sparse_truth_tables(neuron_acts_BxM: jax.Array, value_BxK: jax.Array, column
 
   Same result for valid pairs (up to float summation order); invalid pairs have zero means and counts.
   """
+  func = "sparse_truth_tables"
+  num_pairs, num_neurons = _check_row_lists(func, value_BxK, column_BxK, pairs_Px2, num_atoms, valid_P,
+                                            "neuron_acts_BxM", neuron_acts_BxM)
+  check_pair_mask(func, "neuron_P", neuron_P, num_pairs)
+  check_index_range(func, "neuron_P", neuron_P, num_neurons, "neurons (columns of neuron_acts_BxM)")
   acts_BxM = jnp.asarray(neuron_acts_BxM, jnp.float32)
   stats = init_cell_statistics(jnp.shape(neuron_P)[0], acts_BxM.shape[1])
   stats = accumulate_cell_statistics(stats, value_BxK, column_BxK, acts_BxM, pairs_Px2, neuron_P, valid_P,
@@ -293,6 +317,8 @@ def sparse_layer_truth_tables(layer_acts_BxH: jax.Array, value_BxK: jax.Array, c
                               valid_P: jax.Array | None = None, row_chunk: int = 8192, item_chunk: int = 8192
                               ) -> LayerTruthTables:
   """`validation.layer_truth_tables` (every pair through every real neuron) from Top-K row lists."""
+  _check_row_lists("sparse_layer_truth_tables", value_BxK, column_BxK, pairs_Px2, num_atoms, valid_P,
+                   "layer_acts_BxH", layer_acts_BxH)
   acts_BxH = jnp.asarray(layer_acts_BxH, jnp.float32)
   num_pairs, width = jnp.shape(pairs_Px2)[0], acts_BxH.shape[1]
   stats = init_cell_statistics(num_pairs, width, width)
@@ -305,6 +331,7 @@ def sparse_pair_statistics(value_BxK: jax.Array, column_BxK: jax.Array, pairs_Px
                            num_atoms: int, valid_P: jax.Array | None = None, row_chunk: int = 8192,
                            item_chunk: int = 131072) -> PairStatistics:
   """`coactivation.pair_statistics` (counts and code correlation) from Top-K row lists."""
+  _check_row_lists("sparse_pair_statistics", value_BxK, column_BxK, pairs_Px2, num_atoms, valid_P)
   num_rows = jnp.shape(value_BxK)[0]
   stats = init_cell_statistics(jnp.shape(pairs_Px2)[0], 1)
   stats = accumulate_cell_statistics(stats, value_BxK, column_BxK, jnp.zeros((num_rows, 1), jnp.float32),

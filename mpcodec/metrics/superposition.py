@@ -10,6 +10,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from mpcodec.core.errors import DataError
+from mpcodec.metrics.shapes import check_axis, check_rank
+
 # Norm above which a feature counts as represented (the paper's plots use ||W_i|| ≈ 1 vs ≈ 0).
 REPRESENTED_NORM = 0.5
 
@@ -17,9 +20,16 @@ REPRESENTED_NORM = 0.5
 NOT_REPRESENTED, DEDICATED_DIMENSION, SUPERPOSITION, OTHER = 0, 1, 2, 3
 SOLUTION_NAMES: tuple[str, ...] = ("not represented", "dedicated dimension", "superposition", "other")
 
+_DIMS = "..., hidden m, features n"
+
+
+def _check_weights(func: str, weights_MxN, name: str = "weights_MxN") -> tuple[int, ...]:
+  return check_rank(func, name, weights_MxN, 2, _DIMS, leading=True)
+
 
 def dimensions_per_feature_total(weights_MxN: jax.Array) -> jax.Array:
   """Dimensions per feature D* = m / ||W||_F² (Elhage et al. 2022, section 6)."""
+  _check_weights("dimensions_per_feature_total", weights_MxN)
   hidden_dim = weights_MxN.shape[-2]
   return hidden_dim / jnp.sum(jnp.square(weights_MxN), axis=(-2, -1))
 
@@ -31,6 +41,7 @@ def feature_dimensionality(weights_MxN: jax.Array, eps: float = 1e-12) -> jax.Ar
   dimension and 1/k for k features sharing one antipodal/regular arrangement. An unrepresented feature
   (W_i = 0) gets 0. Reference: Elhage et al. 2022, section 6, "Feature dimensionality".
   """
+  _check_weights("feature_dimensionality", weights_MxN)
   norms_sq_N = jnp.sum(jnp.square(weights_MxN), axis=-2)
   unit_MxN = weights_MxN / jnp.sqrt(jnp.maximum(norms_sq_N, eps))[..., None, :]
   overlaps_NxN = jnp.einsum("...mi,...mj->...ij", unit_MxN, weights_MxN)
@@ -40,15 +51,17 @@ def feature_dimensionality(weights_MxN: jax.Array, eps: float = 1e-12) -> jax.Ar
 
 def represented_features(weights_MxN: jax.Array, threshold: float = REPRESENTED_NORM) -> jax.Array:
   """Boolean (..., n): feature i is represented when ||W_i|| > threshold."""
+  _check_weights("represented_features", weights_MxN)
   return jnp.linalg.norm(weights_MxN, axis=-2) > threshold
 
 
 def num_represented_features(weights_MxN: jax.Array, threshold: float = REPRESENTED_NORM) -> jax.Array:
   """Number of features with ||W_i|| > threshold."""
+  _check_weights("num_represented_features", weights_MxN)
   return jnp.sum(represented_features(weights_MxN, threshold), axis=-1)
 
 
-def features_per_neuron(weights_MxN: jax.Array, eps: float = 1e-12) -> jax.Array:
+def feature_participation_per_neuron(weights_MxN: jax.Array, eps: float = 1e-12) -> jax.Array:
   """Features each hidden neuron carries, as a participation ratio of its positive weights, (..., m).
 
   For neuron j with w_i = max(W_ji, 0): (Σ_i w_i²)² / Σ_i w_i⁴, which is k for k equal weights and 1
@@ -57,6 +70,7 @@ def features_per_neuron(weights_MxN: jax.Array, eps: float = 1e-12) -> jax.Array
   Meaningful for the "relu_hidden" variant, whose ReLU privileges the neuron basis (Elhage et al. 2022,
   section 7, where neurons are called monosemantic or polysemantic by the features they respond to).
   """
+  _check_weights("feature_participation_per_neuron", weights_MxN)
   squared_MxN = jnp.square(jax.nn.relu(weights_MxN))
   total_M = jnp.sum(squared_MxN, axis=-1)
   return jnp.where(total_M > eps,
@@ -73,6 +87,10 @@ def classify_two_feature_solution(weights_1x2: jax.Array, threshold: float = REP
   anything else (neither represented, or both on the same side). Reference: Elhage et al. 2022,
   section 4 ("Superposition as a phase change"), phase diagram of the n = 2, m = 1 model.
   """
+  shape = _check_weights("classify_two_feature_solution", weights_1x2, "weights_1x2")
+  if shape[-2:] != (1, 2):
+    raise DataError(f"classify_two_feature_solution: weights_1x2 needs m = 1 hidden and n = 2 features on its last "
+                    f"two axes, got shape {shape}")
   represented_2 = represented_features(weights_1x2, threshold)
   first, second = represented_2[..., 0], represented_2[..., 1]
   antipodal = jnp.sum(weights_1x2[..., 0] * weights_1x2[..., 1], axis=-1) < 0
@@ -87,6 +105,13 @@ def embedding_angle_gaps(weights_2xN: jax.Array) -> jax.Array:
   Sorts the directions atan2(W_2i, W_1i) and returns the n gaps around the circle (they sum to 360);
   a regular pentagon gives five gaps of 72.
   """
+  _check_weights("embedding_angle_gaps", weights_2xN, "weights_2xN")
+  check_axis("embedding_angle_gaps", "weights_2xN", weights_2xN, -2, 2, "m = 2 hidden dimensions")
   angles_N = jnp.sort(jnp.degrees(jnp.arctan2(weights_2xN[..., 1, :], weights_2xN[..., 0, :])), axis=-1)
   wrapped_N = jnp.concatenate([angles_N[..., 1:], angles_N[..., :1] + 360.0], axis=-1)
   return wrapped_N - angles_N
+
+
+# The name the toy-superposition study reads; the package exports the function under its own name, since
+# `codec.features_per_neuron` (latents assigned to each Squeezer neuron) holds the short one.
+features_per_neuron = feature_participation_per_neuron

@@ -26,14 +26,32 @@ from typing import Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from mpcodec.core.errors import DataError
+from mpcodec.metrics.callable_module import make_callable
 from mpcodec.metrics.codec import sum_squared_error
+from mpcodec.metrics.shapes import check_axis, check_rank
 
 Ranking = Literal["contribution", "explained"]
+
+
+def _check_atoms(func: str, codes_BxN, decoder_NxD, x_BxD=None, b_dec_D=None) -> None:
+  """Codes (B, N), decoder rows (N, D), and where given x (B, D) and b_dec (D,)."""
+  num_samples, num_atoms = check_rank(func, "codes_BxN", codes_BxN, 2, "samples, atoms")
+  width = check_rank(func, "decoder_NxD", decoder_NxD, 2, "atoms, features")[1]
+  check_axis(func, "decoder_NxD", decoder_NxD, 0, num_atoms, "N (the atoms of codes_BxN)")
+  if x_BxD is not None:
+    check_rank(func, "x_BxD", x_BxD, 2, "samples, features")
+    check_axis(func, "x_BxD", x_BxD, 0, num_samples, "B (the samples of codes_BxN)")
+    check_axis(func, "x_BxD", x_BxD, 1, width, "D (the features of decoder_NxD)")
+  if b_dec_D is not None:
+    check_rank(func, "b_dec_D", b_dec_D, 1, "features")
+    check_axis(func, "b_dec_D", b_dec_D, 0, width, "D (the features of decoder_NxD)")
 
 
 def atom_scores(codes_BxN: jax.Array, decoder_NxD: jax.Array, x_BxD: jax.Array | None = None,
                 ranking: Ranking = "contribution") -> jax.Array:
   """(N,) variance score of each atom (see the module docstring); "explained" needs x."""
+  _check_atoms("atom_scores", codes_BxN, decoder_NxD, x_BxD)
   codes_BxN = jnp.asarray(codes_BxN, jnp.float32)
   decoder_NxD = jnp.asarray(decoder_NxD, jnp.float32)
   centered_BxN = codes_BxN - jnp.mean(codes_BxN, axis=0)
@@ -51,6 +69,7 @@ def atom_scores(codes_BxN: jax.Array, decoder_NxD: jax.Array, x_BxD: jax.Array |
 
 def atom_ranks(scores_N: jax.Array) -> jax.Array:
   """(N,) rank of each atom, 0 = highest score; ties go to the lower index."""
+  check_rank("atom_ranks", "scores_N", scores_N, 1, "atoms")
   order_N = jnp.argsort(-scores_N, stable=True)
   return jnp.zeros_like(order_N).at[order_N].set(jnp.arange(order_N.shape[0]))
 
@@ -63,6 +82,7 @@ def monosemantic_baseline(codes_BxN: jax.Array, decoder_NxD: jax.Array, b_dec_D:
   Dense (one (B, N)·(N, D) product); `monosemantic_fvu_sweep` is the sparse path for many M at scale.
   `num_kept` may be traced (rank mask), so a sweep of M can be vmapped. x is used by ranking="explained".
   """
+  _check_atoms("monosemantic_baseline", codes_BxN, decoder_NxD, x_BxD, b_dec_D)
   codes_BxN = jnp.asarray(codes_BxN, jnp.float32)
   decoder_NxD = jnp.asarray(decoder_NxD, jnp.float32)
   kept_N = atom_ranks(atom_scores(codes_BxN, decoder_NxD, x_BxD, ranking)) < num_kept
@@ -79,6 +99,8 @@ def monosemantic_fvu_sweep(x_BxD: jax.Array, codes_BxN: jax.Array, decoder_NxD: 
   largest), x̂_M(b) = b_dec + Σ_{n dropped} z̄_n d_n + Σ_{n active in b, kept} z_bn d_n: only the active
   decoder rows are gathered, B·max_active·D work per M instead of the dense B·N·D.
   """
+  _check_atoms("monosemantic_fvu_sweep", codes_BxN, decoder_NxD, x_BxD, b_dec_D)
+  check_rank("monosemantic_fvu_sweep", "num_kept_J", num_kept_J, 1, "widths M to sweep")
   x_BxD = jnp.asarray(x_BxD, jnp.float32)
   codes_BxN = jnp.asarray(codes_BxN, jnp.float32)
   decoder_NxD = jnp.asarray(decoder_NxD, jnp.float32)
@@ -124,7 +146,10 @@ class SuperpositionTax(NamedTuple):
 
 
 def tax_from_fvu(fvu_squeezer: jax.Array, fvu_baseline: jax.Array) -> SuperpositionTax:
-  """The tax from two FVUs; undefined (a perfect baseline) is recorded, never a division by zero."""
+  """The tax from two FVUs (elementwise, any equal shapes); undefined (a perfect baseline) is recorded."""
+  if jnp.shape(fvu_squeezer) != jnp.shape(fvu_baseline):
+    raise DataError(f"tax_from_fvu: fvu_baseline needs the shape {jnp.shape(fvu_squeezer)} of fvu_squeezer, got "
+                    f"shape {jnp.shape(fvu_baseline)}")
   fvu_squeezer, fvu_baseline = jnp.asarray(fvu_squeezer), jnp.asarray(fvu_baseline)
   defined = fvu_baseline > 0
   tax = jnp.where(defined, fvu_squeezer / jnp.where(defined, fvu_baseline, 1.0), 0.0)
@@ -134,8 +159,17 @@ def tax_from_fvu(fvu_squeezer: jax.Array, fvu_baseline: jax.Array) -> Superposit
 def superposition_tax(x_BxD: jax.Array, x_hat_squeezer_BxD: jax.Array, x_hat_baseline_BxD: jax.Array
                       ) -> SuperpositionTax:
   """FVU(x, x̂_squeezer) / FVU(x, x̂_baseline) (the same x, so the ratio of the summed squared errors)."""
+  shape = check_rank("superposition_tax", "x_BxD", x_BxD, 2, "samples, features")
+  for name, x_hat_BxD in (("x_hat_squeezer_BxD", x_hat_squeezer_BxD), ("x_hat_baseline_BxD", x_hat_baseline_BxD)):
+    check_rank("superposition_tax", name, x_hat_BxD, 2, "samples, features")
+    for axis in (0, 1):
+      check_axis("superposition_tax", name, x_hat_BxD, axis, shape[axis], f"{'BD'[axis]} (as in x_BxD)")
   x_BxD = jnp.asarray(x_BxD, jnp.float32)
   variance = jnp.sum(jnp.square(x_BxD - jnp.mean(x_BxD, axis=0)))
   variance = jnp.where(variance > 0, variance, 1.0)
   return tax_from_fvu(sum_squared_error(x_BxD, x_hat_squeezer_BxD) / variance,
                       sum_squared_error(x_BxD, x_hat_baseline_BxD) / variance)
+
+
+# `from mpcodec.metrics import superposition_tax` gives this module; calling it runs `superposition_tax`.
+make_callable(__name__, superposition_tax)

@@ -36,6 +36,7 @@ import sklearn.metrics
 import threadpoolctl
 
 from mpcodec.core.errors import DataError
+from mpcodec.metrics.shapes import check_axis, check_index_range, check_rank
 from mpcodec.metrics.truth_tables import permuted_assignment
 
 EXCLUDED = -1
@@ -63,6 +64,7 @@ class ThemeClustering:
 
 def cosine_affinity(vectors_NxD: np.ndarray) -> np.ndarray:
   """(N, N) max(cos(v_i, v_j), 0), float64."""
+  check_rank("cosine_affinity", "vectors_NxD", vectors_NxD, 2, "atoms, features")
   vectors = np.asarray(vectors_NxD, np.float64)
   unit = vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
   return np.clip(unit @ unit.T, 0.0, 1.0)
@@ -73,6 +75,7 @@ def coactivation_affinity(codes_BxN: np.ndarray) -> np.ndarray:
 
   Computed as a sparse product (codes are sparse), so B·N² work is never spent.
   """
+  check_rank("coactivation_affinity", "codes_BxN", codes_BxN, 2, "samples, atoms")
   fires = scipy.sparse.csr_matrix(np.asarray(codes_BxN) > 0, dtype=np.float64)
   together = (fires.T @ fires).toarray()
   count_N = np.diag(together).copy()
@@ -120,7 +123,14 @@ def cluster_atoms(vectors_NxD: np.ndarray | None = None, affinity_NxN: np.ndarra
     raise DataError("cluster_atoms: method='kmeans' clusters vectors; give vectors_NxD")
   if criterion == "eigengap" and method != "spectral":
     raise DataError("cluster_atoms: criterion='eigengap' needs method='spectral'")
-  num_atoms = (vectors_NxD if vectors_NxD is not None else affinity_NxN).shape[0]
+  if vectors_NxD is not None:
+    num_atoms = check_rank("cluster_atoms", "vectors_NxD", vectors_NxD, 2, "atoms, features")[0]
+  else:
+    num_atoms = check_rank("cluster_atoms", "affinity_NxN", affinity_NxN, 2, "atoms, atoms")[0]
+    check_axis("cluster_atoms", "affinity_NxN", affinity_NxN, 1, num_atoms, "N (a square matrix)")
+  if live_N is not None:
+    check_rank("cluster_atoms", "live_N", live_N, 1, "atoms")
+    check_axis("cluster_atoms", "live_N", live_N, 0, num_atoms, "N (the atoms)")
   live_N = np.ones(num_atoms, bool) if live_N is None else np.asarray(live_N, bool)
   labels_N = np.full(num_atoms, EXCLUDED, np.int64)
   live_index = np.flatnonzero(live_N)
@@ -183,11 +193,26 @@ def adjusted_rand(labels_N: np.ndarray, truth_N: np.ndarray) -> float:
   HDBSCAN noise (-2) counts as one more cluster, so leaving atoms unassigned is not rewarded.
   Returns 0.0 with fewer than two scored atoms.
   """
+  num_atoms = check_rank("adjusted_rand", "labels_N", labels_N, 1, "atoms")[0]
+  check_rank("adjusted_rand", "truth_N", truth_N, 1, "atoms")
+  check_axis("adjusted_rand", "truth_N", truth_N, 0, num_atoms, "N (the atoms of labels_N)")
   labels_N, truth_N = np.asarray(labels_N), np.asarray(truth_N)
   scored = (truth_N >= 0) & (labels_N != EXCLUDED)
   if scored.sum() < 2:
     return 0.0
   return float(sklearn.metrics.adjusted_rand_score(truth_N[scored], labels_N[scored]))
+
+
+def _check_assignment_and_themes(func: str, assignment_N, theme_N, num_neurons: int | None,
+                                 num_themes: int | None) -> None:
+  num_atoms = check_rank(func, "assignment_N", assignment_N, 1, "atoms: the neuron of each atom, -1 if dead")[0]
+  check_rank(func, "theme_N", theme_N, 1, "atoms: the theme of each atom, < 0 if none")
+  check_axis(func, "theme_N", theme_N, 0, num_atoms, "N (the atoms of assignment_N)")
+  if num_neurons is not None:
+    check_index_range(func, "assignment_N", assignment_N, num_neurons, "neurons (num_neurons), or -1", lower=-1)
+  if num_themes is not None:
+    # Negative themes (excluded, noise) are not counted, whatever their value.
+    check_index_range(func, "theme_N", theme_N, num_themes, "themes (num_themes), or < 0", lower=None)
 
 
 def same_theme_fraction(assignment_N: jax.Array, theme_N: jax.Array, num_neurons: int, num_themes: int
@@ -197,6 +222,7 @@ def same_theme_fraction(assignment_N: jax.Array, theme_N: jax.Array, num_neurons
   Over atoms that are live (assignment >= 0) and have a theme (>= 0): with c_mt such atoms of theme t in
   neuron m and n_m = Σ_t c_mt, fraction = Σ_mt c_mt(c_mt - 1)/2 / Σ_m n_m(n_m - 1)/2 (0 with no pair).
   """
+  _check_assignment_and_themes("same_theme_fraction", assignment_N, theme_N, num_neurons, num_themes)
   assignment_N = jnp.asarray(assignment_N, jnp.int32)
   theme_N = jnp.asarray(theme_N, jnp.int32)
   counted_N = (assignment_N >= 0) & (theme_N >= 0)
@@ -236,6 +262,7 @@ def roommates_share_theme(assignment_N: np.ndarray, theme_N: np.ndarray, key: ja
   kept). With no counted roommate pair the fractions are 0 and num_pairs is 0. num_neurons and
   num_themes (default: the largest index + 1) fix the compiled shapes, so a sweep compiles once.
   """
+  _check_assignment_and_themes("roommates_share_theme", assignment_N, theme_N, num_neurons, num_themes)
   assignment_N = np.asarray(assignment_N, np.int32)
   theme_N = np.where(assignment_N >= 0, np.asarray(theme_N), -1).astype(np.int32)
   num_neurons = num_neurons or max(int(assignment_N.max(initial=-1)) + 1, 1)

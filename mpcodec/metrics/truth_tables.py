@@ -28,7 +28,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from mpcodec.metrics.coactivation import map_over_pair_chunks
+from mpcodec.metrics.callable_module import make_callable
+from mpcodec.metrics.coactivation import check_pair_mask, check_pairs, map_over_pair_chunks
+from mpcodec.metrics.shapes import check_axis, check_index_range, check_rank
 
 OR, AND, XOR, OTHER, UNTESTABLE = range(5)
 CLASS_NAMES = ("OR", "AND", "XOR", "OTHER", "UNTESTABLE")
@@ -38,11 +40,24 @@ CELL_NAMES = ("neither", "only_a", "only_b", "both")
 # ----------------------------------------------------------------------------- roommates
 
 
+def _check_encoder(func: str, squeezer_w_enc_MxN, live_N) -> None:
+  num_atoms = check_rank(func, "squeezer_w_enc_MxN", squeezer_w_enc_MxN, 2, "neurons, atoms")[1]
+  check_rank(func, "live_N", live_N, 1, "atoms")
+  check_axis(func, "live_N", live_N, 0, num_atoms, "N (the atoms of squeezer_w_enc_MxN)")
+
+
+def _check_assignment(func: str, assignment_N, num_neurons: int | None = None) -> None:
+  check_rank(func, "assignment_N", assignment_N, 1, "atoms: the neuron of each atom, -1 if dead")
+  if num_neurons is not None:
+    check_index_range(func, "assignment_N", assignment_N, num_neurons, "neurons (or -1 for a dead atom)", lower=-1)
+
+
 def hard_assignment(squeezer_w_enc_MxN: jax.Array, live_N: jax.Array) -> jax.Array:
   """(N,) int32 neuron of each atom: argmax_m W_enc[m, i] (as `codec.features_per_neuron`), -1 if dead.
 
   The Squeezer stores its encoder as `w_enc_NxD` = (M, N), one row of atom weights per neuron.
   """
+  _check_encoder("hard_assignment", squeezer_w_enc_MxN, live_N)
   owner_N = jnp.argmax(jnp.asarray(squeezer_w_enc_MxN), axis=0).astype(jnp.int32)
   return jnp.where(jnp.asarray(live_N, bool), owner_N, -1)
 
@@ -54,6 +69,7 @@ def soft_assignment(squeezer_w_enc_MxN: jax.Array, live_N: jax.Array) -> jax.Arr
   so a negative weight never makes neuron m carry atom i. Rows of dead atoms, or of atoms without any
   positive weight, are 0.
   """
+  _check_encoder("soft_assignment", squeezer_w_enc_MxN, live_N)
   positive_NxM = jnp.maximum(jnp.asarray(squeezer_w_enc_MxN, jnp.float32), 0.0).T
   total_N = jnp.sum(positive_NxM, axis=-1, keepdims=True)
   share_NxM = positive_NxM / jnp.where(total_N > 0, total_N, 1.0)
@@ -62,6 +78,7 @@ def soft_assignment(squeezer_w_enc_MxN: jax.Array, live_N: jax.Array) -> jax.Arr
 
 def count_roommate_pairs(assignment_N: jax.Array, num_neurons: int) -> jax.Array:
   """Number of roommate pairs Σ_m c_m (c_m - 1) / 2, c_m = live atoms of neuron m (to size `max_pairs`)."""
+  _check_assignment("count_roommate_pairs", assignment_N, num_neurons)
   assignment_N = jnp.asarray(assignment_N, jnp.int32)
   counts_M = jnp.zeros(num_neurons, jnp.int32).at[assignment_N].add((assignment_N >= 0).astype(jnp.int32),
                                                                      mode="drop")
@@ -77,6 +94,7 @@ def roommate_pairs(assignment_N: jax.Array, num_neurons: int, max_pairs: int
   invalid. Built from the atoms sorted by neuron, where the pairs of pair index t are found by a search in
   the running count of pairs, so nothing of size N² is formed.
   """
+  _check_assignment("roommate_pairs", assignment_N, num_neurons)
   assignment_N = jnp.asarray(assignment_N, jnp.int32)
   num_atoms = assignment_N.shape[0]
   sort_key_N = jnp.where(assignment_N >= 0, assignment_N, num_neurons)
@@ -111,6 +129,7 @@ def random_nonroommate_pairs(key: jax.Array, assignment_N: jax.Array, num_pairs:
   Returns (pairs_Px2, neuron_P = assignment[a], valid_P); a pair is valid if one of `num_tries` draws
   put a and b in different neurons (with fewer than two occupied neurons none is).
   """
+  _check_assignment("random_nonroommate_pairs", assignment_N)
   assignment_N = jnp.asarray(assignment_N, jnp.int32)
   live_index_N, num_live = _live_atoms(assignment_N)
 
@@ -132,6 +151,7 @@ def permuted_assignment(key: jax.Array, assignment_N: jax.Array) -> jax.Array:
   The null "Squeezer whose atom-to-neuron assignment is permuted": roommates become random atoms while
   the neurons' activations and occupancies stay as they are. Dead atoms stay -1.
   """
+  _check_assignment("permuted_assignment", assignment_N)
   assignment_N = jnp.asarray(assignment_N, jnp.int32)
   live_N = assignment_N >= 0
   live_in_order_N = jnp.argsort(~live_N, stable=True)
@@ -141,6 +161,24 @@ def permuted_assignment(key: jax.Array, assignment_N: jax.Array) -> jax.Array:
 
 
 # ----------------------------------------------------------------------------- truth tables
+
+
+def check_pair_readings(func: str, acts_BxM, acts_name: str, codes_BxN, pairs_Px2, neuron_P, valid_P) -> None:
+  """Shapes of the inputs of a truth-table function, and (when concrete) its atom and neuron indices.
+
+  acts_BxM: the reading neurons' activations (B, M); codes_BxN: the atoms' codes on the same samples;
+  pairs_Px2: atom pairs; neuron_P: the neuron that reads each pair (None: every neuron reads every pair);
+  valid_P: None or a mask over the pairs.
+  """
+  num_samples, num_neurons = check_rank(func, acts_name, acts_BxM, 2, "samples, neurons")
+  num_atoms = check_rank(func, "codes_BxN", codes_BxN, 2, "samples, atoms")[1]
+  check_axis(func, "codes_BxN", codes_BxN, 0, num_samples, f"B (the samples of {acts_name})")
+  num_pairs = check_pairs(func, "pairs_Px2", pairs_Px2, num_atoms, "atoms (columns of codes_BxN)")
+  if neuron_P is not None:
+    check_rank(func, "neuron_P", neuron_P, 1, "pairs")
+    check_axis(func, "neuron_P", neuron_P, 0, num_pairs, "P (the pairs of pairs_Px2)")
+    check_index_range(func, "neuron_P", neuron_P, num_neurons, f"neurons (columns of {acts_name})")
+  check_pair_mask(func, "valid_P", valid_P, num_pairs)
 
 
 class TruthTables(NamedTuple):
@@ -177,6 +215,10 @@ def cell_sums(acts_MxB: jax.Array, fires_NxB: jax.Array, pairs_Px2: jax.Array, n
 
 def classify(means_Px4: jax.Array, scale_P: jax.Array, margin: float) -> jax.Array:
   """(P,) class OR / AND / XOR / OTHER of each table with δ = margin·scale (see the module docstring)."""
+  num_pairs = check_rank("classify", "means_Px4", means_Px4, 2, "pairs, 4 cells")[0]
+  check_axis("classify", "means_Px4", means_Px4, 1, 4, "the 4 cells (f00, f10, f01, f11)")
+  check_rank("classify", "scale_P", scale_P, 1, "pairs")
+  check_axis("classify", "scale_P", scale_P, 0, num_pairs, "P (the pairs of means_Px4)")
   f00, f10, f01, f11 = (means_Px4[..., i] for i in range(4))
   delta = margin * scale_P
   both_up = (f10 - f00 > delta) & (f01 - f00 > delta)
@@ -197,6 +239,7 @@ def truth_tables(neuron_acts_BxM: jax.Array, codes_BxN: jax.Array, pairs_Px2: ja
   `min_count` samples; the others are UNTESTABLE. The scale of neuron m is its standard deviation over
   the B samples.
   """
+  check_pair_readings("truth_tables", neuron_acts_BxM, "neuron_acts_BxM", codes_BxN, pairs_Px2, neuron_P, valid_P)
   acts_BxM = jnp.asarray(neuron_acts_BxM, jnp.float32)
   neuron_P = jnp.asarray(neuron_P, jnp.int32)
   num_pairs = neuron_P.shape[0]
@@ -222,8 +265,16 @@ class Prevalence(NamedTuple):
 
 def prevalence(class_P: jax.Array, valid_P: jax.Array) -> Prevalence:
   """Class prevalence among the testable valid pairs, e.g. OR prevalence = #OR / #testable."""
+  num_pairs = check_rank("prevalence", "class_P", class_P, 1, "pairs")[0]
+  check_index_range("prevalence", "class_P", class_P, len(CLASS_NAMES), "the classes OR, AND, XOR, OTHER, UNTESTABLE")
+  check_pair_mask("prevalence", "valid_P", valid_P, num_pairs)
   valid_P = jnp.asarray(valid_P, bool)
   count_C = jnp.zeros(len(CLASS_NAMES), jnp.int32).at[jnp.asarray(class_P, jnp.int32)].add(
       valid_P.astype(jnp.int32))
   num_testable = jnp.sum(count_C[:UNTESTABLE])
   return Prevalence(count_C[:UNTESTABLE] / jnp.maximum(num_testable, 1), count_C, num_testable)
+
+
+# `from mpcodec.metrics import truth_tables` gives this module (whose helpers callers read as `tt.X`);
+# calling it runs the function `truth_tables`.
+make_callable(__name__, truth_tables)

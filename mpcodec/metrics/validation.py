@@ -29,8 +29,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from mpcodec.metrics.codec import _hungarian_mean
-from mpcodec.metrics.coactivation import map_over_pair_chunks
-from mpcodec.metrics.truth_tables import UNTESTABLE, TruthTables, classify
+from mpcodec.metrics.coactivation import check_pair_mask, map_over_pair_chunks
+from mpcodec.metrics.shapes import check_axis, check_index_range, check_rank
+from mpcodec.metrics.truth_tables import UNTESTABLE, TruthTables, check_pair_readings, classify
 
 
 class LayerTruthTables(NamedTuple):
@@ -46,6 +47,10 @@ class LayerTruthTables(NamedTuple):
 def select_pairs(pairs_Px2: np.ndarray, neuron_P: np.ndarray, keep_P: np.ndarray, size: int
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """(pairs_Sx2, neuron_S, valid_S): the first `size` kept pairs, padded to a static size (host side)."""
+  num_pairs = check_rank("select_pairs", "pairs_Px2", pairs_Px2, 2, "pairs, 2 atoms")[0]
+  check_axis("select_pairs", "pairs_Px2", pairs_Px2, 1, 2, "the 2 atoms (a, b) of a pair")
+  check_pair_mask("select_pairs", "neuron_P", neuron_P, num_pairs)
+  check_pair_mask("select_pairs", "keep_P", keep_P, num_pairs)
   index = np.flatnonzero(np.asarray(keep_P))[:size]
   pairs = np.zeros((size, 2), np.int32)
   neurons = np.zeros(size, np.int32)
@@ -61,6 +66,7 @@ def layer_truth_tables(layer_acts_BxH: jax.Array, codes_BxN: jax.Array, pairs_Px
   With s_a = Σ x·[a], s_b = Σ x·[b], s_ab = Σ x·[a][b] and s = Σ x: the cells are s00 = s - s_a - s_b +
   s_ab, s10 = s_a - s_ab, s01 = s_b - s_ab, s11 = s_ab (means: divided by the cell counts, 0 if empty).
   """
+  check_pair_readings("layer_truth_tables", layer_acts_BxH, "layer_acts_BxH", codes_BxN, pairs_Px2, None, valid_P)
   acts_BxH = jnp.asarray(layer_acts_BxH, jnp.float32)
   pairs_Px2 = jnp.asarray(pairs_Px2, jnp.int32)
   num_pairs = pairs_Px2.shape[0]
@@ -90,11 +96,26 @@ def _centred_unit(tables_Px4: jax.Array) -> jax.Array:
   return jnp.where(norm > 0, centred / jnp.where(norm > 0, norm, 1.0), 0.0)
 
 
+def _check_tables(func: str, synthetic_means_Px4, neuron_P, layer_means_PxHx4, num_neurons: int,
+                  names: tuple[str, str] = ("synthetic_means_Px4", "layer_means_PxHx4")) -> None:
+  """Synthetic tables (P, 4) read through neuron_P in [0, num_neurons), real tables (P, H, 4) of the same pairs."""
+  synthetic_name, layer_name = names
+  num_pairs = check_rank(func, synthetic_name, synthetic_means_Px4, 2, "pairs, 4 cells")[0]
+  check_axis(func, synthetic_name, synthetic_means_Px4, 1, 4, "the 4 cells")
+  check_pair_mask(func, "neuron_P", neuron_P, num_pairs)
+  check_index_range(func, "neuron_P", neuron_P, num_neurons, "synthetic neurons (num_neurons)")
+  check_rank(func, layer_name, layer_means_PxHx4, 3, "pairs, real neurons, 4 cells")
+  check_axis(func, layer_name, layer_means_PxHx4, 0, num_pairs, f"P (the pairs of {synthetic_name})")
+  check_axis(func, layer_name, layer_means_PxHx4, 2, 4, "the 4 cells")
+
+
 def truth_table_similarity(synthetic_means_Px4: jax.Array, neuron_P: jax.Array,
                            layer_means_PxHx4: jax.Array, testable_P: jax.Array, num_neurons: int
                            ) -> tuple[jax.Array, jax.Array]:
   """(S_MxH, testable pairs per synthetic neuron): S[m, r] = mean over m's testable pairs of the cosine
   of the centred tables of m and of real neuron r (0 for a neuron without testable pairs)."""
+  _check_tables("truth_table_similarity", synthetic_means_Px4, neuron_P, layer_means_PxHx4, num_neurons)
+  check_pair_mask("truth_table_similarity", "testable_P", testable_P, jnp.shape(synthetic_means_Px4)[0])
   cosine_PxH = jnp.einsum("pc,phc->ph", _centred_unit(synthetic_means_Px4), _centred_unit(layer_means_PxHx4))
   weight_P = jnp.asarray(testable_P, jnp.float32)
   neuron_P = jnp.asarray(neuron_P, jnp.int32)
@@ -127,6 +148,8 @@ def validation_distance(synthetic: TruthTables, neuron_P: np.ndarray, layer: Lay
   `synthetic` and `layer` cover the same pairs (same order); pairs count where both are testable.
   With no testable pair the result has reason set and None distances (never NaN).
   """
+  _check_tables("validation_distance", synthetic.means_Px4, neuron_P, layer.means_PxHx4, num_neurons,
+                ("synthetic.means_Px4", "layer.means_PxHx4"))
   testable_P = np.asarray(synthetic.testable_P) & np.asarray(layer.testable_P)
   neuron_P = np.asarray(neuron_P)
   similarity_MxH, count_M = jax.device_get(truth_table_similarity(

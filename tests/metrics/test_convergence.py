@@ -182,7 +182,7 @@ def test_bad_input_raises_one_clear_error():
     convergence.stabilisation_band(np.zeros((5, 10)))
   with pytest.raises(ConfigError, match="tail_fraction"):
     convergence.stabilisation_band(np.zeros((2, 10, 3)), tail_fraction=1.5)
-  with pytest.raises(DataError, match="band has shape"):
+  with pytest.raises(DataError, match="band_N needs the leading shape"):
     convergence.stabilisation_index(np.zeros((4, 10)), np.zeros(3))
   with pytest.raises(DataError, match="too short"):
     convergence.stabilisation_index(np.zeros((4, 3)), np.zeros(4))

@@ -187,13 +187,13 @@ def test_every_measure_vmaps_over_seeds_like_a_loop():
 
 
 def test_bad_input_raises_one_clear_error():
-  with pytest.raises(ActivationError, match="heads, T, T"):
+  with pytest.raises(ActivationError, match="probs_NxHxTxT must be 4-D"):
     mechanisms.attention_entropy(jnp.zeros((2, 3, 4)), jnp.ones((2, 4), bool))
-  with pytest.raises(ActivationError, match="key mask"):
+  with pytest.raises(ActivationError, match="key_mask_NxT needs T"):
     mechanisms.attention_entropy(jnp.zeros((2, 1, 4, 4)), jnp.ones((2, 3), bool))
   with pytest.raises(ActivationError, match="2 output filters"):
     mechanisms.filter_cosine_similarity(jnp.zeros((3, 3, 2, 1)))
-  with pytest.raises(ActivationError, match="mask has shape"):
+  with pytest.raises(ActivationError, match="mask needs the leading shape"):
     mechanisms.activation_sparsity(jnp.zeros((4, 5)), jnp.ones(3, bool))
   with pytest.raises(ActivationError, match="2 classes"):
     mechanisms.class_selectivity(jnp.zeros((4, 5)), jnp.zeros(4, jnp.int32), 1)

@@ -83,7 +83,7 @@ def test_silent_neuron_has_crs_zero_and_finite_gradient():
 
 
 def test_crs_needs_two_concepts():
-  with pytest.raises(ValueError, match="C>=2"):
+  with pytest.raises(ValueError, match="C >= 2"):
     selectivity.concept_response_selectivity(jnp.ones((1, 3)))
 
 
