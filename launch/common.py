@@ -18,7 +18,7 @@ import threading
 
 from absl import app, flags, logging
 
-from mpcodec.core.errors import DataError, InterruptedRun, MpcodecError, WorkdirError
+from mpcodec.core.errors import DataError, InterruptedRun, MpcodecError, WorkdirError, is_disk_full
 from mpcodec.data import registry
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -107,6 +107,11 @@ def run(main, check=None, argv=None):
         _fail(f"--config: {str(e).strip().splitlines()[-1].strip()}")
       where = f"{e.filename}: " if e.filename else ""
       _fail(f"{where}{e.strerror or e}")
+    except Exception as e:  # pylint: disable=broad-except
+      if not is_disk_full(e):  # Orbax's and TensorStore's own errors: "ValueError: RESOURCE_EXHAUSTED ..."
+        raise
+      _fail(f"no space left on device ({type(e).__name__}: {_first_line(e)[:300]}); free some space and run "
+            f"the same command again")
     except _Terminated:
       _fail("pre-empted (SIGTERM) outside training; the last checkpoint is kept, and the same command "
             "resumes from it", 128 + signal.SIGTERM)

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from mpcodec.core.errors import CheckpointError
+from mpcodec.core.errors import CheckpointError, DiskFullError, is_disk_full
 from mpcodec.core.sharding import to_host
 
 STATE_ITEM = "state"
@@ -152,21 +152,52 @@ class CheckpointStore:
       self.wait()
       self._write(int(step), state, metadata, checksums)
       if wait:
-        self._manager.wait_until_finished()
+        self._finish()
       return
     if self._writer is None:
       self._writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
     self._pending.append(self._writer.submit(self._write, int(step), state, metadata, checksums))
 
   def _write(self, step: int, state: Any, metadata: dict, checksums: dict[str, int]) -> None:
-    self._manager.save(
-        step,
-        args=ocp.args.Composite(**{
-            STATE_ITEM: ocp.args.StandardSave(state),
-            METADATA_ITEM: ocp.args.JsonSave(metadata),
-            INTEGRITY_ITEM: ocp.args.JsonSave({"fingerprints": checksums}),
-        }),
-        force=True)
+    try:
+      self._manager.save(
+          step,
+          args=ocp.args.Composite(**{
+              STATE_ITEM: ocp.args.StandardSave(state),
+              METADATA_ITEM: ocp.args.JsonSave(metadata),
+              INTEGRITY_ITEM: ocp.args.JsonSave({"fingerprints": checksums}),
+          }),
+          force=True)
+    except Exception as e:  # pylint: disable=broad-except
+      # Orbax's save first waits for the previous one: a full disk may be that save's.
+      if is_disk_full(e):
+        raise self._disk_full(f"step {step} or the one before") from e
+      raise
+
+  def _finish(self) -> None:
+    """Orbax's `wait_until_finished`, a full disk turned into one DiskFullError."""
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except
+      if is_disk_full(e):
+        raise self._disk_full("the latest step") from e
+      raise
+
+  def _disk_full(self, which: str) -> DiskFullError:
+    try:  # Saves before the failed one may still be finishing (they may fail too: then they are not good).
+      self._manager.wait_until_finished()
+    except Exception:  # pylint: disable=broad-except
+      pass
+    try:
+      self._manager.reload()
+      good = sorted(int(s) for s in self._manager.all_steps())  # Orbax lists finished saves only.
+    except Exception:  # pylint: disable=broad-except
+      good = []
+    last = (f"the last good checkpoint is step {good[-1]} in {self.directory}" if good
+            else f"no checkpoint in {self.directory} was completed")
+    return DiskFullError(f"no space left on the device of {self.directory} (saving the checkpoint of {which}); "
+                         f"{last}; free some space (or choose another --workdir) and run the same command "
+                         f"again to resume")
 
   def _raise_failed_saves(self) -> None:
     done = [f for f in self._pending if f.done()]
@@ -179,7 +210,7 @@ class CheckpointStore:
     pending, self._pending = self._pending, []
     for future in pending:
       future.result()
-    self._manager.wait_until_finished()
+    self._finish()
 
   def delete_after(self, step: int) -> None:
     """Removes the checkpoints after `step` (a run resumed from an earlier step writes them again)."""

@@ -5,6 +5,26 @@ is a bug and keeps its traceback. Each message names the problem (config key, fi
 seed) so that the line is enough to act on.
 """
 
+import errno
+
+# What a full disk or quota looks like: the OS error, or the text of TensorStore's status (Orbax raises it
+# as a ValueError "RESOURCE_EXHAUSTED: ...").
+_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_DISK_FULL_TEXTS = ("RESOURCE_EXHAUSTED", "No space left on device", "Disk quota exceeded")
+
+
+def is_disk_full(error: BaseException | None) -> bool:
+  """Whether `error`, or an error it was raised from, says the disk (or the user's quota) is full."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.errno in _DISK_FULL_ERRNOS:
+      return True
+    if any(text in str(error) for text in _DISK_FULL_TEXTS):
+      return True
+    error = error.__cause__ or error.__context__
+  return False
+
 
 class MpcodecError(Exception):
   """A problem with the user's input, files or run that one line can explain."""
@@ -24,6 +44,10 @@ class CheckpointError(MpcodecError, RuntimeError):
 
 class WorkdirError(MpcodecError, RuntimeError):
   """The workdir is in use by another process, not writable, or holds a run of another config."""
+
+
+class DiskFullError(WorkdirError):
+  """The disk (or quota) of the workdir filled up while a run wrote to it; names the last good checkpoint."""
 
 
 class NonFiniteError(MpcodecError, FloatingPointError):

@@ -321,12 +321,21 @@ class _StopFlag:
 
 @contextlib.contextmanager
 def _closing(stores):
-  """Closes every store on the way out (an error too), after its pending saves are on disk."""
+  """Closes every store on the way out (an error too), after its pending saves are on disk. On the way
+  out of an error, a store that fails to close (the same full disk) is a warning: the first error is the
+  one reported."""
   try:
     yield
-  finally:
+  except BaseException:
     for store in stores:
-      store.close()
+      try:
+        store.close()
+      except Exception as e:  # pylint: disable=broad-except
+        logging.warning("closing the checkpoints in %s after an error: %s", store.directory,
+                        str(e).splitlines()[0][:300] if str(e) else type(e).__name__)
+    raise
+  for store in stores:
+    store.close()
 
 
 def _differing_keys(a: Any, b: Any, prefix: str = "config") -> list[str]:

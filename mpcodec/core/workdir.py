@@ -15,6 +15,8 @@ import sys
 import time
 from collections.abc import Iterator
 
+from absl import logging
+
 from mpcodec.core.errors import WorkdirError
 
 LOCK_NAME = ".lock"
@@ -98,10 +100,23 @@ def locked(workdir: str) -> Iterator[None]:
     yield
   finally:
     _HELD.pop(key, None)
-    holder = _holder(path)
-    if holder is not None and holder.get("pid") == me["pid"] and holder.get("host") == me["host"]:
-      with contextlib.suppress(FileNotFoundError):
-        os.remove(path)
+    _release(path, me)
+
+
+def _release(path: str, me: dict) -> None:
+  """Removes our lock file. A failure (a filesystem remounted read-only, a full disk) is only a warning:
+  the next run takes the lock of a process that ended over, and an error that ended the block must not
+  be hidden behind this one."""
+  holder = _holder(path)
+  if holder is None or holder.get("pid") != me["pid"] or holder.get("host") != me["host"]:
+    return
+  try:
+    os.remove(path)
+  except FileNotFoundError:
+    pass
+  except OSError as e:
+    logging.warning("could not remove the lock file %s (%s); the next run takes it over", path,
+                    e.strerror or e)
 
 
 @contextlib.contextmanager

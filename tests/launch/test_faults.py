@@ -248,6 +248,69 @@ def test_full_disk_during_analysis_is_one_line(trained):
   assert_error(out, f"error: {os.path.join(workdir, 'report.json')}: {os.strerror(errno.ENOSPC)}")
 
 
+FULL_DISK_CHECKPOINT = """
+import errno, sys
+import orbax.checkpoint as ocp
+from launch import common, mono_poly
+
+kind = sys.argv.pop(1)
+save = ocp.CheckpointManager.save
+calls = []
+
+def full(self, step, *args, **kwargs):
+  calls.append(step)
+  if len(calls) < 4:   # steps 0, 20 and 40 of phase 1 are saved; the disk is full from then on
+    return save(self, step, *args, **kwargs)
+  if kind == "orbax":   # what Orbax raises when TensorStore cannot write
+    raise ValueError('RESOURCE_EXHAUSTED: Error writing local file "/x/ocdbt.process_0/d/1": [OS error 28]')
+  raise OSError(errno.ENOSPC, "No space left on device", "/x/_CHECKPOINT_METADATA")
+
+ocp.CheckpointManager.save = full
+common.run(mono_poly.main, mono_poly.check)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["orbax", "os"])
+def test_full_disk_while_checkpointing_is_one_line_naming_the_last_good_checkpoint(tmp_path, kind):
+  workdir = str(tmp_path / "run")
+  out = subprocess.run([sys.executable, "-c", FULL_DISK_CHECKPOINT, kind, *MONO_POLY[1:], f"--workdir={workdir}",
+                        "--noanalyze"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+  phase1 = os.path.join(workdir, "checkpoints", "phase1")
+  assert_error(out, re.compile(
+      rf"error: no space left on the device of {re.escape(phase1)} \(saving the checkpoint of step \d+ or the "
+      rf"one before\); the last good checkpoint is step 40 in {re.escape(phase1)}; free some space \(or choose "
+      r"another --workdir\) and run the same command again to resume"))
+  assert len(out.stderr.splitlines()) < 40, tail(out)   # no pile of log lines from background threads
+  assert not os.path.exists(os.path.join(workdir, workdir_lib.LOCK_NAME))
+
+
+def test_full_disk_raised_by_orbax_elsewhere_is_one_line():
+  script = FULL_DISK_MAIN.replace('raise OSError(errno.ENOSPC, "No space left on device", sys.argv[1])',
+                                  'raise ValueError("RESOURCE_EXHAUSTED: Error writing local file " + sys.argv[1])')
+  out = subprocess.run([sys.executable, "-c", script, "/x/f"], cwd=REPO_ROOT, capture_output=True, text=True,
+                       timeout=60)
+  assert_error(out, "error: no space left on device (ValueError: RESOURCE_EXHAUSTED: Error writing local file "
+                    "/x/f); free some space and run the same command again")
+
+
+def test_a_failed_lock_release_does_not_hide_the_error_that_ended_the_run(tmp_path, monkeypatch):
+  workdir = str(tmp_path / "run")
+  remove = os.remove
+
+  def read_only(path, *args, **kwargs):
+    if os.path.basename(path) == workdir_lib.LOCK_NAME:
+      raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
+    return remove(path, *args, **kwargs)
+
+  monkeypatch.setattr(os, "remove", read_only)
+  with pytest.raises(RuntimeError, match="^the real failure$"):
+    with workdir_lib.locked(workdir):
+      raise RuntimeError("the real failure")
+  with workdir_lib.locked(workdir):   # A clean end: the failed release is a warning, not an error.
+    pass
+
+
 # ------------------------------------------------------------------------------------------------
 # 4. An unwritable workdir stops a launch before it trains.
 
