@@ -16,13 +16,14 @@ from mpcodec.studies.dynamics.analysis import AnalysisConfig
 OVERRIDES = {}
 
 PRESETS = {
-    # Seconds-long: fewer bootstrap resamples, validity trials, surrogates and null shifts; one jump per
-    # seed in the checkpoint plan. The detector keeps its defaults (its penalty calibration is what the
-    # validity bars were measured with).
+    # Seconds-long: fewer bootstrap resamples, validity trials, surrogates (matched to each series and
+    # per penalty), penalties on the curve and null shifts; one jump per seed in the checkpoint plan. The
+    # detector keeps its defaults (its penalty calibration is what the validity bars were measured with).
+    # A smoke analysis gives no verdict: every hypothesis and claim reads "cannot be tested".
     "smoke": {
-        "bootstrap_resamples": 1000, "validity_trials": 20, "validity_null_trials": 100,
-              "critical_surrogates": 99,
-        "coordination_shifts": 200, "jumps_per_seed": 1,
+        "smoke": True, "bootstrap_resamples": 1000, "validity_trials": 20, "validity_null_trials": 100,
+        "surrogates_per_series": 2, "penalty_curve_targets": (0.5, 1.0, 2.0), "penalty_curve_surrogates": 2,
+        "critical_surrogates": 99, "coordination_shifts": 200, "jumps_per_seed": 1,
     },
 }
 

@@ -42,7 +42,6 @@ from mpcodec.metrics.shapes import check_axis, check_rank
 
 NUM_SURROGATES = 199
 FAMILY_ALPHA = 0.05
-MIN_SEEDS = 3
 
 
 class CriticalPeriods(NamedTuple):
@@ -288,16 +287,26 @@ def loss_correlation(critical_LxW, loss_M) -> LossCorrelation:
                          count.astype(jnp.int32))
 
 
-def effect_over_seeds(observed_S, null_S, expected_sign: int = 1, valid_S=None, confidence: float = 0.95,
-                      rng_seed: int = 0, num_resamples: int = 10000) -> dict:
-  """Per-seed observed-minus-null differences as an effect with a bootstrap CI and a verdict (host side).
+def coordination_floor(num_layers) -> jax.Array:
+  """The least coordination any critical interval can have, 1 / L: one layer of L critical alone."""
+  return 1.0 / jnp.asarray(num_layers, jnp.float32)
 
-  effect = mean_s (observed_s - null_s) over the valid seeds, CI by `stats.bootstrap_ci`, verdict by
-  `stats.verdict` (supported / contradicted / inconclusive for the expected sign). Seeds marked False
-  in valid_S (e.g. no critical window) are left out and counted; with fewer than MIN_SEEDS left the
-  verdict is "cannot be tested" with the reason. Returns {"effect", "ci_low", "ci_high", "observed",
-  "null", "num_seeds", "num_excluded", "verdict", "reason"} (None for what cannot be computed).
+
+def effect_over_seeds(observed_S, null_S, expected_sign: int = 1, valid_S=None, confidence: float = 0.95,
+                      rng_seed: int = 0, num_resamples: int = 10000, *, smoke: bool = False,
+                      min_seeds: int = stats.MIN_SEEDS) -> dict:
+  """Per-seed observed-minus-null differences as an effect with its t interval and a verdict (host side).
+
+  effect = mean_s (observed_s - null_s) over the valid seeds; interval and verdict by
+  `stats.test_hypothesis` (two-sided one-sample t test at alpha = 1 - confidence, supported /
+  contradicted / inconclusive for the expected sign). Seeds marked False in valid_S (e.g. no critical
+  window) are left out and counted; with fewer than `min_seeds` left, or for a smoke run, the verdict is
+  "cannot be tested" with the reason (the figures are still given). Returns {"effect", "ci_low",
+  "ci_high", "observed", "null", "num_seeds", "num_excluded", "p_value", "verdict", "reason"} (None for
+  what cannot be computed). rng_seed and num_resamples are not used (the interval is Student t); they
+  stay so that older calls run.
   """
+  del rng_seed, num_resamples
   func = "effect_over_seeds"
   num_seeds = check_rank(func, "observed_S", observed_S, 1, "one value per seed")[0]
   for name, values_S in (("null_S", null_S), ("valid_S", valid_S)):
@@ -313,15 +322,18 @@ def effect_over_seeds(observed_S, null_S, expected_sign: int = 1, valid_S=None, 
   result = {"effect": None, "ci_low": None, "ci_high": None,
             "observed": float(np.mean(observed_S)) if observed_S.size else None,
             "null": float(np.mean(null_S)) if null_S.size else None,
-            "num_seeds": int(observed_S.size), "num_excluded": int(np.sum(~valid_S)),
+            "num_seeds": int(observed_S.size), "num_excluded": int(np.sum(~valid_S)), "p_value": None,
             "verdict": "cannot be tested", "reason": None}
-  if observed_S.size < MIN_SEEDS:
-    return {**result, "reason": f"{observed_S.size} usable seed(s); a CI over seeds needs at least "
-                                f"{MIN_SEEDS}"}
-  effect, low, high = stats.bootstrap_ci(observed_S - null_S, rng_seed=rng_seed,
-                                         num_resamples=num_resamples, confidence=confidence)
-  return {**result, "effect": effect, "ci_low": low, "ci_high": high,
-          "verdict": stats.verdict(low, high, expected_sign)}
+  if observed_S.size == 0:
+    return {**result, "reason": f"0 usable seeds; at least {min_seeds} needed"}
+  tested = stats.test_hypothesis(observed_S - null_S, expected_sign, name=func, min_seeds=min_seeds,
+                                 smoke=smoke, alpha=1.0 - confidence)
+  finite = lambda x: float(x) if np.isfinite(x) else None
+  reason = tested.reason
+  if tested.verdict == "cannot be tested" and not smoke and observed_S.size < min_seeds:
+    reason = f"{observed_S.size} usable seed(s); at least {min_seeds} needed"
+  return {**result, "effect": tested.estimate, "ci_low": finite(tested.low), "ci_high": finite(tested.high),
+          "p_value": finite(tested.p_value), "verdict": tested.verdict, "reason": reason}
 
 
 # `from mpcodec.metrics import critical_periods` gives this module; calling it runs `critical_periods`.

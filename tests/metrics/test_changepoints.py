@@ -78,6 +78,70 @@ def test_harness_recall_grows_with_size_and_table_is_valid_json(harness):
       and harness["bars"]["false_positives_per_1000_max_on_nulls"] <= 2.0)
 
 
+def test_harness_plants_early_steps_and_training_curve_decays(harness):
+  index = harness["positions"]
+  assert [index[name] for name in ("1pct", "2pct", "3pct", "5pct", "early")] == [4, 8, 12, 20, 40]
+  for noise in validity.NOISES:
+    table = harness["recall_by_position"][noise]
+    assert table["positions"] == [0.01, 0.02, 0.03, 0.05, 0.1, 0.5, 0.9] and table["sizes"] == list(validity.SIZES)
+    # Recall at 8 SD is the same table's single-step cell, read back by position.
+    assert table["recall"][0][-1] == harness["recall"][noise]["single_1pct"]["1pct"]["8"]
+  decays = [name for name in harness["false_positives_per_1000"] if "decay" in name]
+  assert sorted(decays) == sorted(validity.TRAINING_CURVE_NULLS) and len(decays) == 8
+  # Per-bin rates weighted by each bin's measurements add up to the null's overall rate.
+  counts = np.bincount(validity._position_bins(M), minlength=len(validity.POSITION_BIN_EDGES) - 1)
+  for name, rates in harness["false_positives_by_position_per_1000"].items():
+    total = sum(r * c for r, c in zip(rates, counts) if r is not None) / M
+    assert total == pytest.approx(harness["false_positives_per_1000"][name], rel=1e-6), name
+  profile = validity.false_positive_profile(harness, M)
+  assert profile.shape == (M,) and profile.sum() * 1000 / M == pytest.approx(
+      np.mean([harness["false_positives_per_1000"][n] for n in validity.TRAINING_CURVE_NULLS]), rel=1e-6)
+
+
+def test_recall_at_reads_the_table_and_interpolates(harness):
+  table = harness["recall_by_position"]
+  white, ar = (np.asarray(table[n]["recall"]) for n in ("white", "ar_0.8"))
+  got = validity.recall_at(harness, np.array([0.5, 0.5, 0.05, 0.5]), np.array([2.0, 2.0, 4.0, 2.0]),
+                           np.array([0.0, 0.8, 0.0, 0.4]), floor=0.0)
+  assert got[0] == pytest.approx(white[5, 2]) and got[1] == pytest.approx(ar[5, 2])
+  assert got[2] == pytest.approx(white[3, 3]) and got[3] == pytest.approx((white[5, 2] + ar[5, 2]) / 2)
+  # Between sizes: linear in log2 size; beyond the table: clamped; never below the floor.
+  between = validity.recall_at(harness, np.array([0.5]), np.array([np.sqrt(2.0)]), np.array([0.0]), floor=0.0)
+  assert between[0] == pytest.approx((white[5, 1] + white[5, 2]) / 2)
+  assert validity.recall_at(harness, np.array([0.999]), np.array([100.0]), np.array([0.99]))[0] == pytest.approx(
+      ar[-1, -1])
+  assert validity.recall_at(harness, np.array([0.5]), np.array([0.01]), np.array([0.8]))[0] >= validity.RECALL_FLOOR
+
+
+def test_corrected_fraction_follows_its_formula():
+  in_part = np.array([True, True, False, False, False, False])
+  recall = np.array([0.25, 0.5, 1.0, 1.0, 1.0, 1.0])
+  raw, corrected = validity.corrected_fraction(in_part, recall, expected_false_in=1.0, expected_false_out=2.0)
+  assert raw == pytest.approx(2 / 6)
+  true_in = (4 + 2) * (1 - 1.0 / 2)      # H = 1/0.25 + 1/0.5, true share 1 - F/O
+  true_out = 4 * (1 - 2.0 / 4)
+  assert corrected == pytest.approx(true_in / (true_in + true_out))
+  # More false positives than detections leave no true jump there; nothing anywhere gives NaN.
+  assert validity.corrected_fraction(in_part, recall, 5.0, 0.0)[1] == 0.0
+  assert np.isnan(validity.corrected_fraction(np.zeros(0, bool), np.zeros(0), 0.0, 0.0)[1])
+
+
+def test_matched_surrogates_follow_the_trend_and_ar1_of_each_series():
+  num_measurements, num_surrogates = 300, 200
+  trend = np.stack([np.linspace(0, 5, num_measurements), np.zeros(num_measurements)]).astype(np.float32)
+  keys = jax.random.split(jax.random.key(3), 2)
+  out = np.asarray(validity.matched_surrogates(trend, np.array([0.0, 0.8]), np.array([1.0, 2.0]), keys,
+                                               num_surrogates))
+  assert out.shape == (2, num_surrogates, num_measurements)
+  noise = out - trend[:, None]
+  assert noise[0].std() == pytest.approx(1.0, rel=0.05) and noise[1].std() == pytest.approx(2.0, rel=0.1)
+  lag1 = [np.mean(n[:, 1:] * n[:, :-1]) / np.mean(n**2) for n in noise]
+  assert abs(lag1[0]) < 0.03 and lag1[1] == pytest.approx(0.8, abs=0.03)
+  again = np.asarray(validity.matched_surrogates(trend[1:], np.array([0.8]), np.array([2.0]), keys[1:],
+                                                 num_surrogates))
+  np.testing.assert_array_equal(again[0], out[1])   # a series' surrogates depend on its key alone
+
+
 # ------------------------------------------------------------------------- forward selection vs numpy
 
 

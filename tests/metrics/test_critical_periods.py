@@ -220,13 +220,34 @@ def test_per_seed_functions_vmap_like_a_loop():
   # coordination, its null and loss_correlation are checked seed by seed against numpy loops above.
 
 
-def test_effect_over_seeds_counts_exclusions_and_needs_three_seeds():
-  effect = cp.effect_over_seeds([0.1, 0.2, 0.15, 0.3], [0.5, 0.6, 0.55, 0.0], expected_sign=1,
-                                valid_S=[True, True, True, False])
-  assert effect["num_excluded"] == 1 and effect["num_seeds"] == 3
-  assert effect["verdict"] == "contradicted" and effect["ci_high"] < 0
-  few = cp.effect_over_seeds([0.9, 0.8, 0.7], [0.1, 0.1, 0.1], valid_S=[True, False, True])
-  assert few["verdict"] == "cannot be tested" and few["effect"] is None and "2 usable" in few["reason"]
+def test_effect_over_seeds_counts_exclusions_and_needs_five_seeds():
+  effect = cp.effect_over_seeds([0.1, 0.2, 0.15, 0.3, 0.12, 0.18], [0.5, 0.6, 0.55, 0.0, 0.52, 0.61],
+                                expected_sign=1, valid_S=[True, True, True, False, True, True])
+  assert effect["num_excluded"] == 1 and effect["num_seeds"] == 5
+  assert effect["verdict"] == "contradicted" and effect["ci_high"] < 0 and effect["p_value"] < 0.05
+  few = cp.effect_over_seeds([0.9, 0.8, 0.7, 0.9, 0.8], [0.1] * 5, valid_S=[True, False, True, True, True])
+  assert few["verdict"] == "cannot be tested" and "4 usable" in few["reason"] and few["effect"] == pytest.approx(0.725)
+  smoke = cp.effect_over_seeds([0.9, 0.8, 0.7, 0.9, 0.8, 0.85], [0.1] * 6, smoke=True)
+  assert smoke["verdict"] == "cannot be tested" and smoke["reason"] == "smoke run"
+
+
+def test_uncoordinated_layers_have_no_effect_against_the_floor():
+  """Layers critical at disjoint intervals: coordination is exactly 1/L, which a raw threshold of 0.3
+  passes for L = 3, but coordination minus max(1/L, its null) is 0 and never supported."""
+  rng = np.random.default_rng(15)
+  num_layers, num_seeds = 3, 8
+  masks = np.zeros((num_seeds, num_layers, M - 1), bool)
+  for s in range(num_seeds):
+    starts = rng.choice(np.arange(0, M - 10, 10), size=3 * num_layers, replace=False)
+    for i, start in enumerate(starts):
+      masks[s, i % num_layers, start:start + rng.integers(1, 5)] = True
+  observed = np.asarray(jax.vmap(cp.coordination)(masks))
+  np.testing.assert_allclose(observed, 1 / num_layers, rtol=1e-6)
+  assert float(cp.coordination_floor(num_layers)) == pytest.approx(1 / 3)
+  null = np.asarray(jax.vmap(cp.coordination_null, in_axes=(0, 0, None))(masks, _keys(num_seeds, 16), 100))
+  floor_or_null = np.maximum(float(cp.coordination_floor(num_layers)), null.mean(axis=1))
+  effect = cp.effect_over_seeds(observed, floor_or_null, expected_sign=1)
+  assert np.all(observed > 0.3) and effect["effect"] <= 1e-6 and effect["verdict"] != "supported", effect
 
 
 def test_bad_input_raises_one_clear_error():

@@ -1,9 +1,11 @@
 """The analysis' outputs under `<workdir>/analysis/`: tables, report.json, report.md and the plots.
 
-Files: convergence.csv, jumps.csv, critical_periods.csv, checkpoint_plan.json, mechanisms.csv (effects)
-and mechanism_values.csv (every window's values), detector_validity.json, report.json (strict JSON:
-NaN and Inf are null), report.md, plots/dashboard.png and plots/architecture_deep_dive.png. Each is
-written atomically; none holds a machine path.
+Files: convergence.csv, jumps.csv, jump_excess.csv (every series' jumps against its matched surrogates),
+penalty_curve.csv, critical_periods.csv, checkpoint_plan.json, mechanisms.csv (effects) and
+mechanism_values.csv (every window's values), detector_validity.json, report.json (strict JSON: NaN and
+Inf are null; "smoke": true when no verdict may be given), report.md (opening with a banner then),
+plots/dashboard.png, plots/architecture_deep_dive.png and plots/penalty_curve.png. Each is written
+atomically; none holds a machine path.
 """
 
 from __future__ import annotations
@@ -15,17 +17,18 @@ from typing import Any
 
 import numpy as np
 
-from mpcodec.core import io
+from mpcodec.core import io, stats
 from mpcodec.studies.dynamics import critical_analysis, dashboard, jump_analysis, mechanism_effects
 from mpcodec.studies.dynamics import stabilisation_analysis
 from mpcodec.studies.dynamics.program import FAMILIES
 from mpcodec.studies.dynamics.sweep_series import SweepSeries
 
 ANALYSIS_FOLDER = "analysis"
-OUTPUT_FILES = ("convergence.csv", "jumps.csv", "critical_periods.csv", "checkpoint_plan.json",
+OUTPUT_FILES = ("convergence.csv", "jumps.csv", "jump_excess.csv", "penalty_curve.csv", "critical_periods.csv",
+                "checkpoint_plan.json",
                 "mechanisms.csv",
                 "mechanism_values.csv", "detector_validity.json", "report.json", "report.md",
-                "plots/dashboard.png", "plots/architecture_deep_dive.png")
+                "plots/dashboard.png", "plots/architecture_deep_dive.png", "plots/penalty_curve.png")
 
 
 @dataclasses.dataclass
@@ -51,6 +54,11 @@ class Findings:
   mechanisms: dict
   replication: list[dict]
   stage_seconds: dict[str, float]
+  series: dict[str, np.ndarray]          # every searched series with its expected false jumps
+  penalty_curve: list[dict]
+  timing: dict[str, np.ndarray]          # per seed: raw and corrected shares of jumps early and late
+  hypotheses: list[dict]
+  no_verdict_reason: str | None          # why no verdict is given (smoke run, too few seeds), or None
 
 
 def _jump_summary(findings: Findings, primary: str) -> dict:
@@ -68,10 +76,25 @@ def _jump_summary(findings: Findings, primary: str) -> dict:
                          "jumps_per_series": count / series if series else None}
   by_measure = {m: int(np.sum(jumps["measure"] == m)) if total else 0 for m in findings.measures}
   fraction = np.asarray(jumps["fraction"], np.float64)
+  series = findings.series
+  for family, values in by_family.items():
+    mine = series["family"] == family
+    values["expected_false_jumps"] = float(series["expected_false_jumps"][mine].sum())
+    values["excess_per_series"] = float(series["excess"][mine].mean()) if mine.any() else None
+  seed_mean = lambda name: (float(np.nanmean(findings.timing[name]))
+                            if np.isfinite(findings.timing[name]).any() else None)
   return {"total": total, "num_series": int(sum(num_series.values())), "by_family": by_family,
           "by_measure": by_measure, "primary_measure": primary,
+          "expected_false_jumps": float(series["expected_false_jumps"].sum()),
+          "excess": float(series["excess"].sum()),
+          "surrogates_per_series": findings.config["surrogates_per_series"],
           "fraction_first_10pct": float(np.mean(fraction < 0.1)) if total else None,
           "fraction_after_50pct": float(np.mean(fraction > 0.5)) if total else None,
+          "timing_by_seed": stats.to_json({"seeds": findings.seed_numbers,
+                                           **{k: np.asarray(v).tolist() for k, v in findings.timing.items()}}),
+          "fraction_first_10pct_seed_mean": {"raw": seed_mean("first_raw"), "corrected": seed_mean("first_corrected")},
+          "fraction_after_50pct_seed_mean": {"raw": seed_mean("late_raw"), "corrected": seed_mean("late_corrected")},
+          "penalty_curve": findings.penalty_curve,
           "penalty_tables": findings.detection["penalties"]}
 
 
@@ -90,6 +113,7 @@ def build_report(findings: Findings, primary: str) -> dict[str, Any]:
     order_counts[order["order"]] = order_counts.get(order["order"], 0) + 1
   plan_runs = findings.plan["runs"]
   return {
+      "smoke": findings.no_verdict_reason is not None, "no_verdict_reason": findings.no_verdict_reason,
       "runs": _runs_section(findings.sweep), "exclusions": findings.sweep.exclusion_summary(),
       "measures": list(findings.measures), "primary_measure": primary, "config": findings.config,
       "convergence": {"orders": findings.orders, "order_counts_primary": order_counts,
@@ -104,8 +128,11 @@ def build_report(findings: Findings, primary: str) -> dict[str, Any]:
       "rerun": findings.rerun,
       "mechanisms": {k: findings.mechanisms[k] for k in ("effects", "answers", "skipped", "reason")},
       "detector_validity": {k: findings.validity.get(k) for k in ("bars", "false_positives_per_1000",
-                                                                   "num_measurements")},
-      "replication": findings.replication, "seconds": findings.stage_seconds,
+                                                                   "num_measurements", "recall_by_position",
+                                                                   "position_bin_edges",
+                                                                   "false_positives_by_position_per_1000")},
+      "hypotheses": findings.hypotheses, "replication": findings.replication,
+      "replication_rules": "docs/replication.md", "seconds": findings.stage_seconds,
   }
 
 
@@ -170,16 +197,15 @@ def left_out_text(exclusions: Mapping[str, Any]) -> str:
 def markdown(report: Mapping[str, Any]) -> str:
   """report.md: the replication table first, then every finding with its CI and verdict."""
   exclusions = report["exclusions"]
-  parts = ["# Training dynamics: analysis of the sweep\n",
+  banner = [stats.smoke_banner(report["no_verdict_reason"]) + "\n"] if report.get("smoke") else []
+  parts = banner + ["# Training dynamics: analysis of the sweep\n",
            f"{len(report['runs'])} runs analysed on {report['primary_measure']} (headline) and "
            f"{len(report['measures'])} measures; {left_out_text(exclusions)}"
            + (" (listed in report.json; diverged: the loss became NaN/Inf; at chance: final held-out "
               "accuracy below chance + the fail margin)" if any(left_out_counts(exclusions).values()) else "")
-           + ". Intervals are 95% percentile-bootstrap CIs over seeds.\n",
-           "## Replication of the earlier study\n",
-           _table(report["replication"], ("claim", "claimed", "result", "ci_low", "ci_high", "num_seeds",
-                                          "verdict", "reason"),
-                  ("claim (quoted)", "claimed", "ours", "CI low", "CI high", "seeds", "verdict", "reason")),
+           + ". The seed is the unit: every statistic is computed per seed number over the grid; intervals "
+           "are Student t over seeds (`mpcodec.core.stats`, rules in docs/replication.md).\n",
+           *_verdict_sections(report),
            "## Jump detector validity\n"]
   validity = report["detector_validity"]
   parts.append(f"Planted and null series of {validity.get('num_measurements')} measurements "
@@ -195,12 +221,7 @@ def markdown(report: Mapping[str, Any]) -> str:
             _table([o for o in report["convergence"]["orders"] if o["measure"] == report["primary_measure"]],
                    ("run", "order", "effect", "ci_low", "ci_high", "num_seeds", "reason")),
             "## Jumps\n"]
-  jumps = report["jumps"]
-  parts.append(f"{jumps['total']} jumps in {jumps['num_series']} series; "
-               f"{_cell(jumps['fraction_first_10pct'])} of them in the first 10% of training, "
-               f"{_cell(jumps['fraction_after_50pct'])} after 50%.\n\n")
-  parts.append(_table([{"family": f, **v} for f, v in jumps["by_family"].items()],
-                      ("family", "runs", "series", "jumps", "jumps_per_series")))
+  parts += _jump_sections(report["jumps"])
   types = report["jump_types"]
   parts.append("\n### Jump types\n")
   if types["reason"]:
@@ -215,6 +236,9 @@ def markdown(report: Mapping[str, Any]) -> str:
   parts += ["\n## Critical periods\n",
             f"Measure {report['critical_periods']['measure']}; "
             f"loss: {report['critical_periods']['loss_series']}.\n\n",
+            "Coordination is tested against max(1/L, its circular-shift null) (it is at least 1/L whenever a "
+            "layer is critical), the falling-loss fraction against its length-matched base rate; effect = "
+            "observed - null per seed, 95% t interval, Holm over the table.\n\n",
             _table(report["critical_periods"]["effects"], ("run", "quantity", "observed", "null", "effect",
                                                            "ci_low", "ci_high", "verdict", "reason")),
             "\n## Mechanisms across jumps against matched controls\n"]
@@ -234,6 +258,56 @@ def markdown(report: Mapping[str, Any]) -> str:
   return "\n".join(parts)
 
 
+def _verdict_sections(report: Mapping[str, Any]) -> list[str]:
+  """The replication table (TOST against each claim's declared margin, Holm) and the hypotheses."""
+  rows = [{**r, "claimed": r["claimed"] if r["claimed"] is not None else
+           ("sign > 0" if (r.get("expected_sign") or 0) > 0 else "sign < 0"),
+           "margin": (f"+-{_cell(r['margin'])} ({r['margin_kind']})" if r.get("margin") is not None else ""),
+           "interval": (f"[{_cell(r['ci_low'])}, {_cell(r['ci_high'])}] ({_cell(100 * r['confidence'], 3)}%)"
+                        if r.get("ci_low") is not None else "")} for r in report["replication"]]
+  margins = [f"- {r['key']}: {r['margin_reason']}" for r in report["replication"] if r.get("margin_reason")]
+  hypotheses = [{**h, "interval": (f"[{_cell(h['low'])}, {_cell(h['high'])}]" if h.get("low") is not None else "")}
+                for h in report.get("hypotheses", [])]
+  return ["## Replication of the earlier study\n",
+          "Each claimed figure is tested for equivalence within its declared margin (TOST: replicates when "
+          "the 90% t interval over seeds lies inside claim +- margin, does not replicate when the 95% "
+          "interval lies wholly outside), a claimed direction by a t test, Holm over the table; \"raw\" is "
+          "the earlier study's own statistic on our data, shown beside and never the verdict. Rules and "
+          "margins: docs/replication.md.\n\n",
+          _table(rows, ("claim", "claimed", "margin", "result", "interval", "raw_result", "num_seeds", "verdict",
+                        "reason"),
+                 ("claim (quoted)", "claimed", "margin", "ours", "interval", "raw", "seeds", "verdict",
+                  "reason")),
+          "\nWhat \"ours\" is, per claim, and each margin's reason:\n\n"
+          + "\n".join(f"- {r['key']}: {r['statistic']}" for r in report["replication"]) + "\n\n"
+          + "\n".join(margins) + "\n",
+          "\n## Hypotheses of this study\n",
+          "One family (Holm), each on per-seed values over the grid, two-sided t test, expected sign +.\n\n",
+          _table(hypotheses, ("name", "estimate", "interval", "n", "verdict", "reason"),
+                 ("hypothesis", "effect", "95% interval", "seeds", "verdict", "reason")),
+          "\n"]
+
+
+def _jump_sections(jumps: Mapping[str, Any]) -> list[str]:
+  """The jump counts against matched surrogates and the penalty, and their timing raw and corrected."""
+  first, late = jumps["fraction_first_10pct_seed_mean"], jumps["fraction_after_50pct_seed_mean"]
+  text = (f"{jumps['total']} jumps in {jumps['num_series']} series; the detector finds "
+          f"{_cell(jumps['expected_false_jumps'])} in jump-free surrogates matched to the same series (mean of "
+          f"{jumps['surrogates_per_series']} per series: each series' fitted trend and AR(1), same length, "
+          f"penalty and minimum size), an excess of {_cell(jumps['excess'])} (jump_excess.csv). Share in "
+          f"the first 10% of training, mean over seeds: raw {_cell(first['raw'])}, corrected for the "
+          f"detector's recall and false positives by position {_cell(first['corrected'])}; after 50%: raw "
+          f"{_cell(late['raw'])}, corrected {_cell(late['corrected'])}.\n\n")
+  curve = ("\nJumps against the detector's false-positive target (primary measure; penalty_curve.csv, "
+           "plots/penalty_curve.png):\n\n"
+           + _table(jumps["penalty_curve"], ("false_positive_target_per_1000", "num_series", "observed_jumps",
+                                             "expected_false_jumps", "excess"),
+                    ("target per 1,000", "series", "found", "in matched surrogates", "excess")))
+  return [text, _table([{"family": f, **v} for f, v in jumps["by_family"].items()],
+                       ("family", "runs", "series", "jumps", "jumps_per_series", "expected_false_jumps",
+                        "excess_per_series")), curve]
+
+
 def write_outputs(workdir: str, findings: Findings, primary: str, plots: bool) -> dict[str, Any]:
   """Writes every output file under `<workdir>/analysis/` and returns report.json's content."""
   folder = os.path.join(workdir, ANALYSIS_FOLDER)
@@ -243,6 +317,10 @@ def write_outputs(workdir: str, findings: Findings, primary: str, plots: bool) -
   jump_rows = jump_analysis.jump_rows(findings.jumps, findings.types["labels"])
   io.write_csv(os.path.join(folder, "jumps.csv"), jump_rows,
                jump_analysis.JUMP_COLUMNS)
+  io.write_csv(os.path.join(folder, "jump_excess.csv"), jump_analysis.series_rows(findings.series),
+               jump_analysis.SERIES_COLUMNS)
+  io.write_csv(os.path.join(folder, "penalty_curve.csv"), findings.penalty_curve,
+               jump_analysis.PENALTY_CURVE_COLUMNS)
   io.write_csv(os.path.join(folder, "critical_periods.csv"), findings.critical_rows,
                critical_analysis.CRITICAL_COLUMNS)
   io.write_json(os.path.join(folder, "checkpoint_plan.json"), findings.plan)
@@ -256,6 +334,8 @@ def write_outputs(workdir: str, findings: Findings, primary: str, plots: bool) -
                    os.path.join(folder, "plots", "dashboard.png"))
     io.save_figure(dashboard.deep_dive_figure(findings, primary),
                    os.path.join(folder, "plots", "architecture_deep_dive.png"))
+    io.save_figure(jump_analysis.penalty_curve_figure(findings.penalty_curve),
+                   os.path.join(folder, "plots", "penalty_curve.png"))
   report["seconds"] = dict(findings.stage_seconds)
   io.write_text(os.path.join(folder, "report.md"), markdown(report))
   io.write_json(os.path.join(folder, "report.json"), report)   # last: its presence marks a whole analysis

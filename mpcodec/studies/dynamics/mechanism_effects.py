@@ -12,7 +12,10 @@ computed, vmapped over seeds:
   heads' entropies).
 Per window the change is value(after) - value(before) of the mean over layers. Per seed, the effect of a
 measure is the mean change across its jump windows minus the mean change across their matched control
-windows; a CI over seeds (`mpcodec.core.stats`) gives a verdict for the expected sign.
+windows; a t interval and test over seeds (`mpcodec.core.stats.test_hypothesis`) give a verdict for the
+expected sign, "cannot be tested" below `stats.MIN_SEEDS` seeds or for a smoke run. The three questions
+of the earlier study (QUESTIONS, each read from its family's pooled effect) are one declared family:
+their verdicts are re-decided with Holm over the tested ones.
 """
 
 from __future__ import annotations
@@ -32,10 +35,9 @@ from mpcodec.metrics import mechanisms
 from mpcodec.models import zoo
 from mpcodec.studies.dynamics import program as dynamics, results
 from mpcodec.studies.dynamics.checkpoint_plan import planned_config, rerun_workdir
-from mpcodec.studies.dynamics.sweep_series import MIN_SEEDS
 
 MECHANISM_COLUMNS = ("scope", "run", "family", "mechanism", "num_windows", "jump_change", "control_change",
-                     "effect", "ci_low", "ci_high", "num_seeds", "verdict", "reason")
+                     "effect", "ci_low", "ci_high", "num_seeds", "p_value", "p_adjusted", "verdict", "reason")
 VALUE_COLUMNS = ("run", "family", "seed", "pair", "kind", "mechanism", "measure", "layer", "jump_step",
                  "before_step", "after_step", "before", "after", "change")
 # The three questions of the earlier study: (family, mechanism, expected sign of the effect, question).
@@ -126,8 +128,9 @@ def window_values(run: str, family: str, windows: Sequence[Mapping[str, Any]], s
 
 
 def effect_row(scope: str, run: str | None, family: str | None, mechanism: str, rows: Sequence[Mapping],
-               expected_sign: int, num_resamples: int) -> dict:
-  """Per seed: mean change across jump windows minus across control windows; CI over seeds; verdict."""
+               expected_sign: int, smoke: bool = False) -> dict:
+  """Per seed: mean change across jump windows minus across control windows; t interval over seeds and
+  the verdict of `stats.test_hypothesis` (unadjusted; p_adjusted is set by a family)."""
   seeds = sorted({r["seed"] for r in rows})
   differences, jump_changes, control_changes = [], [], []
   for seed in seeds:
@@ -142,13 +145,18 @@ def effect_row(scope: str, run: str | None, family: str | None, mechanism: str, 
          "jump_change": float(np.mean(jump_changes)) if jump_changes else None,
          "control_change": float(np.mean(control_changes)) if control_changes else None,
          "effect": float(np.mean(differences)) if differences else None, "ci_low": None, "ci_high": None,
-         "num_seeds": len(differences), "verdict": "cannot be tested", "reason": None}
-  if len(differences) < MIN_SEEDS:
-    row["reason"] = (f"{len(differences)} seed(s) with jump and control windows; a CI over seeds needs at "
-                     f"least {MIN_SEEDS}")
+         "num_seeds": len(differences), "p_value": None, "p_adjusted": None, "verdict": "cannot be tested",
+         "reason": None}
+  if not differences:
+    row["reason"] = "no seed with both jump and control windows"
     return row
-  estimate, low, high = stats.bootstrap_ci(np.asarray(differences), num_resamples=num_resamples)
-  row.update(effect=estimate, ci_low=low, ci_high=high, verdict=stats.verdict(low, high, expected_sign))
+  tested = stats.test_hypothesis(np.asarray(differences), expected_sign, name=mechanism, smoke=smoke)
+  finite = lambda x: float(x) if np.isfinite(x) else None
+  reason = tested.reason
+  if tested.verdict == "cannot be tested" and not smoke:
+    reason = f"{len(differences)} seed(s) with jump and control windows, at least {stats.MIN_SEEDS} needed"
+  row.update(ci_low=finite(tested.low), ci_high=finite(tested.high), p_value=finite(tested.p_value),
+             verdict=tested.verdict, reason=reason)
   return row
 
 
@@ -159,21 +167,29 @@ def _expected_sign(mechanism: str) -> int:
   return +1
 
 
-def mechanism_effects(value_rows: Sequence[Mapping], num_resamples: int) -> list[dict]:
-  """Effect rows of mechanisms.csv: per run and mechanism, then pooled per family."""
+def mechanism_effects(value_rows: Sequence[Mapping], smoke: bool = False) -> list[dict]:
+  """Effect rows of mechanisms.csv: per run and mechanism, then pooled per family; the rows that answer
+  QUESTIONS are one family (Holm over the tested ones)."""
   effects = []
   runs = sorted({(r["run"], r["family"]) for r in value_rows})
   for run, family in runs:
     for mechanism in sorted({r["mechanism"] for r in value_rows if r["run"] == run}):
       rows = [r for r in value_rows if r["run"] == run and r["mechanism"] == mechanism]
-      effects.append(effect_row("run", run, family, mechanism, rows, _expected_sign(mechanism),
-                                num_resamples))
+      effects.append(effect_row("run", run, family, mechanism, rows, _expected_sign(mechanism), smoke))
   for family in sorted({f for _, f in runs}):
     for mechanism in sorted({r["mechanism"] for r in value_rows if r["family"] == family}):
       # Pooled per seed over the family's runs: seed i's windows of every run count for seed i.
       rows = [r for r in value_rows if r["family"] == family and r["mechanism"] == mechanism]
-      effects.append(effect_row("family", None, family, mechanism, rows, _expected_sign(mechanism),
-                                num_resamples))
+      effects.append(effect_row("family", None, family, mechanism, rows, _expected_sign(mechanism), smoke))
+  questions = {(f, m) for f, m, _, _ in QUESTIONS}
+  family_rows = [e for e in effects if e["scope"] == "family" and (e["family"], e["mechanism"]) in questions
+                 and e["verdict"] != "cannot be tested"]
+  if family_rows:
+    adjusted = stats.holm([e["p_value"] for e in family_rows])
+    for row, p_adjusted in zip(family_rows, adjusted):
+      row["p_adjusted"] = float(p_adjusted)
+      row["verdict"] = str(stats.hypothesis_verdicts(p_adjusted, row["effect"], _expected_sign(row["mechanism"])))
+      row["reason"] = f"{row['reason']}; Holm over the {len(family_rows)} tested questions: {p_adjusted:.3g}"
   return effects
 
 
@@ -192,6 +208,7 @@ def answers(effects: Sequence[Mapping], families_in_sweep: set[str],
       out.append({**answer, "verdict": "cannot be tested",
                   "reason": reason_if_missing or f"no planned jump window in any {family} run"})
     else:
-      out.append({**answer, **{k: row[k] for k in ("effect", "ci_low", "ci_high", "num_seeds", "reason")},
+      out.append({**answer, **{k: row[k] for k in ("effect", "ci_low", "ci_high", "num_seeds", "p_value",
+                                                   "p_adjusted", "reason")},
                   "verdict": row["verdict"], "answer": wording.get(row["verdict"], row["verdict"])})
   return out

@@ -2,7 +2,9 @@
 
 The formulas are `mpcodec.metrics.convergence`'s; this module maps measurement indices to true training
 steps (an index of M, "never stable", has no step), writes the rows of `convergence.csv` and decides
-the order of each run and measure from the CI over its seeds.
+the order of each run and measure from the CI over its seeds (`convergence.convergence_order`). No order
+is decided for a smoke run or a run with fewer than `stats.MIN_SEEDS` seeds: "cannot be tested", with
+the reason, the correlation still reported.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
+from mpcodec.core import stats
 from mpcodec.metrics import convergence
 from mpcodec.studies.dynamics.sweep_series import RunSeries
 
@@ -62,9 +65,12 @@ def stabilisation_all(runs: Sequence[RunSeries], measures: Sequence[str], tail_f
 
 
 def convergence_rows(runs: Sequence[RunSeries], measures: Sequence[str], tail_fraction: float,
-                     family_alpha: float, seed_multiplier: float, num_resamples: int
-                     ) -> tuple[list[dict], list[dict], dict]:
-  """(rows of convergence.csv, one order row per run and measure, {(run, measure): stabilisation})."""
+                     family_alpha: float, seed_multiplier: float, num_resamples: int,
+                     no_verdict: str | None = None) -> tuple[list[dict], list[dict], dict]:
+  """(rows of convergence.csv, one order row per run and measure, {(run, measure): stabilisation}).
+
+  `no_verdict`: why no order may be decided anywhere (a smoke run), or None.
+  """
   rows, orders = [], []
   by_run = stabilisation_all(runs, measures, tail_fraction, family_alpha, seed_multiplier)
   for run in runs:
@@ -89,7 +95,12 @@ def convergence_rows(runs: Sequence[RunSeries], measures: Sequence[str], tail_fr
         continue
       rho_S, _ = _depth_order(out["step_or_end"], run.depth_fraction_L)
       order = convergence.convergence_order(np.asarray(rho_S), num_resamples=num_resamples)
-      orders.append({"run": run.run, "measure": measure, **{k: order[k] for k in ORDER_COLUMNS[2:]}})
+      row = {"run": run.run, "measure": measure, **{k: order[k] for k in ORDER_COLUMNS[2:]}}
+      why_not = no_verdict or (f"{run.num_seeds} seed(s), at least {stats.MIN_SEEDS} needed"
+                               if run.num_seeds < stats.MIN_SEEDS else None)
+      if why_not and row["order"] != "cannot be tested":
+        row.update(order="cannot be tested", reason=why_not)
+      orders.append(row)
   return rows, orders, by_run
 
 
