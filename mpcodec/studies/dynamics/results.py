@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from absl import logging
 
 from mpcodec.core import configuration
 from mpcodec.core.errors import SweepError
@@ -64,14 +65,72 @@ def finished_record(workdir: str, run: str, cfg: DynamicsConfig) -> dict | None:
   npz_path, json_path = result_paths(workdir, run)
   if not os.path.exists(json_path):
     return None
-  with open(json_path, encoding="utf-8") as f:
-    record = json.load(f)
+  record = read_record(json_path)
+  if record is None:
+    logging.warning("%s: %s does not parse (truncated or corrupt); recomputing it from the run's checkpoints",
+                    run, json_path)
+    return None
   if record.get("status") != "finished" or not os.path.exists(npz_path):
     return None
   if result_defining(record.get("config")) != result_defining(configuration.to_dict(cfg)):
     raise SweepError(f"{json_path} holds a finished run of a different config; use another workdir or "
                      f"pass --overwrite to retrain it")
   return record
+
+
+def read_record(json_path: str) -> dict | None:
+  """A run's JSON record, or None when the file does not parse as a JSON object (truncated, corrupt)."""
+  try:
+    with open(json_path, encoding="utf-8") as f:
+      record = json.load(f)
+  except ValueError:   # JSONDecodeError and UnicodeDecodeError both
+    return None
+  return record if isinstance(record, dict) else None
+
+
+GRID_CONFIG_NAME = "grid_config.json"
+# Keys of a grid's config that change how its runs execute or what is drawn, not their results.
+_GRID_EXECUTION_ONLY = ("runs", "plots") + tuple(f"base.{k}" for k in dynamics.EXECUTION_ONLY_FIELDS) + tuple(
+    f"{family}.measurements_per_chunk" for family in FAMILIES)
+
+
+def grid_defining(grid_dict: Mapping[str, Any]) -> dict[str, Any]:
+  """The grid's config as {dotted key: value}, without the keys that do not change a run's results."""
+  flat: dict[str, Any] = {}
+
+  def walk(prefix, value):
+    if isinstance(value, Mapping):
+      for k, v in value.items():
+        walk(f"{prefix}.{k}" if prefix else str(k), v)
+    else:
+      flat[prefix] = value
+  walk("", io.jsonable(grid_dict))
+  return {k: v for k, v in flat.items() if k not in _GRID_EXECUTION_ONLY}
+
+
+def check_grid_config(workdir: str, grid_dict: Mapping[str, Any], overwrite: bool = False) -> None:
+  """Shards of one grid must train with one config: the first writes `dynamics/grid_config.json`, every
+  later one is compared with it and refused (SweepError naming the differing keys) if it differs, so one
+  table never mixes runs of two configs. `overwrite` replaces the file with this config."""
+  path = os.path.join(workdir, "dynamics", GRID_CONFIG_NAME)
+  mine = grid_defining(grid_dict)
+  if overwrite:
+    io.write_json(path, mine)
+    return
+  if io.write_json_once(path, mine):
+    return
+  theirs = read_record(path)
+  if theirs is None:   # Truncated by a killed writer: this shard's config stands.
+    logging.warning("%s does not parse; writing this shard's config there again", path)
+    io.write_json(path, mine)
+    return
+  mine = json.loads(json.dumps(mine))   # Tuples as lists, as read back.
+  differing = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+  if differing:
+    shown = ", ".join(f"{k} ({theirs.get(k)!r} there, {mine.get(k)!r} here)" for k in differing[:5])
+    raise SweepError(f"another shard of this workdir trains with a different config: {shown}"
+                     f"{', ...' if len(differing) > 5 else ''}; start every shard with the same config, use "
+                     f"another --workdir, or pass --overwrite (recorded in {path})")
 
 
 def chance_accuracy(dataset: Dataset) -> float:

@@ -11,7 +11,7 @@ from absl import logging
 from mpcodec.core import configuration, progress as progress_lib, sharding
 from mpcodec.core.errors import ConfigError, SweepError
 from mpcodec.data import registry
-from mpcodec.studies.dynamics import report as report_dynamics, shards, sweep as dynamics_sweep
+from mpcodec.studies.dynamics import report as report_dynamics, results, shards, sweep as dynamics_sweep
 
 SLURM_ARRAY_INDEX, SLURM_ARRAY_COUNT = "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT"
 
@@ -55,10 +55,15 @@ def select(raw_config: Any, workdir: str, arch: str = "", dataset: str = "", sha
 def main(raw_config: Any, workdir: str, data_dir: str | None = None, arch: str = "", dataset: str = "",
          shard: str | None = None, overwrite: bool = False) -> dict[str, dict]:
   """Trains this process's part of the grid, writes the accuracy table of the whole selection, and
-  raises SweepError (after writing everything it could) when any selected run did not finish."""
+  raises SweepError (after writing everything it could) when any selected run did not finish.
+
+  A run that cannot train (a corrupt checkpoint, its folder held by another process) is logged in one
+  line naming it and why, and the other runs train. Shards refuse to share a workdir with a shard of
+  another config (`results.check_grid_config`)."""
   sharding.maybe_initialize_distributed()
   grid, part, (index, count) = select(raw_config, workdir, arch, dataset, shard)
   if count > 1:
+    results.check_grid_config(workdir, configuration.to_dict(grid), overwrite)
     logging.info("shard %d/%d: %d of the %d selected runs: %s", index, count, len(part.runs),
                  len(grid.runs), ", ".join(part.runs))
   data_dir = registry.resolve_data_dir(data_dir)
@@ -78,6 +83,8 @@ def main(raw_config: Any, workdir: str, data_dir: str | None = None, arch: str =
         logging.info("%s: test accuracy %.3f (%.3f..%.3f) over %d seeds; compile %.1fs, run %.1fs", run,
                      sum(accuracy) / len(accuracy), min(accuracy), max(accuracy), len(accuracy),
                      record["compile_seconds"], record["run_seconds"])
+      elif record.get("status") == "failed":
+        logging.warning("%s: not trained, the other runs go on: %s", run, record.get("message"))
       elif record.get("status") != "finished":
         logging.warning("%s: %s", run, record.get("message", record.get("status")))
 

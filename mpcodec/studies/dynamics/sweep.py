@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mpcodec.core import configuration, loop, sharding, workdir as workdir_lib
-from mpcodec.core.errors import ConfigError, NonFiniteError
+from mpcodec.core.errors import CheckpointError, ConfigError, DataError, NonFiniteError, WorkdirError
 from mpcodec.data.dataset import Dataset
 from mpcodec.core import io
 from mpcodec.studies.dynamics import program as dynamics
@@ -232,7 +232,8 @@ def check_batch_sizes(sweep: SweepConfig, datasets: Mapping[str, Dataset]) -> No
 
 def run_sweep(sweep: SweepConfig, workdir: str, data_dir: str | None = None,
               overwrite: bool = False, hooks: SweepHooks | None = None) -> dict[str, dict]:
-  """Trains every run of the grid not finished yet; returns {run: JSON record, or {'status': 'diverged'}}.
+  """Trains every run of the grid not finished yet; returns {run: JSON record, or {'status': 'diverged'}
+  or {'status': 'failed', 'message': why} for a run that could not train (e.g. a corrupt checkpoint)}.
 
   Every run's config is built and validated, every dataset loaded and the batch sizes checked, and the
   workdir proven writable, before anything trains. A run checkpoints as it trains (`checkpoint_every`,
@@ -270,6 +271,13 @@ def run_sweep(sweep: SweepConfig, workdir: str, data_dir: str | None = None,
       with lock:
         result = run_seeds(cfg, dataset, ckpt_dir, mesh=mesh, progress=hooks.progress, cache=cache,
                            overwrite=overwrite)
+    except (CheckpointError, DataError, WorkdirError) as e:
+      # This run alone cannot train (a corrupt checkpoint, its folder held by another process): the others
+      # train, the table marks it, and the launch ends non-zero. Nothing is written over its files.
+      records[run] = {"status": "failed", "arch": cfg.arch, "dataset": cfg.dataset, "message": str(e),
+                      "chance_accuracy": results.chance_accuracy(dataset)}
+      hooks.on_run_end(run, records[run], False)
+      continue
     except NonFiniteError as e:
       records[run] = {"status": "diverged", "arch": cfg.arch, "dataset": cfg.dataset,
                       "message": str(e), "chance_accuracy": results.chance_accuracy(dataset),
@@ -297,5 +305,5 @@ def run_sweep(sweep: SweepConfig, workdir: str, data_dir: str | None = None,
 
 
 def unfinished(records: Mapping[str, Mapping[str, Any]]) -> list[str]:
-  """The runs whose record is not 'finished' (diverged, or not run)."""
+  """The runs whose record is not 'finished' (diverged, failed, or not run)."""
   return [run for run, record in records.items() if (record or {}).get("status") != "finished"]
