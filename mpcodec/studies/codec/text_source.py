@@ -10,8 +10,9 @@ The rows live in an activation cache: `<cache_dir>/<key>/activations.npy` (a num
 memory map), `tokens.npz` (doc_index, position, token_id, doc_offsets) and `manifest.json`, where the
 key is a hash of everything that decides the activations (model files, layer, corpus and its limit,
 max_length, special tokens, dtype). The folder is built under a temporary name and renamed when
-complete, so a half-built cache is never read; a second source with the same key reuses it. Without
-a cache_dir the rows are kept in memory. Its build time and size are logged and kept in the manifest.
+complete, so a half-built cache is never read; a second source with the same key reuses it. A cache
+that fails its check against the manifest (shape, dtype, file size: headers only) is rebuilt, named in
+one log line. Without a cache_dir the rows are kept in memory. Its build time and size are logged and kept in the manifest.
 
 Batches follow the scheme of `CheckpointSource`: batch `step` holds rows step·B ... step·B + B - 1 of an
 endless stream that visits all rows in a fresh permutation every epoch (numpy Generator seeded by
@@ -27,6 +28,7 @@ import os
 import shutil
 import tempfile
 import time
+import zipfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -187,6 +189,38 @@ def _directory_size(directory: str) -> int:
   return sum(os.path.getsize(os.path.join(directory, name)) for name in os.listdir(directory))
 
 
+def cache_problem(directory: str) -> str | None:
+  """Why the cache folder cannot be read, or None: its manifest parses, and activations.npy has the
+  manifest's shape and dtype and the bytes they need (a truncated copy or an interrupted write fails
+  here, before a memory map of it would). Reads headers only, not the rows."""
+  try:
+    with open(os.path.join(directory, "manifest.json"), encoding="utf-8") as f:
+      manifest = json.load(f)
+    expected = (int(manifest["num_tokens"]), int(manifest["width"]))
+    dtype = np.dtype(manifest["dtype"])
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    return f"manifest.json does not parse ({type(e).__name__}: {e})"
+  path = os.path.join(directory, "activations.npy")
+  try:
+    with open(path, "rb") as f:
+      version = np.lib.format.read_magic(f)
+      read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                     else np.lib.format.read_array_header_2_0)
+      shape, _, stored = read_header(f)
+      offset = f.tell()
+    size = os.path.getsize(path)
+  except (OSError, ValueError) as e:
+    return f"activations.npy has no readable header ({type(e).__name__}: {e})"
+  if tuple(shape) != expected or np.dtype(stored) != dtype:
+    return f"activations.npy is {tuple(shape)} {np.dtype(stored)}, the manifest says {expected} {dtype}"
+  needed = offset + expected[0] * expected[1] * dtype.itemsize
+  if size < needed:
+    return f"activations.npy has {size} bytes of the {needed} its shape needs"
+  if not os.path.isfile(os.path.join(directory, "tokens.npz")):
+    return "tokens.npz is missing"
+  return None
+
+
 def _open_cache(directory: str) -> tuple[np.ndarray, TokenRows, dict[str, Any]]:
   with open(os.path.join(directory, "manifest.json"), encoding="utf-8") as f:
     manifest = json.load(f)
@@ -256,13 +290,21 @@ class TextActivationSource:
     if cfg.cache_dir:
       identity = cache_identity(cfg, self.model.model_dir, tuple(self.corpus.texts))
       self.cache_path = os.path.join(cfg.cache_dir, cache_key(identity))
+      self.reused = False
       if os.path.isfile(os.path.join(self.cache_path, "manifest.json")):
-        self.acts_NxD, self.rows, self.manifest = _open_cache(self.cache_path)
-        self.reused = True
-      else:
+        problem = cache_problem(self.cache_path)
+        if problem is None:
+          try:
+            self.acts_NxD, self.rows, self.manifest = _open_cache(self.cache_path)
+            self.reused = True
+          except (OSError, ValueError, KeyError, zipfile.BadZipFile, ActivationError) as e:  # e.g. bad tokens.npz
+            problem = f"it does not open ({type(e).__name__}: {e})"
+        if problem is not None:
+          logging.warning("activation cache %s fails its check (%s); rebuilding it", self.cache_path, problem)
+          shutil.rmtree(self.cache_path, ignore_errors=True)
+      if not self.reused:
         self.acts_NxD, self.rows, self.manifest = build_cache(self.model, id_lists, cfg, identity,
                                                               self.cache_path, self.num_truncated)
-        self.reused = False
       if {k: self.manifest.get(k) for k in identity} != identity:
         raise ActivationError(f"activation cache {self.cache_path} was built for other settings; delete it")
     else:

@@ -95,7 +95,8 @@ def _read_record(path: str) -> dict:
     with open(path, encoding="utf-8") as f:
       record = json.load(f)
   except (OSError, json.JSONDecodeError) as e:
-    raise DataError(f"{path}: not a readable run record ({type(e).__name__}: {e})") from e
+    raise DataError(f"{path}: not a readable run record ({type(e).__name__}: {e}); start launch.dynamics "
+                    f"again on this workdir to recompute it from the run's checkpoints") from e
   if not isinstance(record, dict):
     raise DataError(f"{path}: a run record must be a JSON object, got {type(record).__name__}")
   return record

@@ -2,6 +2,7 @@
 and the raw-text corpora it reads."""
 
 import dataclasses
+import logging
 import os
 
 import numpy as np
@@ -137,3 +138,25 @@ def test_shakespeare_lines_leave_out_headings_and_stage_directions(data_dir):
   assert not corpora.is_spoken_line("ACT I. SCENE 1.") and corpora.is_spoken_line("What's his will else?")
   with pytest.raises(DataError, match="unknown corpus 'poems'"):
     corpora.load_corpus("poems", data_dir)
+
+
+@pytest.mark.parametrize("damage", ["truncated_rows", "truncated_manifest", "truncated_tokens"])
+def test_a_damaged_cache_is_rebuilt_naming_it(model, corpus, tmp_path, caplog, damage):
+  cfg = _config(tmp_path)
+  source = text_source.TextActivationSource(cfg, model=model, corpus=corpus)
+  expected = np.asarray(source.acts_NxD).copy()
+  name = {"truncated_rows": "activations.npy", "truncated_manifest": "manifest.json",
+          "truncated_tokens": "tokens.npz"}[damage]
+  path = os.path.join(source.cache_path, name)
+  with open(path, "r+b") as f:   # A copy cut off mid-file (a full disk, an interrupted rsync).
+    f.truncate(os.path.getsize(path) // 2)
+  del source
+  assert text_source.cache_problem(os.path.dirname(path)) is not None or damage == "truncated_tokens"
+  with caplog.at_level(logging.WARNING):
+    again = text_source.TextActivationSource(cfg, model=model, corpus=corpus)
+  lines = [r.getMessage() for r in caplog.records if again.cache_path in r.getMessage()]
+  assert len(lines) == 1 and lines[0].startswith(f"activation cache {again.cache_path} fails its check (")
+  assert lines[0].endswith("; rebuilding it")
+  assert not again.reused
+  np.testing.assert_array_equal(np.asarray(again.acts_NxD), expected)
+  assert text_source.cache_problem(again.cache_path) is None
