@@ -12,6 +12,8 @@ the restore with one message naming the step, instead of training on from garbag
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
+import json
 import logging as std_logging
 import os
 import re
@@ -165,7 +167,8 @@ class CheckpointStore:
           args=ocp.args.Composite(**{
               STATE_ITEM: ocp.args.StandardSave(state),
               METADATA_ITEM: ocp.args.JsonSave(metadata),
-              INTEGRITY_ITEM: ocp.args.JsonSave({"fingerprints": checksums}),
+              INTEGRITY_ITEM: ocp.args.JsonSave({"fingerprints": checksums,
+                                                 "metadata_sha256": _metadata_digest(metadata)}),
           }),
           force=True)
     except Exception as e:  # pylint: disable=broad-except
@@ -304,18 +307,25 @@ class CheckpointStore:
           f"checksums saved with them (first: {bad[0]}){self._earlier_hint(step)}")
 
   def restore_metadata(self, step: int) -> dict:
-    """The JSON metadata saved with the checkpoint at `step`."""
+    """The JSON metadata saved with the checkpoint at `step`, verified against its digest (an edited or
+    damaged file is corruption, refused naming the previous step, like damaged arrays)."""
     self._require_step(step)
+    self._require_checksums(step)
     try:
-      restored = self._manager.restore(
-          int(step), args=ocp.args.Composite(**{METADATA_ITEM: ocp.args.JsonRestore()}))
+      restored = self._manager.restore(int(step), args=ocp.args.Composite(**{
+          METADATA_ITEM: ocp.args.JsonRestore(), INTEGRITY_ITEM: ocp.args.JsonRestore()}))
     except Exception as e:  # pylint: disable=broad-except
       raise CheckpointError(
-          f"metadata of the checkpoint at step {step} in {self.directory} could not be read "
-          f"({type(e).__name__}: {_first_line(e)})") from e
-    metadata = restored[METADATA_ITEM]
+          f"metadata of the checkpoint at step {step} in {self.directory} could not be read, it may be corrupt "
+          f"({type(e).__name__}: {_first_line(e)}){self._earlier_hint(step)}") from e
+    metadata, integrity = restored[METADATA_ITEM], restored[INTEGRITY_ITEM]
     if not isinstance(metadata, dict):
-      raise CheckpointError(f"metadata of the checkpoint at step {step} in {self.directory} is not a JSON object")
+      raise CheckpointError(f"metadata of the checkpoint at step {step} in {self.directory} is not a JSON object, "
+                            f"it may be corrupt{self._earlier_hint(step)}")
+    digest = integrity.get("metadata_sha256") if isinstance(integrity, dict) else None
+    if digest is not None and digest != _metadata_digest(metadata):
+      raise CheckpointError(f"metadata of the checkpoint at step {step} in {self.directory} is corrupt: it differs "
+                            f"from the digest saved with it{self._earlier_hint(step)}")
     return metadata
 
   def close(self) -> None:
@@ -326,6 +336,12 @@ class CheckpointStore:
         self._writer.shutdown(wait=True)
         self._writer = None
       self._manager.close()
+
+
+def _metadata_digest(metadata: Any) -> str:
+  """SHA-256 of the metadata as JSON with sorted keys (the same before the save and after a restore)."""
+  text = json.dumps(json.loads(json.dumps(metadata)), sort_keys=True)
+  return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _is_array_metadata(x: Any) -> bool:

@@ -441,13 +441,7 @@ def run(program: Program, keys: Any, checkpoint_root: str, *, seed_labels: Seque
 
   carry = sharding.put_seed_axis(initial_carry(program, keys, _abstract_inputs), mesh)
 
-  # Resume: the latest checkpoint of the last phase that has one.
-  resume_index, resume_step, resumed_from = 0, 0, None
-  for index in reversed(range(len(program.phases))):
-    latest = stores[program.phases[index].name].latest_step()
-    if latest is not None:
-      resume_index, resume_step = index, latest
-      break
+  (resume_index, resume_step), resumed_from = _resume_point(program, stores), None
   for index in range(resume_index + 1):
     carry = sharding.put_seed_axis(_start(program.phases[index], index, carry), mesh) if index > 0 else carry
   if resume_step or resume_index:
@@ -479,6 +473,40 @@ def run(program: Program, keys: Any, checkpoint_root: str, *, seed_labels: Seque
   return Outcome(state=carry["state"], history=carry["history"], resumed_from=resumed_from,
                  compile_seconds=compiled.seconds, train_seconds=train_seconds,
                  steps_trained=steps_trained, num_seeds=num_seeds)
+
+
+def _resume_point(program: Program, stores: Mapping[str, CheckpointStore]) -> tuple[int, int]:
+  """(phase index, step) to resume from: the latest checkpoint before the first one missing.
+
+  A run is finished only when every checkpoint step of every phase is in place. When a step is missing
+  (deleted after a corruption, as the error advises) while later ones exist, the run resumes from the last
+  checkpoint before the gap, and the later ones (which the resumed run writes again, bit for bit) are
+  removed, so the history and every analysed step come from one unbroken run.
+  """
+  resume, gap = (0, 0), None
+  for index, phase in enumerate(program.phases):
+    present = stores[phase.name].all_steps()
+    expected = [0] + [end for _, end in phase.boundaries(0) if phase.is_checkpoint_step(end)]
+    missing = next((step for step in expected if step not in present), None)
+    usable = [step for step in present if missing is None or step < missing]
+    if usable:
+      resume = (index, usable[-1])
+    if missing is not None:
+      gap = (index, missing)
+      break
+  if gap is None:
+    return resume
+  later = [(phase.name, step) for index, phase in enumerate(program.phases) if index >= gap[0]
+           for step in stores[phase.name].all_steps()
+           if index > resume[0] or step > resume[1]]
+  if later:
+    resume_phase = program.phases[resume[0]].name
+    logging.warning("%s: checkpoint %s step %d is missing while %d later ones exist: resuming from %s step %d "
+                    "and writing the later ones again", program.study, program.phases[gap[0]].name, gap[1],
+                    len(later), resume_phase, resume[1])
+    for index in range(resume[0], len(program.phases)):
+      stores[program.phases[index].name].delete_after(resume[1] if index == resume[0] else -1)
+  return resume
 
 
 def _run_phase(program, phase, carry, keys, data, start, store, saved_metadata, seed_labels, compiled,

@@ -2,6 +2,7 @@
 checkpoints at extra steps, resume and interruption equal to one pure call."""
 
 import dataclasses
+import json
 import os
 import signal
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from mpcodec.core import loop, seeds
-from mpcodec.core.checkpoint import CheckpointStore
+from mpcodec.core.checkpoint import CheckpointError, CheckpointStore
 from mpcodec.core.errors import ActivationError, InterruptedRun, NonFiniteError
 
 NUM_SEEDS = 3
@@ -142,3 +143,35 @@ def test_sigint_stops_after_the_chunk_with_a_checkpoint(tmp_path):
   resumed = run(program, tmp_path)
   assert resumed.resumed_from == ("a", stopped)
   assert_trees_equal(resumed.state, jax.jit(loop.pure_sweep(program))(toy_keys())[0])
+
+
+def test_a_missing_checkpoint_resumes_from_the_one_before_and_writes_the_later_ones_again(tmp_path):
+  program = toy_program(extra=(6,))
+  pure_state, pure_history = jax.jit(loop.pure_sweep(program))(toy_keys())
+  for phase, deleted, resumed_from, trained in (("a", 8, ("a", 6), 10), ("a", 4, None, 16), ("b", 0, ("a", 10), 6)):
+    workdir = tmp_path / f"{phase}{deleted}"
+    run(program, workdir)
+    # What the corruption error advises for one step (an intermediate one: the later ones stay).
+    CheckpointStore(workdir / phase)._manager.delete(deleted)  # pylint: disable=protected-access
+    resumed = run(program, workdir)
+    assert (resumed.resumed_from, resumed.steps_trained) == (resumed_from, trained), (phase, deleted)
+    assert_trees_equal(resumed.state, pure_state)
+    assert_trees_equal(resumed.history, pure_history)
+    assert CheckpointStore(workdir / "a").all_steps() == [0, 4, 6, 8, 10]
+    assert CheckpointStore(workdir / "b").all_steps() == [0, 4, 6]
+    assert run(program, workdir).steps_trained == 0   # now finished
+
+
+def test_edited_or_unreadable_metadata_is_corruption_naming_the_previous_step(tmp_path):
+  run(toy_program(), tmp_path)
+  path = tmp_path / "b" / "6" / "metadata" / "metadata"
+  metadata = json.loads(path.read_text())
+  path.write_text(json.dumps({**metadata, "config": {"toy": 2}}))
+  with pytest.raises(CheckpointError, match=(
+      r"metadata of the checkpoint at step 6 in .*b is corrupt: it differs from the digest saved with it; the "
+      r"previous checkpoint is step 4")):
+    run(toy_program(), tmp_path)
+  path.write_text("{not json")
+  with pytest.raises(CheckpointError, match=r"step 6 .* could not be read, it may be corrupt .*previous "
+                                            r"checkpoint is step 4"):
+    run(toy_program(), tmp_path)
