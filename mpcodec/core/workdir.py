@@ -48,11 +48,16 @@ def _alive(pid: int) -> bool:
 
 
 def _holder(path: str) -> dict | None:
+  """The lock's holder, or None when the file is missing, not JSON, or JSON of another shape (garbage)."""
   try:
     with open(path, encoding="utf-8") as f:
-      return json.load(f)
+      holder = json.load(f)
   except (OSError, ValueError):
     return None
+  if (not isinstance(holder, dict) or not isinstance(holder.get("host"), str)
+      or not isinstance(holder.get("pid"), int) or isinstance(holder.get("pid"), bool)):
+    return None
+  return holder
 
 
 @contextlib.contextmanager
@@ -79,14 +84,22 @@ def locked(workdir: str) -> Iterator[None]:
       if holder is None:
         time.sleep(0.2)  # Being written right now, or garbage: look once more before taking it over.
         holder = _holder(path)
-      stale = holder is None or (holder.get("host") == me["host"] and not _alive(int(holder.get("pid", -1))))
-      if holder is not None and holder.get("host") == me["host"] and holder.get("pid") == me["pid"]:
+      same_host = holder is not None and holder["host"] == me["host"]
+      stale = holder is None or (same_host and not _alive(holder["pid"]))
+      if same_host and holder["pid"] == me["pid"]:
         stale = True  # Our own lock from an earlier run in this process.
       if not stale:
+        elsewhere = "" if same_host else (
+            f" (on another host, so whether it still runs cannot be checked from here: if it has ended, "
+            f"remove {path} and run again)")
         raise WorkdirError(
-            f"workdir {workdir} is in use by pid {holder.get('pid')} on {holder.get('host')} since "
+            f"workdir {workdir} is in use by pid {holder['pid']} on {holder['host']} since "
             f"{holder.get('since')} ({holder.get('command')}); wait for it to end or use another "
-            f"--workdir") from None
+            f"--workdir{elsewhere}") from None
+      if holder is None or holder["pid"] != me["pid"]:
+        logging.warning("workdir %s: taking over the lock %s (%s)", workdir, path,
+                        "unreadable or malformed" if holder is None else
+                        f"left by pid {holder['pid']}, which no longer runs")
       with contextlib.suppress(FileNotFoundError):
         os.remove(path)
       continue

@@ -85,8 +85,11 @@ def read_lock(workdir):
 
 
 def in_use_message(workdir, holder) -> str:
+  elsewhere = "" if holder["host"] == socket.gethostname() else (
+      f" (on another host, so whether it still runs cannot be checked from here: if it has ended, remove "
+      f"{os.path.join(workdir, workdir_lib.LOCK_NAME)} and run again)")
   return (f"workdir {workdir} is in use by pid {holder['pid']} on {holder['host']} since {holder['since']} "
-          f"({holder['command']}); wait for it to end or use another --workdir")
+          f"({holder['command']}); wait for it to end or use another --workdir{elsewhere}")
 
 
 def mtimes(folder) -> dict:
@@ -148,10 +151,12 @@ def test_locked_takes_over_a_stale_or_garbage_lock(tmp_path):
   with workdir_lib.locked(workdir):
     assert read_lock(workdir)["pid"] == os.getpid()
   assert not os.path.exists(os.path.join(workdir, workdir_lib.LOCK_NAME))
-  with open(os.path.join(workdir, workdir_lib.LOCK_NAME), "w", encoding="utf-8") as f:
-    f.write("{not json")
-  with workdir_lib.locked(workdir):
-    assert read_lock(workdir)["pid"] == os.getpid()
+  # Garbage, or valid JSON of another shape: a corrupt lock, taken over (with a warning).
+  for garbage in ("{not json", "[1, 2]", '{"pid": "abc"}', '{"pid": 12, "host": null}', "null", '"x"'):
+    with open(os.path.join(workdir, workdir_lib.LOCK_NAME), "w", encoding="utf-8") as f:
+      f.write(garbage)
+    with workdir_lib.locked(workdir):
+      assert read_lock(workdir)["pid"] == os.getpid(), garbage
 
 
 def test_second_launch_on_a_running_workdir_is_refused_at_once(tmp_path):
@@ -307,7 +312,7 @@ def test_a_failed_lock_release_does_not_hide_the_error_that_ended_the_run(tmp_pa
   with pytest.raises(RuntimeError, match="^the real failure$"):
     with workdir_lib.locked(workdir):
       raise RuntimeError("the real failure")
-  with workdir_lib.locked(workdir):   # A clean end: the failed release is a warning, not an error.
+  with workdir_lib.locked(workdir + "_clean"):   # A clean end: the failed release is a warning, not an error.
     pass
 
 
