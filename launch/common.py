@@ -171,7 +171,8 @@ def data_dir(value: str | None, flag: str = "--data_dir") -> str:
                     f"fashion-mnist/, kmnist/, ag_news/, qmnist/ as written by `python -m launch.fetch_data`")
   if not os.path.isdir(chosen):
     origin = flag if value else f"${DATA_DIR_ENV}"
-    raise DataError(f"data directory {chosen} (from {origin}) does not exist; pass {flag}=DIR or set "
+    what = "is a file, not a directory" if os.path.exists(chosen) else "does not exist"
+    raise DataError(f"data directory {chosen} (from {origin}) {what}; pass {flag}=DIR or set "
                     f"{DATA_DIR_ENV}=DIR to a folder holding mnist/, fashion-mnist/, kmnist/, ag_news/, ...")
   return chosen
 

@@ -19,6 +19,20 @@ from typing import Any
 import numpy as np
 
 
+def _current_umask() -> int:
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
+
+
+_UMASK = _current_umask()
+
+
+def _plain_mode(fd: int) -> None:
+  """The mode a plain `open` would give a new file (0666 less the umask), not mkstemp's private 0600."""
+  os.fchmod(fd, 0o666 & ~_UMASK)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[str]:
   """Yields a temporary path beside `path`; renames it onto `path` if the block succeeds."""
@@ -26,7 +40,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
   folder = os.path.dirname(path) or "."
   os.makedirs(folder, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-  os.close(fd)
+  try:
+    _plain_mode(fd)
+  finally:
+    os.close(fd)
   try:
     yield tmp
     os.replace(tmp, path)
@@ -74,6 +91,7 @@ def write_json_once(path: str | os.PathLike, payload: Any) -> bool:
   os.makedirs(folder, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
   try:
+    _plain_mode(fd)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
       f.write(json.dumps(jsonable(payload), indent=2, sort_keys=True, allow_nan=False) + "\n")
     os.link(tmp, path)   # Fails if the path exists, unlike a rename.

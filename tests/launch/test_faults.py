@@ -463,3 +463,16 @@ def test_dynamics_missing_plots_come_back_without_retraining(tmp_path, needs_dyn
   assert all((folder / "plots" / name).stat().st_size > 0 for name in plots)
   assert [p.stat().st_mtime_ns for p in outputs] == stamps
   assert mtimes(folder / "checkpoints") == checkpoints
+
+
+def test_a_data_dir_that_is_a_file_is_named_as_such(tmp_path):
+  from launch import common  # pylint: disable=g-import-not-at-top
+  from mpcodec.core.errors import DataError  # pylint: disable=g-import-not-at-top
+  path = tmp_path / "data"
+  path.write_text("a regular file")
+  with pytest.raises(DataError, match=re.escape(f"data directory {path} (from --data_dir) is a file, not a "
+                                                f"directory;")):
+    common.data_dir(str(path))
+  with pytest.raises(DataError, match=re.escape(f"data directory {tmp_path / 'none'} (from --data_dir) does not "
+                                                f"exist;")):
+    common.data_dir(str(tmp_path / "none"))
