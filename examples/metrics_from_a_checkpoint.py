@@ -14,14 +14,16 @@ import tempfile
 import numpy as np
 
 from mpcodec import checkpoints
-from mpcodec.metrics import dimensionality, weights
+from mpcodec.metrics import mean_pairwise_angle_degrees, participation_ratio, weight_entropy
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 with tempfile.TemporaryDirectory() as workdir:
   # The smoke run (4 seeds, 60 steps a phase), training only; launches run from the repository root.
-  subprocess.run([sys.executable, "-m", "launch.mono_poly", "--config=configs/mono_poly.py:smoke",
-                  f"--workdir={workdir}", "--noanalyze"], cwd=REPO, check=True, capture_output=True)
+  launch = subprocess.run([sys.executable, "-m", "launch.mono_poly", "--config=configs/mono_poly.py:smoke",
+                           f"--workdir={workdir}", "--noanalyze"], cwd=REPO, capture_output=True, text=True)
+  if launch.returncode:
+    sys.exit(launch.stderr)
 
   run = checkpoints.load(workdir)                                  # the last phase, its latest step
   acts_SxNxH = checkpoints.activations(run, layer="hidden_0")      # on the run's own test images
@@ -29,6 +31,6 @@ with tempfile.TemporaryDirectory() as workdir:
 
   print(f"{run.stage} step {run.step}, seeds {list(run.seeds)}, stages {list(checkpoints.stages(workdir))}")
   for seed, acts_NxH, w_in_DxH in zip(run.seeds, acts_SxNxH, w_in_SxDxH):
-    print(f"seed {seed}: participation ratio {float(dimensionality.participation_ratio(acts_NxH)):.2f}, "
-          f"mean weight entropy {float(np.mean(weights.weight_entropy(w_in_DxH))):.2f} nats, "
-          f"mean angle {float(weights.mean_pairwise_angle_degrees(w_in_DxH)):.1f} degrees")
+    print(f"seed {seed}: participation ratio {float(participation_ratio(acts_NxH)):.2f}, "
+          f"mean weight entropy {float(np.mean(weight_entropy(w_in_DxH))):.2f} nats, "
+          f"mean angle {float(mean_pairwise_angle_degrees(w_in_DxH)):.1f} degrees")
