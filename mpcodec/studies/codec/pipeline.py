@@ -29,7 +29,7 @@ from mpcodec.studies.codec.sources import (ActivationSource, GroundTruthConfig, 
 from mpcodec.metrics import codec as codec_metrics
 from mpcodec.studies.codec import analysis, dead_latents
 from mpcodec.studies.codec import report as codec_report
-from mpcodec.core import seeds
+from mpcodec.core import memory, seeds
 
 State = dict[str, Any]
 StepFn = Callable[[State, jax.Array], tuple[State, dict[str, jax.Array]]]
@@ -421,6 +421,14 @@ def check_against_width(cfg: CodecConfig, width: int) -> None:
     if k > num_neurons:
       raise configuration.ConfigError(
           f"config.squeezer_k_grid[{i}]: K={k} must be <= the Squeezer's num_neurons={num_neurons}")
+  # Every run of a stage is vmapped into one step: its batch x (inputs + latents) per run, before compiling.
+  sae_runs = cfg.num_seeds * max(1, len(cfg.sae.k_grid))
+  for key, loop_cfg, runs, units in (
+      ("sae_loop.batch_size", cfg.sae_loop, sae_runs, width + cfg.sae.num_latents),
+      ("squeezer_loop.batch_size", cfg.squeezer_loop, sae_runs * max(1, len(cfg.squeezer_k_grid)),
+       cfg.sae.num_latents + num_neurons)):
+    memory.check_fits(key, memory.estimate_bytes(runs, loop_cfg.batch_size, units),
+                      f"a step of {runs} runs on {loop_cfg.batch_size} rows x {units} units")
 
 
 def tax_widths(cfg: CodecConfig, width: int) -> list[int]:
