@@ -39,17 +39,24 @@ class Hypothesis:
   quantity: str     # per_seed key
   description: str  # what the per-seed effect is, in words
   unit: str
+  controlled: str   # what XOR minus control tests, in words
 
 
 GROUP_HYPOTHESES = (
     Hypothesis("H1", "polysemantic neurons have a higher weight entropy than monosemantic ones", "entropy",
-               "polysemantic minus monosemantic neurons' mean weight entropy", "nats"),
+               "polysemantic minus monosemantic neurons' mean weight entropy", "nats",
+               "the polysemantic-minus-monosemantic difference in weight entropy is larger after XOR training "
+               "than after the same training on orientation (the same neurons)"),
     Hypothesis("H2", "polysemantic neurons have a larger incoming-weight L2 norm than monosemantic ones", "l2",
-               "polysemantic minus monosemantic neurons' mean incoming-weight L2 norm", ""),
+               "polysemantic minus monosemantic neurons' mean incoming-weight L2 norm", "",
+               "the polysemantic-minus-monosemantic difference in incoming-weight L2 norm is larger after XOR "
+               "training than after the same training on orientation (the same neurons)"),
 )
 ANGLE_HYPOTHESIS = Hypothesis(
     "H3", "the mean angle between neurons' weight vectors falls from the end of phase 1 to the end of phase 2",
-    "mean_angle", "phase-1-end minus phase-2-end mean pairwise angle", "degrees")
+    "mean_angle", "phase-1-end minus phase-2-end mean pairwise angle", "degrees",
+    "the mean angle between neurons' weight vectors falls more under XOR training than under the same "
+    "training on orientation")
 HYPOTHESES = GROUP_HYPOTHESES + (ANGLE_HYPOTHESIS,)
 
 
@@ -162,7 +169,8 @@ def test_hypotheses(per_seed: Mapping[str, Any], control: Mapping[str, Any] | No
     result = results[h.name]
     used = int(np.isfinite(tested_S[h.name]).sum())
     entry = {
-        "name": h.name, "claim": h.claim, "quantity": h.quantity, "unit": h.unit, "expected_sign": 1,
+        "name": h.name, "claim": h.claim, "tested_claim": h.controlled if ctrl is not None else h.claim,
+        "quantity": h.quantity, "unit": h.unit, "expected_sign": 1,
         "effect": h.description,
         "tested_value": ("XOR-arm effect minus control-arm effect, per seed" if ctrl is not None
                          else "XOR-arm effect, per seed (no control arm)"),
@@ -270,4 +278,17 @@ def statement(entry: Mapping[str, Any], result: stats.HypothesisResult, min_seed
   if result.verdict != "cannot be tested":
     tested += f"; {result.reason}"
   parts.append(f"{tested}. {entry['name']}: {verdict_text(result)}.")
+  xor = entry["arms"][XOR]
+  if control and result.verdict == "supported" and xor["n"]:
+    if not xor["estimate"] > 0:
+      alone = (f"points the other way (mean {format_number(xor['estimate'])}{_unit(entry)}; "
+               f"{_seeds_show(xor['k_of_n'], xor['n'])})")
+    elif not xor["low"] > 0:
+      alone = f"has an interval that includes 0 ({_interval(xor)})"
+    else:
+      alone = None
+    if alone:
+      parts.append(f"The support is for the difference from the control only: in the XOR arm alone the "
+                   f"{entry['effect']} {alone}, so the claim that {entry['claim']} is not shown by the XOR arm "
+                   "itself.")
   return " ".join(parts)

@@ -100,7 +100,8 @@ def render_report_markdown(hypotheses: Mapping[str, Any], summary: Mapping[str, 
     lines.append("")
   lines += ["## Hypotheses", ""]
   for name, result in results.items():
-    lines += [f"### {name}: {result['claim']}", "", *_hypothesis_table(result, rules["min_seeds"]), "",
+    tested = [f"Tested as XOR minus control: {result['tested_claim']}.", ""] if "control" in result["arms"] else []
+    lines += [f"### {name}: {result['claim']}", "", *tested, *_hypothesis_table(result, rules["min_seeds"]), "",
               result["statement"], ""]
   lines += ["Each arm's row shows its own figures; only the tested row is tested. k of n: seeds whose value "
             "is above 0 (the predicted sign). Cohen's d_z: the mean of the per-seed values over their SD, "

@@ -171,6 +171,21 @@ def test_seeds_without_both_groups_are_left_out_and_counted():
   json.dumps(result, allow_nan=False)
 
 
+def test_support_from_the_control_alone_is_said_when_the_xor_arm_does_not_show_the_claim():
+  # Polysemantic neurons' L2 norm below the monosemantic ones' under XOR (-0.05), further below under the
+  # control (-0.5): XOR minus control is positive and supported, the claim about the XOR arm is not.
+  per_seed, control = _planted(np.full(NUM_SEEDS, -0.05), np.full(NUM_SEEDS, -0.5), noise=0.01)
+  result = hypotheses.test_hypotheses(per_seed, control)["hypotheses"]
+  h2 = result["H2"]
+  assert h2["verdict"] == "supported" and h2["arms"]["xor"]["estimate"] < 0
+  assert h2["tested_claim"].startswith("the polysemantic-minus-monosemantic difference in incoming-weight L2")
+  assert "The support is for the difference from the control only" in h2["statement"]
+  assert "points the other way" in h2["statement"]
+  per_seed, control = _planted(np.full(NUM_SEEDS, 1.0), np.full(NUM_SEEDS, 0.2))
+  h1 = hypotheses.test_hypotheses(per_seed, control)["hypotheses"]["H1"]
+  assert h1["verdict"] == "supported" and "difference from the control only" not in h1["statement"]
+
+
 def test_pooled_means_that_point_the_other_way_are_explained():
   # Seed 0 sits high with one polysemantic neuron, seed 1 low with eight: within each seed polysemantic
   # neurons are 0.1 higher, pooled over both they are far lower.
@@ -216,7 +231,8 @@ def test_bad_input_names_the_key():
 def _table_rows(markdown, heading):
   lines = markdown.splitlines()
   start = next(i for i, line in enumerate(lines) if line.startswith(heading))
-  return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[start + 4:start + 7]]
+  header = next(i for i in range(start, len(lines)) if lines[i].startswith("| per-seed value"))
+  return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[header + 2:header + 5]]
 
 
 def test_report_numbers_equal_computed_ones():
@@ -244,6 +260,7 @@ def test_report_numbers_equal_computed_ones():
   assert "| phase2 | 48 | 24 | 8 | 80 |" in markdown
   assert "| final_test_accuracy | 0.9877 |" in markdown
   assert "Holm" in markdown and "No verdicts" not in markdown
+  assert f"Tested as XOR minus control: {result['hypotheses']['H3']['tested_claim']}." in markdown
 
 
 def test_plots_write_non_empty_pngs(tmp_path):
