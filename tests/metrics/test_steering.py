@@ -115,3 +115,28 @@ def test_adding_a_class_direction_to_a_planted_linear_model_raises_that_class_pr
   null_direction = np.linalg.svd(m_CxD)[2][-1]
   untouched = (x_BxD + steering.norm_matched_delta(null_direction, x_BxD, 5.0)) @ m_CxD.T
   np.testing.assert_allclose(untouched, clean, atol=1e-4)
+
+
+def test_random_directions_of_the_same_norm_barely_steer_a_planted_model_where_its_theme_does():
+  """Planted probe: logits = g·W x with orthonormal rows W (4 classes in 1,024 dims), ‖x‖ ≈ 1. A theme
+  vector near W[t] adds about g·α to logit t; a random unit direction v adds g·α·(W[t]·v) with
+  W[t]·v ~ N(0, 1/D), so its effect averages out over directions. Norm matching gives both the same
+  delta norm at every token."""
+  dim, gain, target, strength = 1024, 8.0, 1, 1.0
+  rng = _rng(4)
+  w_CxD = np.linalg.qr(rng.normal(size=(dim, 4)))[0].T
+  x_BxD = rng.normal(size=(64, dim)) / np.sqrt(dim)
+  theme = w_CxD[target] + 0.3 * rng.normal(size=dim) / np.sqrt(dim)
+  randoms = rng.normal(size=(32, dim))
+  clean_p = float(steering.mean_class_probability(gain * x_BxD @ w_CxD.T, target))
+
+  def log_ratio(direction):
+    delta = np.asarray(steering.norm_matched_delta(direction, x_BxD, strength))
+    np.testing.assert_allclose(np.linalg.norm(delta, axis=1), strength * np.linalg.norm(x_BxD, axis=1), rtol=1e-5)
+    return np.log(float(steering.mean_class_probability(gain * (x_BxD + delta) @ w_CxD.T, target)) / clean_p)
+
+  random_effects = np.asarray([log_ratio(v) for v in randoms])
+  theme_effect = log_ratio(theme)
+  assert abs(random_effects.mean()) < 3 * random_effects.std(ddof=1) / np.sqrt(len(randoms)) + 0.02
+  assert abs(random_effects.mean()) < 0.1 and theme_effect > 1.0
+  assert theme_effect > random_effects.max()

@@ -1,16 +1,18 @@
-"""Guardrail detection of one AG News class at the SAE's layer: a theme's activation against a linear
-probe on the raw activations and DiffMean.
+"""Detection of one AG News class (a news topic; the earlier work's claim was a "safety" detector) at the
+SAE's layer: a theme's activation against a linear probe on the raw activations and DiffMean.
 
-Over `num_splits` stratified random splits of the documents into a fit, a calibration and a test part:
+Over `num_splits` stratified random splits of the documents into three disjoint parts, fit, calibration
+and test:
   - theme: the score of a document is the theme's activation maxed over its tokens; the theme is the
     one with the highest AUROC on the fit part (for each SAE seed);
   - probe: binary logistic regression (mpcodec.core.probe) on the documents' mean raw activations;
   - DiffMean: the projection of the mean raw activation on μ₊ − μ₋ of the fit part.
-On the test part: AUROC, the detection rate at a false-positive budget read off the test ROC, and the
-rate of a threshold calibrated on the calibration part's negatives (the rule an operator would deploy;
-the fit part would flatter a probe that separates its own training rows) with its realised
-false-positive rate. The CI is over (SAE seed × split) for the theme and over splits for the two
-raw-activation detectors.
+On the test part: AUROC; the detection rate and the realised false-positive rate of the threshold set
+on the calibration part's negatives (at most `max_fpr` of them flagged: the rule an operator would
+deploy; the fit part would flatter a probe that separates its own training rows, and the test part
+would choose its own threshold); and, as an optimistic reference only, the best rate within the budget
+read off the test part's own ROC ("oracle"). Every threshold comes from a part disjoint from the one its
+rates are measured on (`calibrated_rates`).
 """
 
 from __future__ import annotations
@@ -69,21 +71,27 @@ def stratified_parts(labels_D: np.ndarray, num_splits: int, fractions: tuple[flo
 
 
 @jax.jit
-def _rates(test_scores, test_positive, train_scores, train_positive, max_fpr):
-  threshold = detection.threshold_at_fpr(train_scores, train_positive, max_fpr)
+def _rates(test_scores, test_positive, calibration_scores, calibration_positive, max_fpr):
+  threshold = detection.threshold_at_fpr(calibration_scores, calibration_positive, max_fpr)
   tpr, fpr = detection.rates_above_threshold(test_scores, test_positive, threshold)
   return {"auroc": detection.auroc(test_scores, test_positive),
           "tpr_at_fpr": detection.tpr_at_fpr(test_scores, test_positive, max_fpr),
-          "calibrated_tpr": tpr, "calibrated_fpr": fpr}
+          "calibrated_tpr": tpr, "calibrated_fpr": fpr, "threshold": threshold}
 
 
 _fit_aurocs = jax.jit(jax.vmap(detection.auroc, in_axes=(1, None)))
 
 
-def _evaluate(scores_D: np.ndarray, positive_D: np.ndarray, part_D: np.ndarray, max_fpr: float
-              ) -> dict[str, float]:
-  """Test AUROC, test TPR at max_fpr, and the test (TPR, FPR) of the threshold set on calibration."""
+def calibrated_rates(scores_D: np.ndarray, positive_D: np.ndarray, part_D: np.ndarray, max_fpr: float
+                     ) -> dict[str, float]:
+  """One detector on one split: the threshold from the CALIBRATION part's negatives (at most max_fpr of
+  them flagged), its detection rate and false-positive rate on the TEST part, the test AUROC, and the
+  oracle rate read off the test ROC; the two parts are disjoint by construction (one part index per
+  document)."""
   test, calibration = part_D == TEST, part_D == CALIBRATION
+  if not (test.any() and calibration.any()):
+    raise ValueError(f"calibrated_rates: need documents in the calibration part ({int(calibration.sum())}) and "
+                     f"the test part ({int(test.sum())})")
   found = _rates(scores_D[test], positive_D[test], scores_D[calibration], positive_D[calibration], max_fpr)
   return {name: float(value) for name, value in found.items()}
 
@@ -109,7 +117,7 @@ def run_detection(cfg: DetectionConfig, labels_D: np.ndarray, target: int, poole
         if name != "theme" and r > 0:
           continue   # The raw-activation detectors do not depend on the SAE seed.
         rows.append(dict(detector=name, seed_index=r, split=s, theme=theme if name == "theme" else None,
-                         **_evaluate(scores[name], positive_D, part_D, cfg.max_fpr)))
+                         **calibrated_rates(scores[name], positive_D, part_D, cfg.max_fpr)))
         if r == 0 and s == 0:
           fpr, tpr, _, vertex = (np.asarray(a) for a in detection.roc_curve(scores[name][test],
                                                                              positive_D[test]))

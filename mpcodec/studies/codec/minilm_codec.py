@@ -17,17 +17,17 @@ from typing import Any
 
 import numpy as np
 
-from mpcodec.core import configuration, io, loop
-from mpcodec.studies.codec import analysis, pipeline, replication, report as codec_report
+from mpcodec.core import configuration, io, loop, stats
+from mpcodec.studies.codec import analysis, minilm_report, pipeline, replication, report as codec_report
 from mpcodec.studies.codec.pipeline import CodecConfig
 
-_VALIDATION_CLAIM = ("the Validation Hypothesis: if the synthetic neurons' interference patterns match the "
-                     "original model's neurons, the SAE atoms are the model's true atoms")
-_VALIDATION_DEFINITION = ("null distance − observed distance of the Hungarian-matched truth tables of "
-                          "MiniLM's FFN neurons and the synthetic neurons (> 0: they agree better "
-                          "than under a permuted Squeezer)")
-_VALIDATION_VERDICTS = {"supported": "replicates", "contradicted": "does not replicate",
-                        "inconclusive": "does not replicate", "cannot be tested": "cannot be tested"}
+# The statistic is the analysis' validation effect per seed; the report reads its definition from
+# metrics/analysis.json where it is given there (this text is the fallback).
+_VALIDATION = minilm_report.ClaimSpec(
+    "validation", "the Validation Hypothesis: if the synthetic neurons' interference patterns match the "
+    "original model's neurons, the SAE atoms are the model's true atoms",
+    "per seed: the analysis' validation effect on MiniLM's FFN neurons and the synthetic neurons (> 0: their "
+    "Hungarian-matched truth tables agree better than under the strongest null)", "match", expected_sign=+1)
 
 
 @dataclasses.dataclass
@@ -78,7 +78,7 @@ def train_codec(cfg: CodecConfig, source: Any, workdir: str, progress: Any = Non
       stages=stages, skipped_widths=skipped, sae_metrics=sae_metrics, squeezer_metrics=sq_metrics,
       dead_latents_payload=None, primary_squeezer_k=cfg.squeezer.k,
       inputs_config=dict(pipeline.squeezer_training_config(cfg),
-                         tax_width_factors=list(cfg.tax_width_factors)))
+                         tax_width_factors=list(cfg.tax_width_factors)), smoke=cfg.smoke)
   codec_report.write_codec_outputs(
       workdir, cfg=configuration.to_dict(cfg), source_description=source.description, run_labels=run_labels,
       sae_metrics=sae_metrics, sae_history=sae_history, squeezer_metrics=sq_metrics,
@@ -100,26 +100,34 @@ def with_text_source(cfg: CodecConfig, identity: Mapping[str, Any]) -> CodecConf
   return dataclasses.replace(cfg, source=dataclasses.replace(cfg.source, workdir=text))
 
 
-def analysis_claims(payload: Mapping[str, Any] | None, tolerance: float) -> list[dict[str, Any]]:
-  """Replication-table rows of the part-2 findings the issue asks of MiniLM: the Validation Hypothesis on its
-  FFN neurons (the analysis' validation section: null distance − observed distance, CI over seeds) and OR
-  prevalence (the codec's own replication row)."""
+def _or_prevalence_spec() -> minilm_report.ClaimSpec:
+  """The codec table's OR-prevalence claim (its margin and reason declared once, in replication.CLAIMS)."""
+  claim = next(c for c in replication.CLAIMS if c.key == "or_prevalence")
+  return minilm_report.ClaimSpec(claim.key, claim.claim, claim.statistic, claim.shown, claim.claimed, "fraction",
+                                 claim.margin)
+
+
+def analysis_claims(payload: Mapping[str, Any] | None, smoke: bool) -> list[minilm_report.ClaimTest]:
+  """The replication tests (before Holm) of the part-2 findings the study reports on MiniLM: the Validation
+  Hypothesis on its FFN neurons (the analysis' validation section's per-seed effect, a direction) and OR
+  prevalence (per-seed prevalence at the primary (SAE k, Squeezer K), equivalence within the codec table's
+  margin)."""
+  or_spec = _or_prevalence_spec()
   if payload is None:
-    return [{"claim": claim, "claimed": "-", "ours": None, "definition": "the part-2 analyses are disabled",
-             "verdict": "cannot be tested"} for claim in (_VALIDATION_CLAIM, "OR-gate prevalence 21.8%")]
+    return [minilm_report.ClaimTest(spec, stats.ReplicationResult.untestable(
+        spec.key, "the part-2 analyses are disabled", spec.claimed, spec.margin)) for spec in (_VALIDATION, or_spec)]
   validation = payload["validation"]
-  ci = validation.get("ci") or [None, None]
-  definition = _VALIDATION_DEFINITION
-  if validation.get("reason"):
-    definition += f"; {validation['reason']}"
-  rows = [{"claim": _VALIDATION_CLAIM, "claimed": "match",
-           "ours": {"mean": validation.get("effect"), "low": ci[0], "high": ci[1]},
-           "definition": definition,
-           "verdict": _VALIDATION_VERDICTS[validation["verdict"]]}]
-  gates = replication.replication_rows(payload, tolerance)[0]
-  rows.append({"claim": gates["claim"], "claimed": "21.8%", "ours": gates["ours"],
-               "definition": gates["reason"], "verdict": gates["verdict"]})
-  return rows
+  gates = payload["or_gates"]
+  primary = (gates.get("primary_sae_k"), gates.get("primary_squeezer_k"))
+  entry = next((e for e in gates.get("by_squeezer_k", []) if (e.get("sae_k"), e.get("squeezer_k")) == primary),
+               None)
+  prevalence = ((entry or {}).get("or_prevalence") or {}).get("per_seed") or []
+  validation_spec = (dataclasses.replace(_VALIDATION, statistic=f"per seed: {validation['definition']}")
+                     if validation.get("definition") else _VALIDATION)
+  return [minilm_report.test_claim(validation_spec, validation.get("per_seed") or [], smoke,
+                                   why_missing=validation.get("reason") or "no seed could be analysed"),
+          minilm_report.test_claim(or_spec, prevalence, smoke,
+                                   why_missing=gates.get("reason") or "no OR prevalence at the primary K")]
 
 
 def analysis_note(payload: Mapping[str, Any] | None) -> str:

@@ -1,5 +1,6 @@
 """The codec on a pretrained transformer: MiniLM's FFN neurons through the SAE and the Squeezer, themes on
-real text, thematic steering and guardrail detection, with the replication table of the earlier claims.
+real text, thematic steering against a random control and detection of an AG News class, with the replication
+table of the earlier claims.
 
   python -m launch.codec --config=configs/codec_minilm.py --workdir=runs/codec_minilm
 
@@ -16,9 +17,12 @@ Stages (outputs under the workdir):
      mean-ablated): metrics/reconstruction.json;
   4. themes on real text (clusters of decoder rows, their top tokens and contexts, mean activation per
      class): metrics/themes_text.json;
-  5. thematic steering (steering_study): metrics/steering.json, plots/steering.png, plots/snr.png;
-  6. guardrail detection (detection_study): metrics/detection.json, plots/roc.png;
-  7. report.md with the replication table.
+  5. thematic steering against random directions of the same norm (steering_study): metrics/steering.json,
+     plots/steering.png, plots/snr.png;
+  6. detection of an AG News class (detection_study): metrics/detection.json, plots/roc.png;
+  7. report.md and report.json: the replication table (equivalence within declared margins, Holm over the
+     table) and the study's hypotheses (Holm), by the statistics layer (minilm_report); a smoke run or one
+     of fewer than 5 seeds gives no verdict and says so in a banner.
 
 The SAE learns from every document (its training uses no labels); the linear probes, the choice of the
 target theme and DiffMean use the training documents (`data.train_fraction` of each class), and the
@@ -50,7 +54,7 @@ from mpcodec.metrics import themes as themes_lib
 from mpcodec.models import minilm
 from mpcodec.sae import autoencoder as sae
 from mpcodec.studies.codec import (analysis, detection_study, minilm_codec, minilm_passes, minilm_report,
-                                   steering_study, text_source)
+                                   pipeline, steering_study, text_source)
 from mpcodec.studies.codec.pipeline import CodecConfig
 
 
@@ -106,11 +110,12 @@ class TextThemeConfig:
     yield "context_tokens", self.context_tokens >= 0, f"must be >= 0, got {self.context_tokens}"
 
 
-# The codec of the full run: 6,144 latents (4x the layer), k in {16, 32}, 2 seeds; AuxK over 256 dead
-# latents; Adam at 3e-3. The Squeezer keeps the codec's defaults (K = 64 into M = the layer's 1,536); the
-# tax sweep adds M = 384 and 768 (a 2x-wide Squeezer of 6,144 latents would cost more than the rest).
+# The codec of the full run: 6,144 latents (4x the layer), k in {16, 32}, 5 seeds (the statistics layer
+# gives no verdict below 5: stats.MIN_SEEDS); AuxK over 256 dead latents; Adam at 3e-3. The Squeezer keeps
+# the codec's defaults (K = 64 into M = the layer's 1,536); the tax sweep adds M = 384 and 768 (a 2x-wide
+# Squeezer of 6,144 latents would cost more than the rest).
 _CODEC = CodecConfig(
-    num_seeds=2, tax_width_factors=(0.25, 0.5),
+    num_seeds=5, tax_width_factors=(0.25, 0.5),
     sae=sae.SAEConfig(num_latents=6144, k=32, k_grid=(16, 32), aux_k=256, dead_tokens_threshold=200_000,
                       optim=OptimConfig(learning_rate=3e-3, warmup_steps=100, schedule="cosine",
                                         grad_clip_norm=1.0)),
@@ -127,9 +132,12 @@ class MiniLMStudyConfig:
     codec: the SAE, Squeezer, loops and part-2 analyses (its `source` section is not used: the
       activations come from `text`).
     data, themes, steering, detection: the stages after the codec.
+    smoke: a smoke run (the `:smoke` preset): report.md opens with a banner, report.json says
+      `"smoke": true`, and every verdict, the codec section's included, reads "cannot be tested".
   """
 
   study: Literal["minilm"] = "minilm"
+  smoke: bool = False
   text: text_source.TextSourceConfig = text_source.TextSourceConfig(max_length=128)
   codec: CodecConfig = _CODEC
   data: TextDataConfig = TextDataConfig()
@@ -272,20 +280,30 @@ def _stage(name: str):
   logging.info("MiniLM study: %s took %.1f s", name, time.perf_counter() - started)
 
 
+def training_steps(cfg: MiniLMStudyConfig, width: int) -> int:
+  """Steps the codec stages train, for the progress bar: the SAE, the main Squeezer, its shuffled-latent
+  null (`codec.shuffled_latent_squeezer`) and each tax-sweep width in which a Squeezer K fits."""
+  codec_cfg = cfg.codec
+  tax = [m for m in pipeline.tax_widths(codec_cfg, width)
+         if any(k <= m for k in pipeline.squeezer_config(codec_cfg, width, m).k_values)]
+  squeezers = 1 + int(codec_cfg.shuffled_latent_squeezer) + len(tax)
+  return codec_cfg.sae_loop.steps + squeezers * codec_cfg.squeezer_loop.steps
+
+
 def run(raw_config: Any, workdir: str, overwrite: bool = False, progress: Any = None) -> dict[str, Any]:
-  """Runs every stage of the study in `workdir` (see the module docstring); returns the payloads."""
+  """Runs every stage of the study in `workdir` (see the module docstring); returns the payloads.
+
+  Without `progress`, one bar covers the codec's training (opened once the layer's width is known)."""
   cfg = parse_config(raw_config)
   with workdir_lib.locked(workdir):
-    if progress is not None:
-      return run_study(cfg, workdir, overwrite, progress)
-    with progress_lib.bar(cfg.codec.sae_loop.steps + cfg.codec.squeezer_loop.steps,
-                          "codec on MiniLM (SAE, then Squeezer)") as bar:
-      return run_study(cfg, workdir, overwrite, bar)
+    return run_study(cfg, workdir, overwrite, progress)
 
 
 def run_study(cfg: MiniLMStudyConfig, workdir: str, overwrite: bool = False, progress: Any = None
               ) -> dict[str, Any]:
   """Every stage in order; a bad model directory, layer or corpus stops before any training."""
+  smoke = cfg.smoke or cfg.codec.smoke
+  codec_cfg = dataclasses.replace(cfg.codec, smoke=smoke)
   with _stage("activations"):
     model = minilm.load(cfg.text.model_dir or None)
     text_source.check_token_layer(model, cfg.text.layer)
@@ -297,8 +315,12 @@ def run_study(cfg: MiniLMStudyConfig, workdir: str, overwrite: bool = False, pro
     source = text_source.TextActivationSource(text_cfg, model=model, corpus=corpus)
   with _stage("SAE, Squeezer and part-2 analyses"):
     identity = text_source.cache_identity(text_cfg, model.model_dir, tuple(corpus.texts))
-    codec = minilm_codec.train_codec(cfg.codec, source, workdir, progress=progress, overwrite=overwrite,
-                                     source_identity=identity)
+    with contextlib.ExitStack() as stack:
+      if progress is None:
+        progress = stack.enter_context(progress_lib.bar(training_steps(cfg, source.width),
+                                                        "codec on MiniLM (SAE, then Squeezers)"))
+      codec = minilm_codec.train_codec(codec_cfg, source, workdir, progress=progress, overwrite=overwrite,
+                                       source_identity=identity)
     add_atlas_contexts(workdir, source, cfg.codec.analysis, cfg.themes.context_tokens)
   labels_D, target = corpus.labels, cfg.data.target_class
   train_D = train_split(labels_D, cfg.data.train_fraction, cfg.codec.seed)
@@ -332,11 +354,15 @@ def run_study(cfg: MiniLMStudyConfig, workdir: str, overwrite: bool = False, pro
     minilm_report.write_json(workdir, "themes_text.json", themes_text)
 
   is_target = labels_D == target
+  seed_indices = [codec.run_labels[r]["seed_index"] for r in chosen]
   with _stage("steering"):
     decoders = np.asarray(states["params"]["w_dec_NxD"])
-    choices = [steering_study.choose_vectors(decoders[r], clusterings[r].labels_N,
-                                             doc_stats.theme_max_RxDxT[r], doc_stats.atom_max_RxDxN[r],
-                                             is_target, train_D, cfg.steering.snr_atoms)
+    choices = [dict(steering_study.choose_vectors(decoders[r], clusterings[r].labels_N,
+                                                  doc_stats.theme_max_RxDxT[r], doc_stats.atom_max_RxDxN[r],
+                                                  is_target, train_D, cfg.steering.snr_atoms),
+                    random_vectors=steering_study.random_control(cfg.codec.seed, seed_indices[r],
+                                                                 cfg.steering.random_directions,
+                                                                 decoders.shape[-1]))
                for r in range(len(chosen))]
     diffmean = np.asarray(steering.difference_of_means(doc_stats.pooled_mean_DxF[train_D],
                                                        is_target[train_D]))
@@ -345,33 +371,57 @@ def run_study(cfg: MiniLMStudyConfig, workdir: str, overwrite: bool = False, pro
         model, layer, cfg.text.max_length, cfg.steering, probe, target, [corpus.texts[i] for i in steer_rows],
         list(neutral.texts[:cfg.steering.neutral_items]), choices, diffmean)
     public = [dict({key: value for key, value in c.items() if "vector" not in key}, k=k,
-                   seed_index=codec.run_labels[chosen[r]]["seed_index"]) for r, c in enumerate(choices)]
+                   seed_index=seed_indices[r]) for r, c in enumerate(choices)]
     steering_payload = dict(minilm_report.steering_summary(result, cfg.steering.reference_strength, public),
                             target_class=corpus.class_names[target])
-    minilm_report.write_json(workdir, "steering.json", steering_payload)
   with _stage("detection"):
     detection_result = detection_study.run_detection(cfg.detection, labels_D, target,
                                                      doc_stats.pooled_mean_DxF, doc_stats.theme_max_RxDxT,
                                                      cfg.codec.seed)
     detection_payload = dict(minilm_report.detection_summary(detection_result),
                              target_class=corpus.class_names[target])
-    minilm_report.write_json(workdir, "detection.json", detection_payload)
+
+  num_seeds = len(set(seed_indices))
+  no_verdict = minilm_report.no_verdict_reason(num_seeds, smoke)
+  tests = (minilm_codec.analysis_claims(codec.analysis_payload, smoke)
+           + minilm_report.steering_tests(steering_payload, smoke)
+           + minilm_report.detection_tests(detection_payload, smoke))
+  claims = minilm_report.replication_table(tests)
+  by_key = {row["key"]: row for row in claims}
+  found = minilm_report.hypotheses(steering_payload, detection_payload, smoke)
+  steering_payload["claims"] = {key: by_key[key] for key in ("doubling", "stability", "snr")}
+  steering_payload["hypotheses"] = {key: found[key] for key in ("theme_above_random", "atom_above_random")}
+  detection_payload["claims"] = {"detection": by_key["detection"]}
+  detection_payload["hypotheses"] = {"theme_detector_above_probe": found["theme_detector_above_probe"]}
+  minilm_report.write_json(workdir, "steering.json", steering_payload)
+  minilm_report.write_json(workdir, "detection.json", detection_payload)
 
   plots = os.path.join(workdir, "plots")
   minilm_report.plot_steering(steering_payload, os.path.join(plots, "steering.png"))
   minilm_report.plot_snr(steering_payload, os.path.join(plots, "snr.png"))
   minilm_report.plot_roc(detection_result["roc"], cfg.detection.max_fpr, os.path.join(plots, "roc.png"))
-  claims = minilm_codec.analysis_claims(codec.analysis_payload, cfg.codec.analysis.replication_tolerance) + [
-      steering_payload["claims"]["doubling"], steering_payload["claims"]["stability"],
-      steering_payload["claims"]["snr"], detection_payload["claims"]["detection"]]
   text = minilm_report.report_markdown(
       source=source.description, reconstruction=reconstruction, themes=themes_text, steering=steering_payload,
-      detection=detection_payload, claims=claims,
-      analysis_note=minilm_codec.analysis_note(codec.analysis_payload))
-  io.write_text(os.path.join(workdir, "report.md"), codec.report_text + "\n" + text)
+      detection=detection_payload, claims=claims, hypotheses=found,
+      analysis_note=minilm_codec.analysis_note(codec.analysis_payload),
+      analysis_themes=(codec.analysis_payload or {}).get("themes"), no_verdict=no_verdict)
+  io.write_text(os.path.join(workdir, "report.md"),
+                minilm_report.with_banner(codec.report_text + "\n" + text, no_verdict))
+  report = minilm_report.report_json(_read_json(os.path.join(workdir, "report.json")), num_seeds=num_seeds,
+                                     smoke=smoke, no_verdict=no_verdict, claims=claims, hypotheses=found)
+  io.write_json(os.path.join(workdir, "report.json"), report)
   logging.info("outputs in %s", workdir)
   return {"reconstruction": reconstruction, "themes": themes_text, "steering": steering_payload,
-          "detection": detection_payload, "claims": claims}
+          "detection": detection_payload, "claims": claims, "hypotheses": found, "report": report}
+
+
+def _read_json(path: str) -> dict[str, Any] | None:
+  """The codec part's report.json (None where it wrote none); its "codec" entry when this study wrote it."""
+  if not os.path.isfile(path):
+    return None
+  with open(path, encoding="utf-8") as f:
+    found = json.load(f)
+  return found.get("codec") if "replication" in found and "codec" in found else found
 
 
 def _spread(rows: np.ndarray, count: int) -> np.ndarray:

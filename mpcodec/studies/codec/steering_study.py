@@ -1,9 +1,14 @@
-"""Thematic steering of MiniLM: a theme's vector, one of its atoms and DiffMean, added at the SAE's layer.
+"""Thematic steering of MiniLM: a theme's vector, one of its atoms, DiffMean and random directions, added
+at the SAE's layer.
 
 For each SAE seed the target theme is the theme whose activation (max over tokens) best separates the
 target class from the others on the training documents (Cohen's d); its single-atom baseline is the
 theme member with the largest d; DiffMean is the difference of the class means of the documents' mean
-activations. Every vector is norm-matched (δ_t = α‖x_t‖v̂) and added at every real token.
+activations; the control is `random_directions` directions drawn uniformly on the sphere for that seed
+(`random_control`). Every vector is norm-matched (δ_t = α‖x_t‖v̂) and added at every real token, so a
+random direction moves each activation exactly as far as the theme vector does: what the theme adds
+beyond it is its direction. The claims and hypotheses are read at `reference_strength`, declared in the
+config before the run; the sweep over `strengths` is a descriptive curve and chooses nothing.
 
 Measured on held-out documents of the other classes (the steering set) and on Shakespeare lines (the
 neutral set), under the linear probe on the final sentence embedding:
@@ -12,7 +17,8 @@ neutral set), under the linear probe on the final sentence embedding:
     of the embedding, on the neutral set and on the steering set;
   - the SNR of the embedding change along the probe's target-margin direction (metrics.steering.
     population_snr), and its scaling with the number N of atoms summed (the N most target-selective
-    atoms): the exponent β of SNR ∝ N^β (√N: β = 0.5).
+    atoms): the exponent β of SNR ∝ N^β (√N: β = 0.5), one per SAE seed.
+The random control's figures are the mean over its directions, per SAE seed.
 """
 
 from __future__ import annotations
@@ -25,22 +31,29 @@ import jax.numpy as jnp
 import numpy as np
 
 from mpcodec.core import probe as probe_lib
+from mpcodec.core import seeds
 from mpcodec.metrics import steering
 from mpcodec.studies.codec import minilm_passes
 
-METHODS = ("theme", "atom", "diffmean")
+METHODS = ("theme", "atom", "diffmean", "random")
 
 
 @dataclasses.dataclass(frozen=True)
 class SteeringConfig:
-  """Strengths α (fractions of the local activation norm), the sets' sizes, the SNR sweep.
+  """Strengths α (fractions of the local activation norm), the sets' sizes, the control, the SNR sweep.
 
-  reference_strength: the α at which the replication claims are read (1: a delta as large as the
-  activation itself). snr_atoms: numbers N of the most target-selective atoms summed for the SNR law.
+  strengths: the descriptive sweep (plots/steering.png, the table by α); no figure is chosen from it.
+  reference_strength: the α at which every claim and hypothesis is read, declared here before the run
+    (1: a delta as large as the activation itself); it must be one of `strengths`.
+  random_directions: random unit directions per SAE seed, steered at the same norm as the theme vector
+    (the control the theme must beat).
+  snr_atoms: numbers N of the most target-selective atoms summed for the SNR law, steered at
+    `snr_strength` (also fixed in advance).
   """
 
   strengths: tuple[float, ...] = (0.5, 1.0, 2.0, 3.0, 5.0)
   reference_strength: float = 1.0
+  random_directions: int = 4
   steering_items: int = 256
   neutral_items: int = 256
   snr_atoms: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
@@ -52,6 +65,7 @@ class SteeringConfig:
         f"must be a non-empty tuple of positive strengths, got {self.strengths}")
     yield "reference_strength", self.reference_strength in self.strengths, (
         f"{self.reference_strength} must be one of strengths {self.strengths}")
+    yield "random_directions", self.random_directions >= 1, f"must be >= 1, got {self.random_directions}"
     yield "steering_items", self.steering_items >= 1, f"must be >= 1, got {self.steering_items}"
     yield "neutral_items", self.neutral_items >= 1, f"must be >= 1, got {self.neutral_items}"
     yield "snr_atoms", len(self.snr_atoms) >= 2 and all(n >= 1 for n in self.snr_atoms), (
@@ -89,6 +103,14 @@ def choose_vectors(decoder_NxD: np.ndarray, theme_labels_N: np.ndarray, theme_ma
   }
 
 
+def random_control(base_seed: int, seed_index: int, num_directions: int, width: int) -> np.ndarray:
+  """(num_directions, width) unit directions uniform on the sphere (normalised standard normals), drawn
+  from the key of (base seed, SAE seed index, "steering_random"): one control per SAE seed, the same
+  whatever the number of seeds."""
+  normal = jax.random.normal(seeds.seed_key(base_seed, seed_index, "steering_random"), (num_directions, width))
+  return np.asarray(steering.unit_direction(normal))
+
+
 @jax.jit
 def _effects_of_one(probe: probe_lib.Probe, target: jax.Array, clean_NxE: jax.Array, steered_NxE: jax.Array
                     ) -> dict[str, jax.Array]:
@@ -111,7 +133,10 @@ def _effects(probe: probe_lib.Probe, target: int, clean_NxE: np.ndarray, steered
 def run_steering(model: Any, layer: str, max_length: int, cfg: SteeringConfig, probe: probe_lib.Probe,
                  target: int, steering_texts: list[str], neutral_texts: list[str],
                  choices: list[dict[str, Any]], diffmean_D: np.ndarray) -> dict[str, Any]:
-  """Every steering measurement for each SAE seed's choices (see the module docstring); plain arrays."""
+  """Every steering measurement for each SAE seed's choices (see the module docstring); plain arrays.
+
+  Each choice carries its seed's `random_vectors` (`random_control`); the random method's figures are
+  their mean over the directions."""
   strengths = list(cfg.strengths)
   sets = {"steering": minilm_passes.token_batches(model, steering_texts, max_length, cfg.batch_size),
           "neutral": minilm_passes.token_batches(model, neutral_texts, max_length, cfg.batch_size)}
@@ -120,13 +145,17 @@ def run_steering(model: Any, layer: str, max_length: int, cfg: SteeringConfig, p
   snr_rows = []
   for seed_index, choice in enumerate(choices):
     # DiffMean does not depend on the SAE seed: measured with the first seed only.
-    methods = METHODS if seed_index == 0 else METHODS[:2]
-    vectors = np.stack([choice["theme_vector"], choice["atom_vector"], diffmean_D][:len(methods)])
+    methods = ["theme", "atom"] + (["diffmean"] if seed_index == 0 else [])
+    randoms = np.asarray(choice["random_vectors"])
+    vectors = np.concatenate([np.stack([choice["theme_vector"], choice["atom_vector"], diffmean_D][:len(methods)]),
+                              randoms])
     for name, batches in sets.items():
       clean, steered = minilm_passes.steered_embeddings(model, layer, batches, vectors, strengths,
                                                         sizes[name])
       for m, method in enumerate(methods):
         results[name][method].append(_effects(probe, target, clean, steered[m]))
+      controls = [_effects(probe, target, clean, steered[len(methods) + j]) for j in range(len(randoms))]
+      results[name]["random"].append({key: np.mean([c[key] for c in controls], axis=0) for key in controls[0]})
     if len(choice["snr_counts"]) >= 2:
       clean, steered = minilm_passes.steered_embeddings(model, layer, sets["steering"], choice["snr_vectors"],
                                                         [cfg.snr_strength], sizes["steering"])
@@ -142,4 +171,5 @@ def run_steering(model: Any, layer: str, max_length: int, cfg: SteeringConfig, p
                        "reason": "fewer than two atom counts fit in the dictionary"})
   stacked = {name: {method: {key: np.stack([row[key] for row in rows]) for key in rows[0]}
                     for method, rows in by_method.items()} for name, by_method in results.items()}
-  return {"strengths": strengths, "sets": stacked, "snr": snr_rows, "snr_strength": cfg.snr_strength}
+  return {"strengths": strengths, "sets": stacked, "snr": snr_rows, "snr_strength": cfg.snr_strength,
+          "random_directions": cfg.random_directions}
