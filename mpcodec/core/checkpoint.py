@@ -17,6 +17,7 @@ import json
 import logging as std_logging
 import os
 import re
+from collections.abc import Callable
 from typing import Any
 
 from absl import logging
@@ -121,6 +122,7 @@ class CheckpointStore:
     # to finish (about 20 ms each for a small state on 2 cores), and the training thread must not.
     self._writer: concurrent.futures.ThreadPoolExecutor | None = None
     self._pending: list[concurrent.futures.Future] = []
+    self._unconfirmed: list[Callable[[], None]] = []   # on_saved of synchronous saves, run at the next wait
 
   def all_steps(self) -> list[int]:
     self.wait()
@@ -139,26 +141,37 @@ class CheckpointStore:
     return steps[-1] if steps else None
 
   def save(self, step: int, state: Any, metadata: dict, wait: bool = True,
-           checksums: dict[str, int] | None = None) -> None:
+           checksums: dict[str, int] | None = None, on_saved: Callable[[], None] | None = None) -> None:
     """Writes `state`, `metadata` and the arrays' fingerprints at `step`.
 
     With `wait=False` the call returns at once and the files are written in the background (one writer
     thread, saves in order; with several processes the save itself is made here, since every process must
     join Orbax's saves in the same order): the caller must not change `state` in place (donate it)
     afterwards. A failed background save raises at the next `save` or `wait`. `checksums` (from
-    `fingerprints(state)`) saves computing them again when the caller has them.
+    `fingerprints(state)`) saves computing them again when the caller has them. `on_saved()` is called
+    once Orbax has finished writing the step (from the writer thread, or at the next `wait`).
     """
     checksums = fingerprints(state) if checksums is None else checksums
     self._raise_failed_saves()
     if wait or jax.process_count() > 1:
       self.wait()
       self._write(int(step), state, metadata, checksums)
+      if on_saved is not None:
+        self._unconfirmed.append(on_saved)
       if wait:
-        self._finish()
+        self.wait()
       return
     if self._writer is None:
       self._writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
-    self._pending.append(self._writer.submit(self._write, int(step), state, metadata, checksums))
+    self._pending.append(self._writer.submit(self._write_and_confirm, int(step), state, metadata, checksums,
+                                             on_saved))
+
+  def _write_and_confirm(self, step: int, state: Any, metadata: dict, checksums: dict[str, int],
+                         on_saved: Callable[[], None] | None) -> None:
+    self._write(step, state, metadata, checksums)
+    if on_saved is not None:
+      self._finish()
+      on_saved()
 
   def _write(self, step: int, state: Any, metadata: dict, checksums: dict[str, int]) -> None:
     try:
@@ -214,6 +227,14 @@ class CheckpointStore:
     for future in pending:
       future.result()
     self._finish()
+    confirmed, self._unconfirmed = self._unconfirmed, []
+    for on_saved in confirmed:
+      on_saved()
+
+  def delete(self, step: int) -> None:
+    """Removes the checkpoint at `step`."""
+    self.wait()
+    self._manager.delete(int(step))
 
   def delete_after(self, step: int) -> None:
     """Removes the checkpoints after `step` (a run resumed from an earlier step writes them again)."""

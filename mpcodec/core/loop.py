@@ -468,6 +468,10 @@ def run(program: Program, keys: Any, checkpoint_root: str, *, seed_labels: Seque
       carry = _run_phase(program, phase, carry, keys, data, start, store, saved_metadata, seed_labels,
                          compiled, inputs_of, progress, stop)
       store.wait()
+      # A stop's checkpoint off the plan (SIGINT, SIGTERM) has served its resume: the finished phase keeps
+      # exactly the planned steps, as an uninterrupted run does.
+      for step in [s for s in store.all_steps() if not phase.is_checkpoint_step(s)]:
+        store.delete(step)
       train_seconds += time.perf_counter() - tic - (compiled.seconds - compile_before)
       steps_trained += phase.num_steps - start
   return Outcome(state=carry["state"], history=carry["history"], resumed_from=resumed_from,
@@ -535,9 +539,10 @@ def _run_phase(program, phase, carry, keys, data, start, store, saved_metadata, 
       progress.update(chunk_end - chunk_start)
       progress.set_postfix_str(f"{phase.name} loss {float(summary['mean_last']):.4f}")
     if snapshot is not None:
-      store.save(chunk_end, snapshot, dict(saved_metadata, phase=phase.name, step=chunk_end), wait=False)
-      logging.info("%s %s step %d: mean loss %.4f, checkpoint saved", program.study, phase.name, chunk_end,
-                   float(summary["mean_last"]))
+      mean_last = float(summary["mean_last"])
+      store.save(chunk_end, snapshot, dict(saved_metadata, phase=phase.name, step=chunk_end), wait=False,
+                 on_saved=lambda: logging.info("%s %s step %d: mean loss %.4f, checkpoint saved", program.study,
+                                               phase.name, chunk_end, mean_last))
 
   for chunk_start, chunk_end in phase.boundaries(start):
     inputs = inputs_of(phase, chunk_start, chunk_end - chunk_start)

@@ -104,3 +104,19 @@ def test_a_step_without_its_checksums_is_refused_naming_the_previous_one(tmp_pat
   with pytest.raises(CheckpointError, match="step 1000 .* cannot be verified"):
     store.restore_as_saved(1000)
   np.testing.assert_array_equal(np.asarray(store.restore(500, state)["w"]), np.asarray(state["w"]))
+
+
+def test_on_saved_runs_once_the_step_is_on_disk(tmp_path):
+  store = CheckpointStore(tmp_path / "ckpt")
+  seen = []
+
+  def on_saved(step):
+    seen.append((step, sorted(os.listdir(tmp_path / "ckpt"))))
+
+  state = {"w": jnp.arange(1 << 16, dtype=jnp.float32)}
+  store.save(1, state, {}, wait=False, on_saved=lambda: on_saved(1))
+  store.save(2, state, {}, wait=True, on_saved=lambda: on_saved(2))
+  store.close()
+  # Each callback saw its step's final folder (Orbax writes a temporary name and renames it when done).
+  assert [step for step, _ in seen] == [1, 2]
+  assert all(str(step) in names and not any("tmp" in n for n in names) for step, names in seen), seen

@@ -190,7 +190,7 @@ def test_second_launch_on_a_running_workdir_is_refused_at_once(tmp_path):
 def test_launch_takes_over_a_stale_lock(trained):
   workdir, _, out = trained
   assert_ok(out)
-  assert re.search(r"^trained 120 steps x 4 seeds", out.stdout, re.M), tail(out)
+  assert re.search(r"^trained 180 steps x 4 seeds", out.stdout, re.M), tail(out)
   assert not os.path.exists(os.path.join(workdir, workdir_lib.LOCK_NAME))  # Released at the end.
 
 
