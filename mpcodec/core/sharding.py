@@ -8,7 +8,10 @@ input shardings (every per-seed computation is independent, so no collectives ar
 from __future__ import annotations
 
 import os
+import sys
+import threading
 from collections.abc import Mapping
+from typing import Any
 
 import jax
 import numpy as np
@@ -104,8 +107,14 @@ def maybe_initialize_distributed(environ: Mapping[str, str] | None = None) -> bo
   if request is None:
     return False
   if not jax.distributed.is_initialized():
+    timeout = startup_timeout(environ)
+    # JAX aborts the process (SIGABRT, no Python exception) when the other processes do not connect in
+    # its initialization_timeout; a watchdog ends it first, with one line naming the missing processes.
+    watchdog = threading.Timer(timeout, _startup_timed_out, (request, environ, timeout))
+    watchdog.daemon = True
+    watchdog.start()
     try:
-      jax.distributed.initialize(**request)
+      jax.distributed.initialize(**request, initialization_timeout=timeout + STARTUP_MARGIN_S)
     except Exception as e:  # JAX raises RuntimeError, ValueError, TypeError, XlaRuntimeError here.
       text = str(e).strip().splitlines()
       raise MpcodecError(
@@ -113,10 +122,48 @@ def maybe_initialize_distributed(environ: Mapping[str, str] | None = None) -> bo
           f"jax.distributed.initialize failed ({type(e).__name__}: {text[0][:300] if text else ''}); start "
           f"every process with the same variables (SLURM: srun; Open MPI: mpirun; else "
           f"JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID), before JAX is used") from e
+    finally:
+      watchdog.cancel()
   if jax.process_count() != request["num_processes"]:
     raise MpcodecError(f"the environment asks for {request['num_processes']} processes "
                        f"({_launch_vars(environ)}) but jax.distributed runs {jax.process_count()}")
   return True
+
+
+STARTUP_TIMEOUT_VAR = "MPCODEC_STARTUP_TIMEOUT_S"
+STARTUP_TIMEOUT_S = 300        # JAX's own default initialization_timeout
+STARTUP_MARGIN_S = 30          # JAX's deadline is this much later than the watchdog's
+
+
+def startup_timeout(environ: Mapping[str, str]) -> int:
+  """Seconds a process waits for the others to connect (MPCODEC_STARTUP_TIMEOUT_S, default 300)."""
+  if not environ.get(STARTUP_TIMEOUT_VAR):
+    return STARTUP_TIMEOUT_S
+  seconds = _int_var(environ, STARTUP_TIMEOUT_VAR)
+  if seconds < 1:
+    raise ConfigError(f"environment: {STARTUP_TIMEOUT_VAR}={seconds} must be >= 1")
+  return seconds
+
+
+def startup_timeout_message(request: Mapping[str, Any], environ: Mapping[str, str], timeout: int) -> str:
+  """The one line of a start-up that timed out, naming the processes this one waited for."""
+  count, me = request["num_processes"], request["process_id"]
+  others = [i for i in range(count) if i != me]
+  if me == 0:
+    missing = (f"process {others[0]}" if len(others) == 1 else
+               f"at least one of processes {others[0]}..{others[-1]}")
+    waited = f"{missing} of {count} did not connect to this process (0, the coordinator)"
+  else:
+    address = request.get("coordinator_address") or "the address the cluster gives"
+    waited = f"process 0 of {count} (the coordinator, {address}) did not answer process {me}"
+  return (f"{waited} within {timeout} s ({_launch_vars(environ)}); start every process of the run "
+          f"(or raise {STARTUP_TIMEOUT_VAR})")
+
+
+def _startup_timed_out(request, environ, timeout) -> None:
+  # Runs on the watchdog thread while the main thread is blocked inside JAX: print and end the process.
+  print(f"error: {startup_timeout_message(request, environ, timeout)}", file=sys.stderr, flush=True)
+  os._exit(1)  # pylint: disable=protected-access
 
 
 def barrier(name: str) -> None:

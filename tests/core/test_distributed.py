@@ -14,6 +14,7 @@ compared bit for bit.
 import glob
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -292,3 +293,37 @@ def test_two_process_dynamics_run_matches_one_process(tmp_path):
       np.testing.assert_allclose(two[key], one[key], rtol=1e-4, atol=1e-6, err_msg=key)  # seen: 1e-6 rel
     else:
       np.testing.assert_array_equal(two[key], one[key], err_msg=key)
+
+
+# ------------------------------------------------------------------------------------------------
+# A process of the run that never starts: the others end with one line naming it, within the timeout.
+
+
+def test_startup_timeout_comes_from_the_environment_and_is_checked():
+  assert sharding.startup_timeout({}) == sharding.STARTUP_TIMEOUT_S
+  assert sharding.startup_timeout({sharding.STARTUP_TIMEOUT_VAR: "20"}) == 20
+  with pytest.raises(ConfigError, match=r"MPCODEC_STARTUP_TIMEOUT_S=0 must be >= 1"):
+    sharding.startup_timeout({sharding.STARTUP_TIMEOUT_VAR: "0"})
+  environ = {"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "4", "JAX_PROCESS_ID": "0"}
+  message = sharding.startup_timeout_message(sharding.distributed_request(environ), environ, 20)
+  assert message.startswith("at least one of processes 1..3 of 4 did not connect to this process (0, the "
+                            "coordinator) within 20 s (JAX_COORDINATOR_ADDRESS=h:1, JAX_NUM_PROCESSES=4, ")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("process_id,expected", [
+    (0, r"error: process 1 of 2 did not connect to this process \(0, the coordinator\) within 5 s \(.*"),
+    (1, r"error: process 0 of 2 \(the coordinator, 127\.0\.0\.1:\d+\) did not answer process 1 within 5 s \(.*"),
+])
+def test_a_launch_whose_other_process_never_starts_ends_naming_it(tmp_path, process_id, expected):
+  from tests.launch.test_faults import assert_error  # pylint: disable=g-import-not-at-top
+  base = {k: v for k, v in os.environ.items()
+          if not k.startswith(("SLURM_", "OMPI_", "PMI")) and k not in sharding.COORDINATOR_VARS}
+  env = dict(base, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{_free_port()}", JAX_NUM_PROCESSES="2",
+             JAX_PROCESS_ID=str(process_id), JAX_PLATFORMS="cpu", **{sharding.STARTUP_TIMEOUT_VAR: "5"})
+  start = time.monotonic()
+  out = subprocess.run([sys.executable, "-m", "launch.mono_poly", "--config=configs/mono_poly.py:smoke",
+                        f"--workdir={tmp_path / 'run'}"], cwd=REPO_ROOT, env=env, capture_output=True,
+                       text=True, timeout=PROCESS_TIMEOUT_S)
+  assert_error(out, re.compile(expected))
+  assert time.monotonic() - start < 60
