@@ -165,10 +165,8 @@ def _flat_bars(key: jax.Array, num_samples: int, cfg: BarsConfig) -> dict[str, j
           "colour": split["colour"]}
 
 
-@functools.lru_cache(maxsize=1)
-def _seed_draws(data: BarsConfig, data_seed: int, seed_indices: tuple[int, ...]) -> tuple[dict, dict]:
-  """Stacked train and test draws of these seeds. Kept for the next call (the analysis after training
-  reads the same draws; drawing 16 seeds' sets costs about 20 CPU seconds)."""
+def _draw_seed_sets(data: BarsConfig, data_seed: int, seed_indices: tuple[int, ...]) -> tuple[dict, dict]:
+  """Stacked train and test draws of these seeds."""
   splits = ([], [])
   for key in seeds.seed_keys(data_seed, seed_indices, "data"):
     for out, (index, size) in zip(splits, ((0, data.num_train), (1, data.num_test))):
@@ -177,7 +175,12 @@ def _seed_draws(data: BarsConfig, data_seed: int, seed_indices: tuple[int, ...])
                for split in splits)
 
 
-def seed_datasets(cfg: MonoPolyConfig) -> tuple[dict, dict]:
+# The last draws are kept: the analysis after training reads the same ones, and drawing 16 seeds' sets
+# costs about 20 CPU seconds. Never called under a trace (shapes come from `_draw_seed_sets` itself).
+_seed_draws = functools.lru_cache(maxsize=1)(_draw_seed_sets)
+
+
+def seed_datasets(cfg: MonoPolyConfig, draw=_seed_draws) -> tuple[dict, dict]:
   """Each seed's own train and test sets, stacked (seed axis first): x (S, N, 3072), the concept labels
   and each phase's labels (no separate image array: x[i].reshape(N, size, size, 3) is seed i's images).
 
@@ -185,13 +188,13 @@ def seed_datasets(cfg: MonoPolyConfig) -> tuple[dict, dict]:
   fold_in(key, 0), test from fold_in(key, 1)), one seed at a time, so they do not depend on how many
   seeds run.
   """
-  train, test = _seed_draws(cfg.data, cfg.data_seed, tuple(cfg.seeds))
+  train, test = draw(cfg.data, cfg.data_seed, tuple(cfg.seeds))
   return _with_labels(train, cfg), _with_labels(test, cfg)
 
 
-def run_datasets(cfg: MonoPolyConfig) -> tuple[dict, dict]:
+def run_datasets(cfg: MonoPolyConfig, draw=_seed_draws) -> tuple[dict, dict]:
   """The train and test sets the run uses: each seed's own (seed axis first) or the shared draw."""
-  return seed_datasets(cfg) if cfg.data_per_seed else make_datasets(cfg)
+  return seed_datasets(cfg, draw) if cfg.data_per_seed else make_datasets(cfg)
 
 
 def data_axis(cfg: MonoPolyConfig) -> int | None:
@@ -248,9 +251,9 @@ def _seed_chunk(one_seed, axis: int | None, data_in_keys: bool = False) -> loop.
   return chunk
 
 
-def training_data(cfg: MonoPolyConfig) -> dict[str, jax.Array]:
+def training_data(cfg: MonoPolyConfig, draw=_seed_draws) -> dict[str, jax.Array]:
   """What every chunk reads: the training images x and each phase's labels (per seed or shared)."""
-  train_set, _ = run_datasets(cfg)
+  train_set, _ = run_datasets(cfg, draw)
   return {"x": train_set["x"], **{f"y_{phase}": train_set[f"y_{phase}"] for phase in phase_names(cfg)}}
 
 
@@ -363,7 +366,7 @@ def run_experiment(cfg: MonoPolyConfig, workdir: str, overwrite: bool = False, p
 
 def abstract_carry(cfg: MonoPolyConfig, phase: str) -> Any:
   """Shapes and dtypes of what a checkpoint of `phase` holds: {'state', 'history'} (no training, no data)."""
-  program = make_program(cfg, jax.eval_shape(lambda: training_data(cfg)))
+  program = make_program(cfg, jax.eval_shape(lambda: training_data(cfg, draw=_draw_seed_sets)))
   return loop.abstract_carry(program, seed_keys(cfg), phase_names(cfg).index(phase))
 
 

@@ -116,6 +116,11 @@ def test_per_seed_data_differs_per_seed_and_does_not_depend_on_the_number_of_see
   assert all((np.bincount(c, minlength=4) == 16).all() for c in conjunctions_SxN)
   np.testing.assert_array_equal(train8["y_phase2"], np.asarray(train8["orientation"]) ^ np.asarray(train8["colour"]))
   np.testing.assert_array_equal(train8["y_control"], train8["y_phase1"])
+  # Shapes alone (a restore template) draw nothing, and leave no traced value in the kept draws.
+  mono_poly._seed_draws.cache_clear()  # pylint: disable=protected-access
+  mono_poly.abstract_carry(eight, "phase2")
+  assert mono_poly._seed_draws.cache_info().currsize == 0  # pylint: disable=protected-access
+  np.testing.assert_array_equal(mono_poly.run_datasets(eight)[0]["x"], train8["x"])
 
 
 def test_control_arm_equals_a_separately_trained_control_and_leaves_phase2_unchanged():
