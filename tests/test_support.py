@@ -96,3 +96,13 @@ def test_relative_data_dir_from_the_readme_is_made_absolute(tmp_path):
   result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path / "repo", env=env,
                           capture_output=True, text=True, check=True)
   assert result.stdout.strip() == str(tmp_path / "shared" / "data")
+
+
+def test_slow_lists_name_collected_tests():
+  """Every module and test the fast subset leaves out exists (a renamed test cannot slip back in)."""
+  from tests import conftest  # pylint: disable=g-import-not-at-top
+  for module in conftest.SLOW_MODULES:
+    assert (support.REPO_ROOT / module).is_file(), module
+  for test in conftest.SLOW_TESTS:
+    module, name = test.split("::")
+    assert f"def {name}(" in (support.REPO_ROOT / module).read_text(), test
