@@ -114,16 +114,24 @@ def test_recall_at_reads_the_table_and_interpolates(harness):
 
 
 def test_corrected_fraction_follows_its_formula():
-  in_part = np.array([True, True, False, False, False, False])
-  recall = np.array([0.25, 0.5, 1.0, 1.0, 1.0, 1.0])
-  raw, corrected = validity.corrected_fraction(in_part, recall, expected_false_in=1.0, expected_false_out=2.0)
+  raw, corrected = validity.corrected_fraction(2, 4, recall_in=0.25, recall_out=0.8, expected_false_in=1.0,
+                                               expected_false_out=2.0)
   assert raw == pytest.approx(2 / 6)
-  true_in = (4 + 2) * (1 - 1.0 / 2)      # H = 1/0.25 + 1/0.5, true share 1 - F/O
-  true_out = 4 * (1 - 2.0 / 4)
+  true_in, true_out = (2 - 1.0) / 0.25, (4 - 2.0) / 0.8    # T = max(0, O - F) / r
   assert corrected == pytest.approx(true_in / (true_in + true_out))
   # More false positives than detections leave no true jump there; nothing anywhere gives NaN.
-  assert validity.corrected_fraction(in_part, recall, 5.0, 0.0)[1] == 0.0
-  assert np.isnan(validity.corrected_fraction(np.zeros(0, bool), np.zeros(0), 0.0, 0.0)[1])
+  assert validity.corrected_fraction(2, 4, 0.25, 0.8, 5.0, 0.0)[1] == 0.0
+  assert np.isnan(validity.corrected_fraction(0, 0, 0.5, 0.5, 0.0, 0.0)[1])
+
+
+def test_mean_recall_averages_the_table_over_positions_and_weighted_jumps(harness):
+  positions, counts = np.array([0.5, 0.05, 0.5]), np.array([1.0, 2.0, 1.0])
+  sizes, ars, weights = np.array([2.0, 8.0]), np.array([0.0, 0.0]), np.array([3.0, 1.0])
+  got = validity.mean_recall(harness, positions, counts, sizes, ars, weights)
+  cell = lambda p, d: validity.recall_at(harness, np.array([p]), np.array([d]), np.array([0.0]))[0]
+  expected = sum(c * w * cell(p, d) for p, c in zip(positions, counts) for d, w in zip(sizes, weights))
+  assert got == pytest.approx(expected / (counts.sum() * weights.sum()))
+  assert np.isnan(validity.mean_recall(harness, positions, counts, sizes, ars, np.zeros(2)))
 
 
 def test_matched_surrogates_follow_the_trend_and_ar1_of_each_series():

@@ -156,12 +156,17 @@ STAGES = ("validity", "convergence", "jumps", "jump nulls", "types", "critical p
 
 
 def no_verdict_reason(sweep: SweepSeries, cfg: AnalysisConfig) -> str | None:
-  """Why the analysis gives no verdict at all (a smoke run, too few seeds in every run), or None."""
+  """Why the analysis gives no verdict at all (a smoke run, too few seeds in every run, series too short
+  for the detector's validity table, as a smoke sweep's are), or None."""
   if cfg.smoke:
     return "smoke run (the analysis' :smoke preset)"
   most = max((r.num_seeds for r in sweep.runs), default=0)
   if most < stats.MIN_SEEDS:
     return f"at most {most} usable seed(s) per run, at least {stats.MIN_SEEDS} needed"
+  longest = max((r.num_measurements for r in sweep.runs), default=0)
+  if longest < MIN_VALIDITY_MEASUREMENTS:
+    return (f"smoke sweep: series of at most {longest} measurements, fewer than the "
+            f"{MIN_VALIDITY_MEASUREMENTS} the detector's validity table needs")
   return None
 
 
