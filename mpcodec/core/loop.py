@@ -348,9 +348,11 @@ def _differing_keys(a: Any, b: Any, prefix: str = "config") -> list[str]:
 
 
 def check_checkpoints(root: str, phase_names: Sequence[str], config: Mapping, overwrite: bool,
-                      what: str) -> None:
+                      what: str, outputs: Sequence[str] = ()) -> None:
   """Refuses checkpoints of these phases under `root` written with another training config (with
-  `overwrite`: removes the phases' checkpoints). Every phase's latest checkpoint is compared."""
+  `overwrite`: removes `outputs`, the files and folders derived from them, first, so a crash after it
+  never leaves an old report beside new checkpoints, then the phases' checkpoints). Every phase's latest
+  checkpoint is compared."""
   if not os.path.isdir(root):
     return
   for name in phase_names:
@@ -366,6 +368,11 @@ def check_checkpoints(root: str, phase_names: Sequence[str], config: Mapping, ov
         # Several processes: every one has read the checkpoints before process 0 alone removes them.
         sharding.barrier("mpcodec.loop: overwrite read")
         if jax.process_index() == 0:
+          for output in outputs:
+            if os.path.isdir(output) and not os.path.islink(output):
+              shutil.rmtree(output, ignore_errors=True)
+            elif os.path.lexists(output):
+              os.remove(output)
           for other in phase_names:
             logging.warning("--overwrite: removing checkpoints of a different config in %s",
                             os.path.join(root, other))
@@ -405,7 +412,7 @@ class _Compiled:
 
 def run(program: Program, keys: Any, checkpoint_root: str, *, seed_labels: Sequence[Any],
         config: Mapping, metadata: Mapping | None = None, mesh=None, progress: Any = None,
-        overwrite: bool = False, compile_cache: dict | None = None) -> Outcome:
+        overwrite: bool = False, compile_cache: dict | None = None, outputs: Sequence[str] = ()) -> Outcome:
   """Trains `program` for seeds `keys` (a pytree of (S, 2) keys) in checkpointed chunks, resuming where
   it stopped.
 
@@ -418,6 +425,8 @@ def run(program: Program, keys: Any, checkpoint_root: str, *, seed_labels: Seque
     mesh: device mesh of the seed axis (`sharding.seed_mesh`); None for one device.
     progress: tqdm-like (`update(n)`, `set_postfix_str(s)`); gets every step trained, resumed ones too.
     compile_cache: a dict kept by the caller to reuse compiled chunks across runs (see Program.cache_key).
+    outputs: files and folders derived from these checkpoints (report, metrics, plots), removed before
+      the checkpoints when `overwrite` removes a run of another config.
   Raises:
     NonFiniteError naming study, phase, step and seed; InterruptedRun after SIGINT or SIGTERM (with a
     checkpoint; exit status 130 or 143).
@@ -426,7 +435,7 @@ def run(program: Program, keys: Any, checkpoint_root: str, *, seed_labels: Seque
   if len(seed_labels) != num_seeds:
     raise ValueError(f"{len(seed_labels)} seed labels for {num_seeds} seeds")
   check_checkpoints(checkpoint_root, [p.name for p in program.phases], config, overwrite,
-                    os.path.dirname(checkpoint_root) or checkpoint_root)
+                    os.path.dirname(checkpoint_root) or checkpoint_root, outputs)
   saved_metadata = {"study": program.study, "config": dict(config), "seeds": list(seed_labels),
                     **(metadata or {})}
   stores = {p.name: CheckpointStore(os.path.join(checkpoint_root, p.name), all_processes=True)

@@ -175,3 +175,23 @@ def test_edited_or_unreadable_metadata_is_corruption_naming_the_previous_step(tm
   with pytest.raises(CheckpointError, match=r"step 6 .* could not be read, it may be corrupt .*previous "
                                             r"checkpoint is step 4"):
     run(toy_program(), tmp_path)
+
+
+def test_overwrite_removes_the_derived_outputs_before_the_checkpoints(tmp_path, monkeypatch):
+  run(toy_program(), tmp_path / "checkpoints")
+  report, metrics = tmp_path / "report.json", tmp_path / "metrics"
+  report.write_text("{}")
+  metrics.mkdir()
+  (metrics / "history.csv").write_text("step\n")
+  removed = []
+  rmtree = loop.shutil.rmtree
+
+  def recording(path, *args, **kwargs):
+    removed.append((os.path.basename(path), report.exists()))
+    return rmtree(path, *args, **kwargs)
+
+  monkeypatch.setattr(loop.shutil, "rmtree", recording)
+  loop.run(toy_program(), toy_keys(), str(tmp_path / "checkpoints"), seed_labels=[f"s{i}" for i in range(NUM_SEEDS)],
+           config={"toy": 2}, overwrite=True, outputs=[str(report), str(metrics)])
+  assert removed[:3] == [("metrics", False), ("a", False), ("b", False)]   # outputs first, then checkpoints
+  assert not report.exists() and not metrics.exists()

@@ -425,11 +425,11 @@ def test_analysis_settings_reuse_the_checkpoints(trained):
   checkpoints = os.path.join(workdir, "checkpoints")
   before = mtimes(checkpoints)
   assert any(name.startswith("phase2") for name in before)
-  again = launch(*MONO_POLY, f"--workdir={workdir}", "--config.analysis.bootstrap_resamples=600")
+  again = launch(*MONO_POLY, f"--workdir={workdir}", "--config.analysis.poly_threshold=0.45")
   assert_ok(again)
   assert NOT_TRAINED in again.stdout.splitlines(), tail(again)
   with open(os.path.join(workdir, "report.json"), encoding="utf-8") as f:
-    assert json.load(f)["bootstrap"]["num_resamples"] == 600  # The new setting is the one analysed with.
+    assert "0.45" in f.read()  # The new setting is the one analysed with (the report states its threshold).
   assert mtimes(checkpoints) == before
   overwrite = launch(*MONO_POLY, f"--workdir={workdir}", "--overwrite", "--config.analysis.poly_threshold=0.4",
                      "--noanalyze")
@@ -476,3 +476,22 @@ def test_a_data_dir_that_is_a_file_is_named_as_such(tmp_path):
   with pytest.raises(DataError, match=re.escape(f"data directory {tmp_path / 'none'} (from --data_dir) does not "
                                                 f"exist;")):
     common.data_dir(str(tmp_path / "none"))
+
+
+@pytest.mark.parametrize("environ, expected", [
+    ({"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "4"}, "3/4"),                                # 1-4
+    ({"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "0"}, "1/4"),   # 0-3
+    *(({"SLURM_ARRAY_TASK_ID": str(task), "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "0",
+        "SLURM_ARRAY_TASK_STEP": "2"}, f"{task // 2 + 1}/4") for task in (0, 2, 4, 6)),                 # 0-6:2
+    ({}, None),
+])
+def test_a_slurm_array_task_gets_its_place_among_the_array(environ, expected):
+  from mpcodec.studies.dynamics import shards  # pylint: disable=g-import-not-at-top
+  assert shards.slurm_array_shard(environ) == expected
+
+
+def test_a_slurm_array_task_off_the_array_is_refused():
+  from mpcodec.studies.dynamics import shards  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match=r"SLURM array task 3 is not one of 4 tasks numbered from 0 in steps of 2"):
+    shards.slurm_array_shard({"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "0",
+                              "SLURM_ARRAY_TASK_STEP": "2"})

@@ -29,6 +29,22 @@ def parse_shard(text: str) -> tuple[int, int]:
   return index_value, count_value
 
 
+def slurm_array_shard(environ) -> str | None:
+  """'I/N' of a SLURM array task from its environment (None outside an array): I is the task's place
+  among the array's ids, so `--array=1-4`, `--array=0-3` and the stepped `--array=0-6:2` all give 1/4 ..
+  4/4 (SLURM_ARRAY_TASK_ID, _COUNT, _MIN and _STEP). ValueError when the id is not one of the array's."""
+  if not (environ.get("SLURM_ARRAY_TASK_ID") and environ.get("SLURM_ARRAY_TASK_COUNT")):
+    return None
+  task, count = int(environ["SLURM_ARRAY_TASK_ID"]), int(environ["SLURM_ARRAY_TASK_COUNT"])
+  first = int(environ.get("SLURM_ARRAY_TASK_MIN") or (1 if task >= 1 else 0))
+  step = int(environ.get("SLURM_ARRAY_TASK_STEP") or 1)
+  offset = task - first
+  if offset < 0 or offset % step or offset // step >= count:
+    raise ValueError(f"SLURM array task {task} is not one of {count} tasks numbered from {first} in steps of "
+                     f"{step} (an array given as a list?); pass --shard=I/N to each task")
+  return f"{offset // step + 1}/{count}"
+
+
 def shard_plan(runs: Sequence[str], count: int,
                cost: Callable[[str], float] | None = None) -> list[tuple[str, ...]]:
   """The runs of each of `count` shards, each in training order.
