@@ -13,22 +13,21 @@ from mpcodec.core.errors import ConfigError, SweepError
 from mpcodec.data import registry
 from mpcodec.studies.dynamics import report as report_dynamics, results, shards, sweep as dynamics_sweep
 
-SLURM_ARRAY_INDEX, SLURM_ARRAY_COUNT = "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT"
 
 
 def shard_from_environment(flag_value: str | None, environ=os.environ) -> str:
   """The --shard to use: the flag if given, else a SLURM array task's place in its array, else 1/1.
 
   A SLURM array job runs the same command in every task; task I of N (SLURM_ARRAY_TASK_ID,
-  SLURM_ARRAY_TASK_COUNT, ids 1..N or 0..N-1 as `sbatch --array` numbers them) trains shard I of N.
+  SLURM_ARRAY_TASK_COUNT; ids 1..N, 0..N-1 or stepped, as `sbatch --array=0-6:2` numbers them) trains
+  shard I of N (`shards.slurm_array_shard`).
   """
   if flag_value:
     return flag_value
-  if environ.get(SLURM_ARRAY_INDEX) and environ.get(SLURM_ARRAY_COUNT):
-    index, count = int(environ[SLURM_ARRAY_INDEX]), int(environ[SLURM_ARRAY_COUNT])
-    first = int(environ.get("SLURM_ARRAY_TASK_MIN", 1 if index >= 1 else 0))
-    return f"{index - first + 1}/{count}"
-  return "1/1"
+  try:
+    return shards.slurm_array_shard(environ) or "1/1"
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
 
 
 def select(raw_config: Any, workdir: str, arch: str = "", dataset: str = "", shard: str | None = None

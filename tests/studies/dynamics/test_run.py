@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mpcodec.core import configuration
-from mpcodec.core.errors import DataError, SweepError
+from mpcodec.core.errors import ConfigError, DataError, SweepError
 from mpcodec.studies.dynamics import results, run, sweep as dynamics_sweep, sweep_series
 
 
@@ -19,9 +19,17 @@ from mpcodec.studies.dynamics import results, run, sweep as dynamics_sweep, swee
     ({"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "0"}, "1/4"),
     ({"SLURM_ARRAY_TASK_ID": "12", "SLURM_ARRAY_TASK_COUNT": "3", "SLURM_ARRAY_TASK_MIN": "10"}, "3/3"),
     ({"SLURM_NTASKS": "8"}, "1/1"),                                                       # not an array job
+    ({"SLURM_ARRAY_TASK_ID": "6", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "0",
+      "SLURM_ARRAY_TASK_STEP": "2"}, "4/4"),                                              # --array=0-6:2
 ])
 def test_shard_from_slurm_array_variables(environ, expected):
   assert run.shard_from_environment(None, environ) == expected
+
+
+def test_a_task_outside_a_stepped_array_is_refused_naming_the_flag():
+  with pytest.raises(ConfigError, match="pass --shard=I/N"):
+    run.shard_from_environment(None, {"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "4",
+                                      "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_STEP": "2"})
 
 
 def test_the_flag_wins_over_the_environment():
