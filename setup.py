@@ -34,12 +34,14 @@ setup(
         "ml_collections>=0.1.1",
         "tqdm>=4.66",
         "scikit-learn>=1.3",
+        # SAEs are exported in SAELens' format (weights in a safetensors file) by every codec run.
+        "safetensors>=0.4",
     ],
     extras_require={
-        # Pretrained models (MiniLM): weights from safetensors files, tokenisation from tokenizer.json.
-        "lm": ["safetensors>=0.4", "tokenizers>=0.15"],
+        # Pretrained models (MiniLM): tokenisation from tokenizer.json (weights are safetensors files).
+        "lm": ["tokenizers>=0.15"],
         "test": ["pytest>=8", "pytest-timeout>=2.2", "pyflakes>=3.0", "import-linter>=2.17",
-                 "safetensors>=0.4", "tokenizers>=0.15", "pdoc>=14"],
+                 "tokenizers>=0.15", "pdoc>=14"],
         # Side-by-side baselines of the benchmark mains only; never imported by the library.
         "bench": ["torch", "sentence-transformers", "ruptures>=1.1"],
     },
