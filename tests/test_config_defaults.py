@@ -130,6 +130,11 @@ def test_values_that_used_to_drift_are_pinned():
   codec = configuration.parse(CodecConfig, codec_config.get_config())
   assert (codec.sae_loop.steps, codec.squeezer_loop.steps, codec.squeezer.k, codec.sae.aux_k) == (
       2000, 2000, 128, 32)
+  # 5 seeds (the statistics layer's minimum), the shuffled-latent and untrained Squeezer nulls on.
+  assert (codec.num_seeds, codec.dead_latents.num_seeds, codec.smoke) == (5, 5, False)
+  assert (codec.shuffled_latent_squeezer, codec.analysis.untrained_squeezers) == (True, 3)
+  codec_smoke = configuration.parse(CodecConfig, codec_config.get_config("smoke"))
+  assert (codec_smoke.smoke, codec_smoke.num_seeds, codec_smoke.analysis.untrained_squeezers) == (True, 2, 1)
 
   toy = configuration.parse(ToySuperpositionConfig, toy_config.get_config())
   assert [(t.num_steps, t.batch_size, t.history_every, t.optim.learning_rate, t.optim.schedule)

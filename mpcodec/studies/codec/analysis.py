@@ -2,9 +2,17 @@
 
 Held-out activations (a window of `num_tokens` tokens past every training and evaluation stream) go
 through every SAE run and every Squeezer run; `rules.py` computes each run's OR-gates, validation,
-co-activation, superposition tax and theme findings; this module combines the runs of one (SAE k,
-Squeezer K) over seeds (bootstrap CI, computed verdict), reports every analysis per Squeezer K beside its
+co-activation, superposition tax and theme findings; `sections.py` combines the runs of one (SAE k,
+Squeezer K) over seeds through the statistics layer (`mpcodec.core.stats`: t intervals, t tests, Holm,
+no verdict for a smoke run or below 5 seeds), reports every analysis per Squeezer K beside its
 faithfulness ratio, and says where the Squeezer is faithful (ratio <= `faithful_below`).
+
+Nulls an untrained model cannot pass: every truth-table and co-activation finding of a trained Squeezer
+run is also computed, exactly as for it, for `untrained_squeezers` random-init Squeezers of the same
+shape and K (the untrained null) and for the Squeezer trained on SAE latents shuffled over tokens (the
+shuffled-latent null, `pipeline.CodecConfig.shuffled_latent_squeezer`); a finding is supported only
+above the strongest null of its seed. Themes exist only where the clustering scores above the same
+clustering of shuffled inputs (`rules.themes_of_sae`).
 
 The analyses are a pure function of the trained states, the source and this config: a finished analysis
 (analysis.json written for the same inputs, atlas and plots present) is read back, not recomputed.
@@ -56,11 +64,15 @@ class AnalysisConfig:
     theme_method, theme_k_range, theme_criterion: the clustering, the numbers of themes tried, the criterion.
     theme_match_cosine: a latent inherits a planted theme from its Hungarian-matched true atom only when
       their decoder cosine is at least this.
-    theme_recovered_ari: planted themes count as recovered when the ARI's CI lies above this.
+    theme_recovered_ari: planted themes count as recovered when the ARI lies above this (t test over seeds).
     faithful_below: a Squeezer K is faithful when its mean faithfulness ratio is at most this.
     top_neurons: neurons drawn in the truth-table heatmaps; top_inputs: top-activating inputs per atom.
     null_seed: base seed of every null draw.
-    replication_tolerance: a claimed figure replicates when our CI comes within this relative distance.
+    untrained_squeezers: random-init Squeezers per trained Squeezer run, analysed as the trained one (the
+      untrained null; their mean per seed is the null's value).
+    replication_tolerance: not read by the codec's replication table any more (each claim is tested by
+      equivalence within the margin declared in `replication.CLAIMS`); kept so that configs that set it
+      still parse.
   """
 
   enabled: bool = True
@@ -84,12 +96,14 @@ class AnalysisConfig:
   top_neurons: int = 6
   top_inputs: int = 8
   null_seed: int = 0
+  untrained_squeezers: int = 3
   replication_tolerance: float = 0.1
 
   def checks(self) -> Iterator[tuple[str, bool, str]]:
     for key in ("num_tokens", "batch_size", "min_count", "max_pairs", "num_permutations", "lift_permutations",
                 "top_neurons", "top_inputs"):
       yield key, getattr(self, key) >= 1, f"must be >= 1, got {getattr(self, key)}"
+    yield "untrained_squeezers", self.untrained_squeezers >= 0, f"must be >= 0, got {self.untrained_squeezers}"
     yield "margin", self.margin >= 0, f"must be >= 0, got {self.margin}"
     yield "match_tolerance", self.match_tolerance > 0, f"must be > 0, got {self.match_tolerance}"
     yield "lift_pseudo_count", self.lift_pseudo_count > 0, f"must be > 0, got {self.lift_pseudo_count}"
@@ -116,6 +130,8 @@ class SqueezerStage:
 
   states: stacked train states (runs first); sae_run[q]: the SAE run Squeezer run q squeezes;
   labels[q]: {"k", "seed_index", "squeezer_k"}; history: its training history (steps, runs).
+  The main stage carries its nulls: untrained_states, random-init Squeezers stacked (inits, runs, ...),
+  and shuffled, the stage trained on shuffled latents (same runs); None where not made.
   """
 
   name: str
@@ -125,6 +141,8 @@ class SqueezerStage:
   sae_run: np.ndarray
   labels: list[dict]
   history: dict[str, np.ndarray]
+  untrained_states: dict[str, Any] | None = None
+  shuffled: SqueezerStage | None = None
 
 
 # ----------------------------------------------------------------------------- held-out arrays
@@ -224,15 +242,22 @@ def analyze(workdir: str, cfg: AnalysisConfig, *, source: Any, sae_states: dict,
             sae_labels: list[dict], stages: list[SqueezerStage], skipped_widths: Mapping[int, str],
             sae_metrics: Mapping[str, np.ndarray], squeezer_metrics: Mapping[str, np.ndarray],
             dead_latents_payload: Mapping[str, Any] | None, primary_squeezer_k: int,
-            inputs_config: Mapping[str, Any], ultra_rare_below: float = 1e-3) -> dict[str, Any] | None:
+            inputs_config: Mapping[str, Any], ultra_rare_below: float = 1e-3, smoke: bool = False
+            ) -> dict[str, Any] | None:
   """Runs every analysis, writes metrics/analysis.json, atlas.json (+ atlas_inputs.npz) and plots/.
 
   Returns the analysis payload (None when disabled). A finished analysis of the same `inputs_config`
-  and analysis config is read back from analysis.json instead.
+  and analysis config is read back from analysis.json instead. `smoke`: a smoke run, whose verdicts all
+  read "cannot be tested".
   """
   if not cfg.enabled:
     return None
-  fingerprint = {"inputs": dict(inputs_config), "analysis": configuration.to_dict(cfg)}
+  main = stages[0]
+  nulls = {"untrained_squeezers": 0 if main.untrained_states is None else
+           int(jax.tree.leaves(main.untrained_states)[0].shape[0]),
+           "shuffled_latent_squeezer": main.shuffled is not None}
+  fingerprint = {"inputs": dict(inputs_config), "analysis": configuration.to_dict(cfg), "nulls": nulls,
+                 "smoke": bool(smoke)}
   path = os.path.join(workdir, "metrics", "analysis.json")
   if _finished(workdir, path, fingerprint):
     with open(path) as f:
@@ -242,12 +267,14 @@ def analyze(workdir: str, cfg: AnalysisConfig, *, source: Any, sae_states: dict,
                      stages=stages, sae_metrics=sae_metrics, primary_squeezer_k=primary_squeezer_k)
   payload = sections.build_payload(cfg, computed, skipped_widths=skipped_widths,
                                    dead_latents_payload=dead_latents_payload, sae_metrics=sae_metrics,
-                                   squeezer_metrics=squeezer_metrics, ultra_rare_below=ultra_rare_below)
+                                   squeezer_metrics=squeezer_metrics, ultra_rare_below=ultra_rare_below,
+                                   smoke=smoke)
   payload["source"] = source.description
   payload["fingerprint"] = fingerprint
   atlas = atlas_lib.build_atlas(computed["primary"], source, cfg, computed["window"])
   payload["atlas_shape"] = {k: atlas["json"].get(k, 0) for k in ("num_atoms", "num_live_atoms", "num_neurons")}
-  payload["replication"] = replication.replication_rows(payload, cfg.replication_tolerance)
+  payload["atlas_claim"] = replication.atlas_claim(payload["atlas_shape"])
+  payload["replication"] = replication.replication_rows(payload)
   io.write_json(os.path.join(workdir, "atlas.json"), atlas["json"])
   atlas_lib.write_inputs(os.path.join(workdir, atlas_lib.INPUTS_FILE), atlas["inputs"])
   plots.write_plots(os.path.join(workdir, "plots"), payload, computed["primary"], cfg)
@@ -271,7 +298,9 @@ def _finished(workdir: str, path: str, fingerprint: Mapping) -> bool:
 def compute(cfg: AnalysisConfig, *, source: Any, sae_states: dict, sae_cfg: sae.SAEConfig,
             sae_labels: list[dict], stages: list[SqueezerStage], sae_metrics: Mapping[str, np.ndarray],
             primary_squeezer_k: int) -> dict[str, Any]:
-  """Every run's records: per SAE run (themes, dead latents) and per Squeezer run (the rules, the tax)."""
+  """Every run's records: per SAE run (themes, dead latents) and per Squeezer run (the rules, the tax); a
+  main-stage run's record holds its nulls' rules under "nulls" ("untrained": one per random init,
+  "shuffled_latents")."""
   settings = cfg.rule_settings()
   window = held_out_window(source, cfg)
   x_BxD = window.x_BxD
@@ -285,12 +314,11 @@ def compute(cfg: AnalysisConfig, *, source: Any, sae_states: dict, sae_cfg: sae.
   sae_records, squeezer_records = [], []
   primary: dict[str, Any] = {}
   key = jax.random.PRNGKey(cfg.null_seed)
-  # One padded pair count for every run of the main stage, so each jitted pass compiles once.
   sparse_by_run = [sae_outputs(_take(sae_states, r), sae_cfg, x_BxD, chunk) for r in range(len(sae_labels))]
   live_by_run = [sparse.live_N for sparse in sparse_by_run]
-  padded_pairs = rules.padded_size(max([rules.roommate_count(main.states["params"]["w_enc_NxD"][q],
-                                                             live_by_run[int(main.sae_run[q])])
-                                        for q in range(len(main.labels))], default=0), cfg.max_pairs)
+  # One padded pair count for every run of the main stage and its nulls, so each jitted pass compiles once.
+  padded_pairs = rules.padded_size(max([rules.roommate_count(encoder, live_by_run[int(main.sae_run[q])])
+                                        for q, encoder in _main_encoders(main)], default=0), cfg.max_pairs)
   for r, label in enumerate(sae_labels):
     sae_state = _take(sae_states, r)
     codes_BxN, x_hat_sae_BxD = sparse_by_run[r].dense(), sparse_by_run[r].x_hat_BxD
@@ -300,11 +328,17 @@ def compute(cfg: AnalysisConfig, *, source: Any, sae_states: dict, sae_cfg: sae.
     latent_planted = {kind: rules.transfer_labels(w_dec_NxD, source.dictionary_NxD, labels, cfg.theme_match_cosine)
                       for kind, labels in planted.items()}
     theme_found = rules.themes_of_sae(w_dec_NxD, w_enc_NxD, codes_BxN, live_N, latent_planted, cfg.theme_inputs,
-                                      cfg.theme_method, cfg.theme_k_range, cfg.theme_criterion, cfg.null_seed)
+                                      cfg.theme_method, cfg.theme_k_range, cfg.theme_criterion, cfg.null_seed,
+                                      shuffle_seed=(cfg.null_seed, r))
     fvu_baseline = rules.monosemantic_fvus(x_BxD, codes_BxN, w_dec_NxD, np.asarray(sae_state["params"]["b_dec_D"]),
                                            widths, sae_cfg.k_max)
     sae_records.append({**label, "num_live_atoms": int(live_N.sum()), "themes": theme_found,
                         "fvu_sae": rules.tax_of(x_BxD, x_hat_sae_BxD, x_hat_sae_BxD, 1.0)["fvu_squeezer"]})
+    run = _RunInputs(x_BxD=x_BxD, codes_BxN=codes_BxN, live_N=live_N, sae_state=sae_state, sae_cfg=sae_cfg,
+                     chunk=chunk, settings=settings, padded_pairs=padded_pairs, real_layer=real_layer,
+                     theme_labels={f"found_{kind}": found["_labels"] for kind, found in theme_found.items()}
+                     | {f"planted_{kind}": labels for kind, labels in latent_planted.items()},
+                     num_permutations=cfg.num_permutations)
     for stage in stages:
       for q in np.flatnonzero(stage.sae_run == r):
         state = _take(stage.states, int(q))
@@ -314,28 +348,13 @@ def compute(cfg: AnalysisConfig, *, source: Any, sae_states: dict, sae_cfg: sae.
                                                     fvu_baseline[stage.num_neurons])}
         if stage is main:
           run_key = jax.random.fold_in(key, int(q))
-          w_enc_MxN = np.asarray(state["params"]["w_enc_NxD"])
-          rooms = rules.roommates(w_enc_MxN, live_N, settings, padded_pairs)
-          gates = rules.or_gates(jax.random.fold_in(run_key, 0), neurons_BxM, codes_BxN, rooms, settings)
-          record["validation"] = (rules.validation(x_BxD, codes_BxN, rooms, gates, settings) if real_layer
-                                  else {"reason": _NO_REAL_LAYER})
-          tables = gates.pop("_tables", None)
-          gates.pop("_permuted", None)
-          coact = rules.coactivation_of(jax.random.fold_in(run_key, 1), codes_BxN, rooms, settings)
-          lifts = {name: coact.pop(name, None) for name in ("_log_lift_roommates", "_log_lift_matched")}
-          record["or_gates"] = gates
-          record["coactivation"] = coact
-          record["share_theme"] = {
-              **{f"found_{kind}": rules.share_theme(jax.random.fold_in(run_key, 3), rooms["assignment_N"],
-                                                     found["_labels"], stage.num_neurons, cfg.num_permutations)
-                 for kind, found in theme_found.items()},
-              **{f"planted_{kind}": rules.share_theme(jax.random.fold_in(run_key, 4), rooms["assignment_N"], labels,
-                                                       stage.num_neurons, cfg.num_permutations)
-                 for kind, labels in latent_planted.items()}}
+          found = _rules_of(run_key, state, stage.cfg, run, neurons_BxM)
+          record.update({name: found[name] for name in RULE_RECORDS})
+          record["nulls"] = _null_rules(run_key, stage, int(q), run)
           if not primary and int(stage.labels[q]["squeezer_k"]) == primary_k:
             primary = {"label": record, "sae_state": sae_state, "codes_BxN": codes_BxN, "live_N": live_N,
-                       "neurons_BxM": neurons_BxM, "w_enc_MxN": w_enc_MxN, "rooms": rooms, "tables": tables,
-                       "lifts": lifts, "planted": latent_planted,
+                       "neurons_BxM": neurons_BxM, "w_enc_MxN": found["_w_enc_MxN"], "rooms": found["_rooms"],
+                       "tables": found["_tables"], "lifts": found["_lifts"], "planted": latent_planted,
                        "theme_labels": {kind: found["_labels"] for kind, found in theme_found.items()},
                        "theme_input": cfg.theme_inputs[0] if cfg.theme_inputs else None}
         squeezer_records.append(record)
@@ -345,6 +364,78 @@ def compute(cfg: AnalysisConfig, *, source: Any, sae_states: dict, sae_cfg: sae.
   return {"window": window, "sae_records": sae_records, "squeezer_records": squeezer_records,
           "primary": primary, "primary_k": primary_k, "main_stage": main.name, "widths": widths,
           "planted_kinds": sorted(planted), "real_layer": real_layer}
+
+
+# What a main-stage run's record holds of `_rules_of`, and so each of its nulls' records.
+RULE_RECORDS = ("or_gates", "validation", "coactivation", "share_theme")
+
+
+@dataclasses.dataclass
+class _RunInputs:
+  """What every Squeezer of one SAE run is read against: the window, its codes, the rules' settings."""
+
+  x_BxD: np.ndarray
+  codes_BxN: np.ndarray
+  live_N: np.ndarray
+  sae_state: dict
+  sae_cfg: sae.SAEConfig
+  chunk: int
+  settings: rules.RuleSettings
+  padded_pairs: int
+  real_layer: bool
+  theme_labels: dict[str, np.ndarray]
+  num_permutations: int
+
+
+def _main_encoders(main: SqueezerStage) -> Iterator[tuple[int, np.ndarray]]:
+  """(run, encoder) of every main-stage Squeezer and of each of its nulls."""
+  models = [main.states] + ([main.shuffled.states] if main.shuffled is not None else [])
+  if main.untrained_states is not None:
+    models += [_take(main.untrained_states, i) for i in range(_num_inits(main))]
+  for states in models:
+    for q in range(len(main.labels)):
+      yield q, np.asarray(states["params"]["w_enc_NxD"][q])
+
+
+def _num_inits(stage: SqueezerStage) -> int:
+  return 0 if stage.untrained_states is None else int(jax.tree.leaves(stage.untrained_states)[0].shape[0])
+
+
+def _rules_of(run_key: jax.Array, state: dict, squeezer_cfg: sae.SAEConfig, run: _RunInputs,
+              neurons_BxM: np.ndarray | None = None) -> dict[str, Any]:
+  """OR gates, validation, co-activation and shared themes of one Squeezer on the window (the records
+  RULE_RECORDS), with its encoder, roommates, truth tables and lifts under "_" keys."""
+  if neurons_BxM is None:
+    neurons_BxM, _ = squeezer_outputs(state, run.sae_state, run.sae_cfg, squeezer_cfg, run.x_BxD, run.chunk)
+  w_enc_MxN = np.asarray(state["params"]["w_enc_NxD"])
+  num_neurons = int(w_enc_MxN.shape[0])
+  rooms = rules.roommates(w_enc_MxN, run.live_N, run.settings, run.padded_pairs)
+  gates = rules.or_gates(jax.random.fold_in(run_key, 0), neurons_BxM, run.codes_BxN, rooms, run.settings)
+  validation = (rules.validation(run.x_BxD, run.codes_BxN, rooms, gates, run.settings) if run.real_layer
+                else {"reason": _NO_REAL_LAYER})
+  tables = gates.pop("_tables", None)
+  gates.pop("_permuted", None)
+  coact = rules.coactivation_of(jax.random.fold_in(run_key, 1), run.codes_BxN, rooms, run.settings)
+  lifts = {name: coact.pop(name, None) for name in ("_log_lift_roommates", "_log_lift_matched")}
+  share = {name: rules.share_theme(jax.random.fold_in(run_key, 3 if name.startswith("found_") else 4),
+                                   rooms["assignment_N"], labels, num_neurons, run.num_permutations)
+           for name, labels in run.theme_labels.items()}
+  return {"or_gates": gates, "validation": validation, "coactivation": coact, "share_theme": share,
+          "_w_enc_MxN": w_enc_MxN, "_rooms": rooms, "_tables": tables, "_lifts": lifts}
+
+
+def _null_rules(run_key: jax.Array, main: SqueezerStage, q: int, run: _RunInputs) -> dict[str, Any]:
+  """The rules of main-stage run q's nulls, each read exactly as the trained Squeezer: "untrained" (one
+  record per random init) and "shuffled_latents" (absent where not trained)."""
+  out: dict[str, Any] = {}
+  lean = lambda found: {name: found[name] for name in RULE_RECORDS}
+  if main.untrained_states is not None:
+    out["untrained"] = [lean(_rules_of(jax.random.fold_in(run_key, 100 + i), _take(_take(main.untrained_states, i), q),
+                                       main.cfg, run)) for i in range(_num_inits(main))]
+  if main.shuffled is not None:
+    out["shuffled_latents"] = lean(_rules_of(jax.random.fold_in(run_key, 200), _take(main.shuffled.states, q),
+                                             main.shuffled.cfg, run))
+  return out
 
 
 _NO_REAL_LAYER = ("cannot be tested on this source: it has no real neuron layer (ground-truth activations "

@@ -3,8 +3,9 @@
 The earlier study reported "3,758 dead features" of 4,096 SAE latents on 768-wide synthetic data with 100
 concepts. `DeadLatentsConfig` describes that setting; the pipeline trains it (one program per AuxK
 value, seeds vmapped) when `config.dead_latents.enabled`, and `summarize` turns each run's firing
-counts on held-out tokens into dead and ultra-rare fractions with a bootstrap CI over seeds, and the
-effect of AuxK (dead fraction without it minus with it, paired by seed) with a computed verdict.
+counts on held-out tokens into dead and ultra-rare fractions with a Student t interval over seeds, and
+the effect of AuxK (dead fraction without it minus with it, paired by seed) with a verdict of the
+statistics layer (`stats.test_hypothesis`; "cannot be tested" for a smoke run or below 5 seeds).
 
   dead        = the latent fired on none of the held-out tokens,
   ultra-rare  = it fired, on fewer than `ultra_rare_below` of them.
@@ -45,7 +46,7 @@ class DeadLatentsConfig:
   num_latents: int = 4096
   k: int = 32
   aux_k_values: tuple[int, ...] = (0, 256)
-  num_seeds: int = 2
+  num_seeds: int = 5
   steps: int = 1000
   batch_size: int = 512
   eval_batches: int = 32
@@ -74,11 +75,12 @@ def _finite(value: float) -> float | None:
   return float(value) if math.isfinite(value) else None
 
 
-def ci_summary(values_S: Sequence[float], rng_seed: int = 0) -> dict[str, Any]:
-  """{"mean", "ci_low", "ci_high", "per_seed"} with a percentile bootstrap over seeds (nulls if undefined)."""
+def ci_summary(values_S: Sequence[float]) -> dict[str, Any]:
+  """{"mean", "ci_low", "ci_high", "per_seed"}: the 95% Student t interval over seeds (`stats.t_interval`;
+  bounds null with one seed)."""
   values = np.asarray(values_S, np.float64)
-  mean, low, high = stats.bootstrap_ci(values, rng_seed=rng_seed)
-  return {"mean": _finite(mean), "ci_low": _finite(low), "ci_high": _finite(high),
+  interval = stats.t_interval(values)
+  return {"mean": _finite(interval.estimate), "ci_low": _finite(interval.low), "ci_high": _finite(interval.high),
           "per_seed": [float(v) for v in values]}
 
 
@@ -91,13 +93,13 @@ def fractions(counts_SxN: np.ndarray, num_tokens: int, ultra_rare_below: float) 
           "ultra_rare_fraction": ultra_rare.mean(-1), "ultra_rare_count": ultra_rare.sum(-1)}
 
 
-def summarize(cfg: DeadLatentsConfig, counts_by_aux_k: Mapping[int, np.ndarray], num_tokens: int
-              ) -> dict[str, Any]:
+def summarize(cfg: DeadLatentsConfig, counts_by_aux_k: Mapping[int, np.ndarray], num_tokens: int,
+              smoke: bool = False) -> dict[str, Any]:
   """The `dead_latents` payload of the earlier setting: per AuxK value, fractions with CIs; AuxK's effect.
 
   counts_by_aux_k: aux_k -> (seeds, num_latents) firing counts on `num_tokens` held-out tokens.
   Effect = dead fraction with AuxK off minus with the largest AuxK (paired by seed); verdict: does
-  AuxK reduce dead latents (expected sign +1)?
+  AuxK reduce dead latents (expected sign +1; `stats.test_hypothesis`, no verdict for a `smoke` run)?
   """
   settings = []
   per_seed = {}
@@ -123,12 +125,11 @@ def summarize(cfg: DeadLatentsConfig, counts_by_aux_k: Mapping[int, np.ndarray],
   on = [a for a in per_seed if a > 0]
   if 0 in per_seed and on:
     difference = per_seed[0]["dead_fraction"] - per_seed[max(on)]["dead_fraction"]
-    effect = ci_summary(difference)
+    result = stats.test_hypothesis(difference, +1, name="auxk_effect", smoke=smoke)
     payload["auxk_effect"] = {
         "effect": "dead fraction without AuxK minus with AuxK (aux_k = %d), paired by seed" % max(on),
-        **effect, "null": 0.0,
-        "verdict": stats.verdict(effect["ci_low"] if effect["ci_low"] is not None else math.nan,
-                                 effect["ci_high"] if effect["ci_high"] is not None else math.nan, +1),
+        **ci_summary(difference), "null": 0.0, "expected_sign": 1, "p_value": _finite(result.p_value),
+        "verdict": result.verdict, ("reason" if result.verdict == "cannot be tested" else "test"): result.reason,
         "hypothesis": "AuxK reduces the fraction of dead latents"}
   else:
     payload["auxk_effect"] = {"verdict": "cannot be tested",

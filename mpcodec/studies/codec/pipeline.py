@@ -254,9 +254,16 @@ def ground_truth_recovery(states: State, cfg: sae.SAEConfig, source: Any, batch_
 # ----------------------------------------------------------------------------- Squeezer
 
 
-def squeezer_keys(seed: int, num_seeds: int, runs: int) -> dict[str, jax.Array]:
-  """One Squeezer key per Squeezer run, drawn like the SAE's: by seed index, the same for every k and K."""
-  return {"init": jnp.tile(seeds.seed_keys(seed, num_seeds, "squeezer_init"), (runs // num_seeds, 1))}
+def squeezer_keys(seed: int, num_seeds: int, runs: int, shuffle: bool = False) -> dict[str, jax.Array]:
+  """One Squeezer key per Squeezer run, drawn like the SAE's: by seed index, the same for every k and K.
+
+  `shuffle` adds the shuffled-latent null's keys ("shuffle"); its init keys are the trained Squeezer's, so
+  the null starts from the same weights and differs only in the co-firing it sees.
+  """
+  keys = {"init": jnp.tile(seeds.seed_keys(seed, num_seeds, "squeezer_init"), (runs // num_seeds, 1))}
+  if shuffle:
+    keys["shuffle"] = jnp.tile(seeds.seed_keys(seed, num_seeds, "squeezer_shuffle"), (runs // num_seeds, 1))
+  return keys
 
 
 def squeezer_k_values(squeezer_cfg: sae.SAEConfig) -> tuple[int, ...]:
@@ -280,13 +287,17 @@ def train_squeezer(squeezer_cfg: sae.SAEConfig, sae_states: State, sae_cfg: sae.
 
 
 def squeezer_program(squeezer_cfg: sae.SAEConfig, sae_states: State, sae_cfg: sae.SAEConfig,
-                     loop_cfg: "LoopConfig", source: ActivationSource, name: str = "squeezer") -> loop.Program:
+                     loop_cfg: "LoopConfig", source: ActivationSource, name: str = "squeezer",
+                     shuffle_latents: bool = False) -> loop.Program:
   """Squeezer training of every (K, SAE run) as a program of the one run loop, K-major.
 
   Squeezer run q has K = K_values[q // R] and squeezes SAE run q % R (R SAE runs); K is traced (its
   `k_grid` sets the static k_max), so one compiled program trains every K. Its state is {"squeezer":
   train state, "sae": the frozen (folded) SAE state of the same run}, so a checkpoint holds everything a
-  resumed run needs.
+  resumed run needs. `shuffle_latents` trains the shuffled-latent null instead: every step, each SAE
+  latent's column is permuted over the batch's tokens on its own (`shuffled_over_tokens`, keys
+  {"shuffle"} per run in the state), which keeps every latent's firing rate and code values and removes
+  co-firing.
   """
   sample_BxD = init_batch(source, loop_cfg)
   k_values = squeezer_k_values(squeezer_cfg)
@@ -297,14 +308,56 @@ def squeezer_program(squeezer_cfg: sae.SAEConfig, sae_states: State, sae_cfg: sa
     states = jax.vmap(lambda key, sae_state, k: dict(squeezer.init_state(
         key, sae_state, sample_BxD, sae_cfg, squeezer_cfg, loop_cfg.steps), k=k))(
             keys["init"], sae_runs, squeezer_ks)
-    return {"squeezer": states, "sae": sae_runs}
+    carry = {"squeezer": states, "sae": sae_runs}
+    return dict(carry, shuffle=keys["shuffle"]) if shuffle_latents else carry
+
+  def shuffled_step(state, sae_state, shuffle_key, x_BxD):
+    latents_BxN = shuffled_over_tokens(jax.random.fold_in(shuffle_key, state["step"]),
+                                       squeezer.latent_vector(sae_state, x_BxD, sae_cfg))
+    state, metrics = sae.train_step(state, latents_BxN, squeezer_cfg, loop_cfg.steps)
+    metrics["batch_has_nan"] = ~jnp.all(jnp.isfinite(x_BxD))
+    return state, metrics
 
   def step(states, x_BxD):
-    new, metrics = jax.vmap(lambda state, sae_state: squeezer.train_step(
-        state, sae_state, x_BxD, sae_cfg, squeezer_cfg, loop_cfg.steps))(states["squeezer"], states["sae"])
-    return {"squeezer": new, "sae": states["sae"]}, metrics
+    if shuffle_latents:
+      new, metrics = jax.vmap(lambda state, sae_state, key: shuffled_step(state, sae_state, key, x_BxD))(
+          states["squeezer"], states["sae"], states["shuffle"])
+    else:
+      new, metrics = jax.vmap(lambda state, sae_state: squeezer.train_step(
+          state, sae_state, x_BxD, sae_cfg, squeezer_cfg, loop_cfg.steps))(states["squeezer"], states["sae"])
+    return dict(states, squeezer=new), metrics
 
   return loop.Program(study="codec", init=init, phases=(stage_phase(name, step, source, loop_cfg),))
+
+
+def shuffled_over_tokens(key: jax.Array, latents_BxN: jax.Array) -> jax.Array:
+  """Each column of `latents_BxN` permuted over the B tokens on its own: the rows in one random order, then
+  column n rotated by its own random offset s_n (a permutation per column, O(B N); a sort per column
+  cost ~30x more). Every latent keeps its values and firing rate; two latents meet on the same token only
+  where their offsets are equal (probability 1/B per pair and batch), so co-firing is destroyed."""
+  key_rows, key_offsets = jax.random.split(key)
+  num_tokens, num_latents = latents_BxN.shape
+  rows_B = jax.random.permutation(key_rows, num_tokens)
+  offset_N = jax.random.randint(key_offsets, (num_latents,), 0, num_tokens)
+  source_BxN = rows_B[(jnp.arange(num_tokens)[:, None] + offset_N[None, :]) % num_tokens]
+  return jnp.take_along_axis(latents_BxN, source_BxN, axis=0)
+
+
+def untrained_squeezer_states(squeezer_cfg: sae.SAEConfig, sae_states: State, sae_cfg: sae.SAEConfig,
+                              loop_cfg: "LoopConfig", source: ActivationSource, seed: int, num_seeds: int,
+                              count: int) -> State | None:
+  """`count` random-init Squeezers per Squeezer run (the untrained null), stacked (count, runs, ...): the
+  same shape, K and initialisation as the trained ones (`squeezer_program`'s init), from keys of their own
+  (purpose "squeezer_untrained", init i folded in). None when count is 0."""
+  if count < 1:
+    return None
+  program = squeezer_program(squeezer_cfg, sae_states, sae_cfg, loop_cfg, source)
+  runs = int(sae_states["k"].shape[0]) * len(squeezer_k_values(squeezer_cfg))
+  base_S = seeds.seed_keys(seed, num_seeds, "squeezer_untrained")
+  init = jax.jit(program.init)
+  states = [init({"init": jnp.tile(jax.vmap(lambda key: jax.random.fold_in(key, i))(base_S),
+                                   (runs // num_seeds, 1))})["squeezer"] for i in range(count)]
+  return jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
 
 
 def evaluate_squeezer(states: State, sae_states: State, sae_cfg: sae.SAEConfig,
@@ -371,6 +424,10 @@ class CodecConfig:
     tax_width_factors: widths M = factor × layer width of the extra Squeezers trained for the
       superposition-tax sweep (one program each, the K values of the grid that fit); the main
       Squeezer's width is always in the sweep.
+    shuffled_latent_squeezer: also train the shuffled-latent null, the main Squeezer stage again on SAE
+      latents whose columns are permuted over tokens independently (stage "squeezer_shuffled", the same
+      init keys); the analyses test every truth-table and co-activation finding against it.
+    smoke: a smoke run (the `:smoke` preset): its report says so at the top and gives no verdict.
     analysis: the compression-rule analyses after the Squeezer (`analysis.AnalysisConfig`).
     dead_latents: the earlier study's dead-latent setting, trained when `dead_latents.enabled`.
   """
@@ -381,6 +438,8 @@ class CodecConfig:
   sae_checkpoint: str = ""
   squeezer_k_grid: tuple[int, ...] = ()
   tax_width_factors: tuple[float, ...] = (0.25, 0.5, 2.0)
+  shuffled_latent_squeezer: bool = True
+  smoke: bool = False
   source: SourceConfig = SourceConfig()
   sae: sae.SAEConfig = sae.SAEConfig()
   sae_loop: LoopConfig = LoopConfig()
@@ -443,7 +502,8 @@ def checkpoint_root(workdir: str) -> str:
 
 
 # Knobs that change how a stage executes or what is computed after it, not its trained states.
-_NOT_TRAINING = ("dense_above", "chunk_steps", "checkpoint_every", "eval_batches", "analysis")
+_NOT_TRAINING = ("dense_above", "chunk_steps", "checkpoint_every", "eval_batches", "analysis", "smoke",
+                 "shuffled_latent_squeezer")
 
 
 def _training_only(config: Any) -> Any:
@@ -488,7 +548,9 @@ def train_squeezer_stages(cfg: CodecConfig, source: ActivationSource, sae_states
                           run_labels: list[dict], num_seeds: int, root: str, progress: Any, overwrite: bool
                           ) -> tuple[list, dict[int, str]]:
   """The main Squeezer (the configured width, first) and one per tax-sweep width: (trained stages, {width:
-  why a stage was skipped})."""
+  why a stage was skipped}). The main stage carries its nulls: `untrained_states`
+  (`analysis.untrained_squeezers` random inits per run) and, with `shuffled_latent_squeezer`, `shuffled`
+  (the shuffled-latent Squeezer, trained after it)."""
   main_width = cfg.squeezer.resolved_num_neurons(source.width)
   stages, skipped = [], {}
   for num_neurons in [main_width] + tax_widths(cfg, source.width):
@@ -498,16 +560,24 @@ def train_squeezer_stages(cfg: CodecConfig, source: ActivationSource, sae_states
       skipped[num_neurons] = stage
     else:
       stages.append(stage)
+      if len(stages) == 1:
+        stage.untrained_states = untrained_squeezer_states(stage.cfg, sae_states, sae_cfg, cfg.squeezer_loop, source,
+                                                           cfg.seed, num_seeds, cfg.analysis.untrained_squeezers)
+        if cfg.shuffled_latent_squeezer:
+          stage.shuffled = train_squeezer_stage(cfg, source, sae_states, sae_cfg, run_labels, num_seeds,
+                                                num_neurons, True, root, progress, overwrite, shuffle_latents=True)
   return stages, skipped
 
 
 def train_squeezer_stage(cfg: CodecConfig, source: ActivationSource, sae_states: State, sae_cfg: sae.SAEConfig,
                          sae_labels: list[dict], num_seeds: int, num_neurons: int, main: bool, root: str,
-                         progress: Any = None, overwrite: bool = False) -> analysis.SqueezerStage | str:
+                         progress: Any = None, overwrite: bool = False, shuffle_latents: bool = False
+                         ) -> analysis.SqueezerStage | str:
   """Trains (or resumes, or loads) one Squeezer stage of `num_neurons` neurons over every SAE run.
 
   The main stage is "squeezer"; a tax-sweep stage is "squeezer_m<M>" and trains the grid's K values
-  that fit in M. Returns the stage, or the reason it was not trained (no K fits).
+  that fit in M; `shuffle_latents` (with `main`) trains the main stage's shuffled-latent null,
+  "squeezer_shuffled". Returns the stage, or the reason it was not trained (no K fits).
   """
   full = squeezer_config(cfg, source.width, num_neurons)
   k_values = tuple(k for k in full.k_values if k <= num_neurons)
@@ -517,11 +587,13 @@ def train_squeezer_stage(cfg: CodecConfig, source: ActivationSource, sae_states:
   sae_runs = int(sae_states["k"].shape[0])
   labels = [dict(sae_labels[q % sae_runs], squeezer_k=int(k)) for q, k in
             enumerate(np.repeat(np.asarray(k_values), sae_runs))]
-  name = "squeezer" if main else f"squeezer_m{num_neurons}"
-  program = squeezer_program(squeezer_cfg, sae_states, sae_cfg, cfg.squeezer_loop, source, name=name)
-  outcome = loop.run(program, squeezer_keys(cfg.seed, num_seeds, len(labels)), root,
+  name = ("squeezer_shuffled" if shuffle_latents else "squeezer") if main else f"squeezer_m{num_neurons}"
+  program = squeezer_program(squeezer_cfg, sae_states, sae_cfg, cfg.squeezer_loop, source, name=name,
+                             shuffle_latents=shuffle_latents)
+  config = squeezer_training_config(cfg, None if main else num_neurons)
+  outcome = loop.run(program, squeezer_keys(cfg.seed, num_seeds, len(labels), shuffle=shuffle_latents), root,
                      seed_labels=[f"k={r['k']} K={r['squeezer_k']} seed {r['seed_index']}" for r in labels],
-                     config=squeezer_training_config(cfg, None if main else num_neurons),
+                     config=dict(config, shuffled_latents=True) if shuffle_latents else config,
                      metadata={"squeezer": configuration.to_dict(squeezer_cfg), "num_runs": len(labels),
                                "runs": labels, "source": source.description},
                      progress=progress, overwrite=overwrite)
@@ -553,7 +625,7 @@ def train_dead_latent_setting(cfg: CodecConfig, root: str, progress: Any = None,
     found = evaluate_sae(folded_sae_states(outcome.state), sae_cfg, source, loop_cfg, cfg.dense_above)
     counts[aux_k] = found["firing_counts"]
     num_tokens = int(found["num_tokens"])
-  return dict(dead_latents.summarize(setting, counts, num_tokens), source=source.description)
+  return dict(dead_latents.summarize(setting, counts, num_tokens, smoke=cfg.smoke), source=source.description)
 
 
 def run_codec(cfg: CodecConfig, workdir: str, progress: Any = None, overwrite: bool = False) -> dict[str, Any]:
@@ -605,7 +677,7 @@ def run_codec(cfg: CodecConfig, workdir: str, progress: Any = None, overwrite: b
       workdir, cfg.analysis, source=source, sae_states=sae_final, sae_cfg=sae_cfg, sae_labels=run_labels,
       stages=stages, skipped_widths=skipped, sae_metrics=sae_metrics, squeezer_metrics=sq_metrics,
       dead_latents_payload=dead_payload, primary_squeezer_k=cfg.squeezer.k,
-      ultra_rare_below=cfg.dead_latents.ultra_rare_below,
+      ultra_rare_below=cfg.dead_latents.ultra_rare_below, smoke=cfg.smoke,
       inputs_config=dict(squeezer_training_config(cfg), tax_width_factors=list(cfg.tax_width_factors),
                          dead_latents=configuration.to_dict(cfg.dead_latents)))
   return codec_report.write_codec_outputs(

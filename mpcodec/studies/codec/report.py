@@ -1,7 +1,10 @@
-"""Outputs of a codec run: metrics/sae.json, metrics/squeezer.json, training histories, plots, report.md.
+"""Outputs of a codec run: metrics/sae.json, metrics/squeezer.json, training histories, plots, report.md and
+report.json.
 
 Every number in report.md is read from the metric arrays passed in; nothing is typed in. A run whose
-latents (or synthetic neurons) all died is flagged in the JSON (`all_latents_dead`) and in the report.
+latents (or synthetic neurons) all died is flagged in the JSON (`all_latents_dead`) and in the report. A
+smoke run, or one of fewer than `stats.MIN_SEEDS` seeds, opens report.md with a banner and says so in
+report.json (`smoke`, `no_verdict_reason`); its verdicts all read "cannot be tested".
 """
 
 from __future__ import annotations
@@ -12,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from mpcodec.core import io
-from mpcodec.studies.codec import plots as plots_lib, replication
+from mpcodec.core import io, stats
+from mpcodec.studies.codec import plots as plots_lib, replication, verdicts
 
 _PER_RUN_SAE = ("fvu", "l0", "dead_fraction", "dense_fraction", "mean_max_cosine_similarity",
                 "matched_cosine_similarity", "matched_pair_correlation")
@@ -114,12 +117,34 @@ def write_codec_outputs(workdir: str, *, cfg: Mapping[str, Any], source_descript
                             os.path.join(plots, "squeezer_training.png"))
   plots_lib.latent_density(sae_metrics, run_labels, os.path.join(plots, "latent_density.png"))
   plots_lib.features_per_neuron(squeezer_metrics, squeezer_labels, os.path.join(plots, "features_per_neuron.png"))
+  num_seeds = len({label["seed_index"] for label in run_labels})
+  no_verdict = verdicts.no_verdict_reason(num_seeds, bool(cfg.get("smoke")))
   text = report_markdown(sae_payload, squeezer_payload, source_description, sae_history is None)
+  if no_verdict:
+    text = stats.smoke_banner(no_verdict) + "\n\n" + text
   if analysis_payload is not None:
-    tolerance = analysis_payload["fingerprint"]["analysis"]["replication_tolerance"]
-    text += "\n" + replication.analysis_markdown(analysis_payload, tolerance)
+    text += "\n" + replication.analysis_markdown(analysis_payload)
   io.write_text(os.path.join(workdir, "report.md"), text)
-  return {"sae": sae_payload, "squeezer": squeezer_payload, "analysis": analysis_payload}
+  report = report_json(analysis_payload, num_seeds, bool(cfg.get("smoke")), no_verdict)
+  io.write_json(os.path.join(workdir, "report.json"), report)
+  return {"sae": sae_payload, "squeezer": squeezer_payload, "analysis": analysis_payload, "report": report}
+
+
+def report_json(analysis_payload: Mapping[str, Any] | None, num_seeds: int, smoke: bool,
+                no_verdict: str | None) -> dict[str, Any]:
+  """report.json: whether verdicts are given, each section's verdict, the replication table, the atlas."""
+  out: dict[str, Any] = {"smoke": smoke, "num_seeds": num_seeds, "min_seeds": stats.MIN_SEEDS,
+                         "no_verdict_reason": no_verdict}
+  if analysis_payload is None:
+    out["analysis"] = "disabled (config.analysis.enabled = False)"
+    return out
+  out["hypotheses"] = {name: {key: analysis_payload[name].get(key) for key in
+                              ("hypothesis", "effect", "ci", "p_value", "p_adjusted", "verdict", "reason", "test")}
+                       for name in verdicts.FAMILY}
+  out["themes_found"] = analysis_payload["themes"].get("themes_found")
+  out["replication"] = analysis_payload["replication"]
+  out["atlas"] = analysis_payload.get("atlas_claim")
+  return out
 
 
 def report_markdown(sae_payload: Mapping[str, Any], squeezer_payload: Mapping[str, Any],

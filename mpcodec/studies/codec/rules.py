@@ -312,21 +312,57 @@ def cluster_inputs(kind: str, w_dec_NxD: np.ndarray, w_enc_NxD: np.ndarray, code
   return {"affinity_NxN": themes.coactivation_affinity(np.asarray(codes_BxN))}
 
 
+def shuffled_cluster_inputs(kind: str, inputs: dict[str, np.ndarray], codes_BxN: np.ndarray, live_N: np.ndarray,
+                            rng: np.random.Generator) -> dict[str, np.ndarray]:
+  """The same clustering input with its structure shuffled away (the themes' null).
+
+  Co-activation graph: the affinity of codes whose columns are each permuted over tokens on their own
+  (every atom keeps its firing rate and values; co-firing is gone). Decoder or encoder rows: each
+  coordinate permuted over the live atoms on its own (every coordinate keeps its values; shared
+  directions are gone).
+  """
+  if kind == "coactivation":
+    return {"affinity_NxN": themes.coactivation_affinity(rng.permuted(np.asarray(codes_BxN), axis=0))}
+  vectors = np.array(inputs["vectors_NxD"], np.float64)
+  live = np.flatnonzero(live_N)
+  vectors[live] = rng.permuted(vectors[live], axis=0)
+  return {"vectors_NxD": vectors}
+
+
+def _best_score(found: themes.ThemeClustering) -> float | None:
+  return max(found.scores.values()) if found.reason is None and found.scores else None
+
+
 def themes_of_sae(w_dec_NxD: np.ndarray, w_enc_NxD: np.ndarray, codes_BxN: np.ndarray, live_N: np.ndarray,
                   planted: dict[str, np.ndarray], kinds: tuple[str, ...], method: str, k_range: tuple[int, int],
-                  criterion: str, seed: int) -> dict[str, Any]:
-  """Clusters the live atoms from each input kind; ARI against every planted theme kind (latent labels)."""
+                  criterion: str, seed: int, shuffle_seed: Any = None) -> dict[str, Any]:
+  """Clusters the live atoms from each input kind; ARI against every planted theme kind (latent labels).
+
+  Each kind also gets the same clustering of its shuffled input (`shuffled_cluster_inputs`, rng seeded by
+  `shuffle_seed`, default `seed`): "score" is the criterion's best value over the k tried, "null_score"
+  the shuffled input's, and "score_excess" their difference, which says whether there are themes at all.
+  """
+  rng = np.random.default_rng(seed if shuffle_seed is None else shuffle_seed)
   out = {}
   for kind in kinds:
-    found = themes.cluster_atoms(**cluster_inputs(kind, w_dec_NxD, w_enc_NxD, codes_BxN), method=method,
-                                 k_range=range(k_range[0], k_range[1] + 1), live_N=live_N, criterion=criterion,
-                                 seed=seed)
+    inputs = cluster_inputs(kind, w_dec_NxD, w_enc_NxD, codes_BxN)
+    common = dict(method=method, k_range=range(k_range[0], k_range[1] + 1), live_N=live_N, criterion=criterion,
+                  seed=seed)
+    found = themes.cluster_atoms(**inputs, **common)
     entry: dict[str, Any] = {"num_themes": int(found.num_themes), "theme_sizes": found.theme_sizes,
                              "criterion": found.criterion,
                              "scores": {str(k): float(v) for k, v in found.scores.items()},
                              "_labels": found.labels_N}
     if found.reason is not None:
       entry["reason"] = found.reason
+    score = _best_score(found)
+    null = (_best_score(themes.cluster_atoms(**shuffled_cluster_inputs(kind, inputs, codes_BxN, live_N, rng),
+                                             **common)) if score is not None else None)
+    entry.update(score=score, null_score=null,
+                 score_excess=score - null if score is not None and null is not None else None)
+    if score is not None and null is None:
+      entry["null_reason"] = (f"the {found.criterion} criterion gives no score on the shuffled input"
+                              if method != "hdbscan" else "hdbscan gives no score to compare")
     entry["adjusted_rand"] = {name: (float(themes.adjusted_rand(found.labels_N, labels))
                                      if found.reason is None and np.sum(labels >= 0) >= 2 else None)
                               for name, labels in planted.items()}

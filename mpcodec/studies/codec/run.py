@@ -21,7 +21,8 @@ def main(raw_config: Any, workdir: str, overwrite: bool = False) -> dict[str, An
     return minilm_study.run(raw_config, workdir, overwrite=overwrite)
   cfg = pipeline.parse_codec_config(raw_config)
   with workdir_lib.locked(workdir):
-    total = (0 if cfg.sae_checkpoint else cfg.sae_loop.steps) + cfg.squeezer_loop.steps
+    squeezer_stages = 2 if cfg.shuffled_latent_squeezer else 1   # the main Squeezer and its shuffled-latent null
+    total = (0 if cfg.sae_checkpoint else cfg.sae_loop.steps) + squeezer_stages * cfg.squeezer_loop.steps
     with progress.bar(total, "codec (SAE, then Squeezer)") as bar:
       payload = pipeline.run_codec(cfg, workdir, progress=bar, overwrite=overwrite)
     logging.info("outputs in %s", workdir)

@@ -19,12 +19,14 @@ from mpcodec.studies.codec.sources import make_source
 
 
 def tiny_config(**overrides):
-  """The smoke config with 10-step chunks and 10-step checkpoints (stages of 40 and 20 steps)."""
+  """The smoke config with 10-step chunks and 10-step checkpoints (stages of 40 and 20 steps), without the
+  analyses (tests/studies/codec/test_analysis.py runs them): these tests are about the stages."""
   cfg = codec_config.get_config("smoke")
   cfg.sae_loop.chunk_steps = 10
   cfg.sae_loop.checkpoint_every = 10
   cfg.squeezer_loop.chunk_steps = 10
   cfg.squeezer_loop.checkpoint_every = 10
+  cfg.analysis.enabled = False
   return pipeline.parse_codec_config(configuration.override(cfg, overrides))
 
 
@@ -81,26 +83,28 @@ def test_every_trained_sae_is_written_for_saelens(finished):
 
 
 def test_interrupted_runs_resume_to_the_same_states_and_outputs(finished, tmp_path):
+  """Each stage, the shuffled-latent null's included (its shuffles are drawn from the step)."""
   cfg, full_dir = finished
-  for stage, keep in (("sae", 20), ("squeezer", 10)):
+  stages = ("sae", "squeezer", "squeezer_shuffled")
+  for stage, keep in (("sae", 20), ("squeezer", 10), ("squeezer_shuffled", 10)):
     workdir = str(tmp_path / stage)
     shutil.copytree(full_dir, workdir)
     shutil.rmtree(os.path.join(workdir, "metrics"))
-    if stage == "sae":
-      shutil.rmtree(os.path.join(workdir, "checkpoints", "squeezer"))
+    for later in stages[stages.index(stage) + 1:]:
+      shutil.rmtree(os.path.join(workdir, "checkpoints", later))
     store = CheckpointStore(os.path.join(workdir, "checkpoints", stage))
     store.delete_after(keep)
     assert store.latest_step() == keep
     store.close()
     pipeline.run_codec(cfg, workdir)
-    for name in ("sae", "squeezer"):
+    for name in stages:
       assert_trees_equal(saved_state(workdir, name), saved_state(full_dir, name))
     assert read_metrics(workdir) == read_metrics(full_dir)
 
 
 def test_a_finished_run_trains_nothing_again(finished):
   cfg, workdir = finished
-  stores = [os.path.join(workdir, "checkpoints", s) for s in ("sae", "squeezer")]
+  stores = [os.path.join(workdir, "checkpoints", s) for s in ("sae", "squeezer", "squeezer_shuffled")]
   before = {d: sorted(os.listdir(d)) for d in stores}
   mtimes = {d: os.path.getmtime(os.path.join(d, before[d][-1])) for d in stores}
   pipeline.run_codec(cfg, workdir)
