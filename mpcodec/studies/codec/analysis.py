@@ -348,13 +348,13 @@ def compute(cfg: AnalysisConfig, *, source: Any, sae_states: dict, sae_cfg: sae.
                                                     fvu_baseline[stage.num_neurons])}
         if stage is main:
           run_key = jax.random.fold_in(key, int(q))
-          found = _rules_of(run_key, state, stage.cfg, run, neurons_BxM)
-          record.update({name: found[name] for name in RULE_RECORDS})
+          read = _rules_of(run_key, state, stage.cfg, run, neurons_BxM)
+          record.update({name: read[name] for name in RULE_RECORDS})
           record["nulls"] = _null_rules(run_key, stage, int(q), run)
           if not primary and int(stage.labels[q]["squeezer_k"]) == primary_k:
             primary = {"label": record, "sae_state": sae_state, "codes_BxN": codes_BxN, "live_N": live_N,
-                       "neurons_BxM": neurons_BxM, "w_enc_MxN": found["_w_enc_MxN"], "rooms": found["_rooms"],
-                       "tables": found["_tables"], "lifts": found["_lifts"], "planted": latent_planted,
+                       "neurons_BxM": neurons_BxM, "w_enc_MxN": read["_w_enc_MxN"], "rooms": read["_rooms"],
+                       "tables": read["_tables"], "lifts": read["_lifts"], "planted": latent_planted,
                        "theme_labels": {kind: found["_labels"] for kind, found in theme_found.items()},
                        "theme_input": cfg.theme_inputs[0] if cfg.theme_inputs else None}
         squeezer_records.append(record)

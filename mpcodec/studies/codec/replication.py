@@ -114,15 +114,15 @@ def _inputs(payload: Mapping[str, Any]) -> dict[str, tuple[list[float] | None, s
 
 def _theme_members(payload: Mapping[str, Any]) -> tuple[dict[str, list[float]], str, str]:
   """The themes claim's clusterings: {name: per-seed values}, what the values are, and why none has a
-  value (if so)."""
+  value (if so). Where themes are planted and some clustering has an ARI, the recovery grid; otherwise
+  (no planted themes, or no latent matched to a true atom) whether each clustering finds themes at all."""
   themes = payload["themes"]
-  if themes.get("planted_kinds"):
-    findings = {f"{row['input']} -> {kind}": row["adjusted_rand"][kind] for row in themes.get("recovery", [])
-                if row["sae_k"] == payload["primary"]["sae_k"] for kind in themes["planted_kinds"]}
-    what = "ARI minus the recovery threshold"
+  recovery = {f"{row['input']} -> {kind}": row["adjusted_rand"][kind] for row in themes.get("recovery", [])
+              if row["sae_k"] == payload["primary"]["sae_k"] for kind in themes.get("planted_kinds", [])}
+  if any(f.get("per_seed") for f in recovery.values()):
+    findings, what = recovery, "ARI minus the recovery threshold"
   else:
-    findings = dict(themes.get("exist") or {})
-    what = "clustering score minus that of shuffled inputs"
+    findings, what = dict(themes.get("exist") or {}), "clustering score minus that of shuffled inputs"
   reason = next((f"{name}: {f['reason']}" for name, f in findings.items() if f.get("reason")),
                 "no clustering input")
   return {name: f.get("per_seed") or [] for name, f in findings.items()}, what, reason

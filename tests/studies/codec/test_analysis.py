@@ -318,6 +318,18 @@ def test_window_codes_equal_the_dense_codes_of_the_sae():
   np.testing.assert_array_equal(found.live_N, (dense > 0).any(0))
 
 
+
+def test_themes_claim_reads_recovery_where_measured_and_existence_otherwise():
+  exist = {"decoder": {"per_seed": [0.1] * 5}, "coactivation": {"per_seed": [-0.01] * 5}}
+  no_ari = {"ari": None, "verdict": "cannot be tested", "reason": "no ARI"}
+  payload = {"primary": {"sae_k": 3}, "themes": {"planted_kinds": ["cofiring"], "exist": exist, "recovery": [
+      {"sae_k": 3, "input": "decoder", "adjusted_rand": {"cofiring": no_ari}}]}}
+  members, what, _ = replication._theme_members(payload)  # pylint: disable=protected-access
+  assert members == {"decoder": [0.1] * 5, "coactivation": [-0.01] * 5} and "shuffled" in what
+  payload["themes"]["recovery"][0]["adjusted_rand"]["cofiring"] = {"per_seed": [0.15] * 5}
+  members, what, _ = replication._theme_members(payload)  # pylint: disable=protected-access
+  assert members == {"decoder -> cofiring": [0.15] * 5} and "ARI" in what
+
 # ----------------------------------------------------------------------------- nulls on planted structure
 
 # Planted OR structure: 64 atoms in 8 co-firing themes, exactly 3 active per token and every token in a theme
