@@ -13,9 +13,9 @@ Arguments combine with commas (`:smoke,source=mono_poly`); any knob can be overr
 """
 
 from mpcodec.core import configuration
-from mpcodec.studies.codec.pipeline import CodecConfig
+from mpcodec.studies.codec.config import CodecConfig
 
-# What differs from CodecConfig's defaults (mpcodec/studies/codec/pipeline.py), and why. The SAE and the
+# What differs from CodecConfig's defaults (mpcodec/studies/codec/config.py), and why. The SAE and the
 # Squeezer are library classes (mpcodec/sae) whose defaults serve any source; the codec study sets its
 # own on top of them. Default source: 512 known atoms in 128 dims (8 active per token); SAE of 512
 # latents, k in {8} (CodecConfig defaults).
@@ -81,6 +81,9 @@ def _smoke(cfg):
 # Applied in this order (a source first, so that the smoke run shrinks the chosen one).
 PRESETS = {
     "source=ground_truth": {},   # the default
+    # A user's .npy of activations (--config.source.array.path=FILE); `:source=array,smoke` shrinks only the
+    # loops and analyses (set the SAE and Squeezer for the file's width, e.g. --config.squeezer_k_grid=).
+    "source=array": {"source.kind": "array"},
     # The mono->poly MLP has a 10-wide hidden layer: a 64-latent SAE, squeezed back into 10 neurons.
     "source=mono_poly": {
         "source.kind": "checkpoint", "sae.num_latents": 64, "sae.k": 4, "sae.aux_k": 16,
@@ -95,7 +98,4 @@ PRESETS = {
 }
 
 
-def get_config(arg=None):
-  """Default: CodecConfig with OVERRIDES; `arg` as in the module docstring (see configuration.parse_arg)."""
-  cfg = configuration.override(configuration.defaults(CodecConfig), OVERRIDES)
-  return configuration.parse_arg(arg, PRESETS, config=cfg)
+get_config = configuration.config_file(CodecConfig, OVERRIDES, PRESETS)

@@ -22,7 +22,8 @@ The default grid (the original study's 55 configurations):
 
 from mpcodec.core import configuration
 from mpcodec.core.errors import ConfigError
-from mpcodec.studies.dynamics.sweep import SweepConfig
+from mpcodec.studies.dynamics import grid
+from mpcodec.studies.dynamics.config import SweepConfig
 
 MLPS = ("mlp_128_64", "mlp_64x4_32", "mlp_32x10", "mlp_24x15", "mlp_32x4", "mlp_128x2_64x2",
         "mlp_256x2_128x2", "mlp_512x2_256x2")
@@ -47,7 +48,7 @@ def smoke_runs():
   return ["mlp_128_64@mnist", "mlp_128_64@ag_news"]
 
 
-# What differs from SweepConfig's defaults (mpcodec/studies/dynamics/sweep.py), and why. Everything
+# What differs from SweepConfig's defaults (mpcodec/studies/dynamics/config.py), and why. Everything
 # else, every DynamicsConfig knob of `base` included, is the dataclasses' default.
 OVERRIDES = {
     # The default grid is the original study's 55 configurations (see the docstring), built from the
@@ -70,7 +71,7 @@ OVERRIDES = {
     "transformer.learning_rate": 5e-4, "transformer.warmup_steps": 100,
 }
 
-FAMILIES = ("mlp", "cnn", "transformer")
+FAMILIES = grid.FAMILIES
 
 PRESETS = {
     # Seconds-long: two runs (MNIST and AG News), 2 seeds of 20 steps, small probes and vocabulary.
@@ -86,27 +87,25 @@ PRESETS = {
 
 
 def _select(key):
-  """The option `key`=a+b (key arch or dataset): keeps the runs whose arch (dataset) is a or b."""
+  """The option `key`=a+b (key arch or dataset): keeps the runs whose arch (dataset) is a or b, chosen by
+  the same `grid.select_runs` as the launch's --arch and --dataset flags."""
   position = 0 if key == "arch" else 1
 
   def select(cfg, text):
-    wanted = set(text.split("+"))
-    cfg.runs = [r for r in cfg.runs if r.split("@")[position] in wanted]
+    cfg.runs = list(grid.select_runs(tuple(cfg.runs), **{"archs" if key == "arch" else "datasets": text}))
     if not cfg.runs:
       raise ConfigError(f"config argument {key}={text}: selects no run of the grid; valid "
                         f"{key} names in it: {sorted({r.split('@')[position] for r in default_runs()})}")
   return select
 
 
-# Short keys of the argument, applied after the presets (so `smoke,arch=...` filters the smoke grid).
-OPTIONS = {
-    "seeds": lambda cfg, text: configuration.override(cfg, {"base.num_seeds": configuration.literal(text)}),
-    "steps": lambda cfg, text: configuration.override(cfg, {"base.num_steps": configuration.literal(text)}),
-    "arch": _select("arch"),
-    "dataset": _select("dataset"),
-}
+# Valued presets (short keys of the argument), applied after the others (so `smoke,arch=...` filters the
+# smoke grid).
+PRESETS.update({
+    "seeds=": lambda cfg, text: configuration.override(cfg, {"base.num_seeds": configuration.literal(text)}),
+    "steps=": lambda cfg, text: configuration.override(cfg, {"base.num_steps": configuration.literal(text)}),
+    "arch=": _select("arch"),
+    "dataset=": _select("dataset"),
+})
 
-
-def get_config(arg=None):
-  cfg = configuration.override(configuration.defaults(SweepConfig), OVERRIDES)
-  return configuration.parse_arg(arg, PRESETS, config=cfg, options=OPTIONS)
+get_config = configuration.config_file(SweepConfig, OVERRIDES, PRESETS)

@@ -12,9 +12,6 @@ Override any knob, e.g. --config.primary_measure=effective_rank --config.rerun_r
 from mpcodec.core import configuration
 from mpcodec.studies.dynamics.analysis import AnalysisConfig
 
-# Every default is AnalysisConfig's (mpcodec/studies/dynamics/analysis.py); this file changes none.
-OVERRIDES = {}
-
 PRESETS = {
     # Seconds-long: fewer bootstrap resamples, validity trials, surrogates (matched to each series and
     # per penalty), penalties on the curve and null shifts; one jump per seed in the checkpoint plan. The
@@ -28,6 +25,5 @@ PRESETS = {
 }
 
 
-def get_config(arg=None):
-  cfg = configuration.override(configuration.defaults(AnalysisConfig), OVERRIDES)
-  return configuration.parse_arg(arg, PRESETS, config=cfg)
+# Every default is AnalysisConfig's (mpcodec/studies/dynamics/analysis.py); this file changes none.
+get_config = configuration.config_file(AnalysisConfig, presets=PRESETS)

@@ -5,21 +5,15 @@ Seconds-long smoke run:
   python -m launch.toy_superposition --config=configs/toy_superposition.py:smoke --workdir=runs/toy_smoke
 """
 
-from __future__ import annotations
-
-import ml_collections
-
 from mpcodec.core import configuration
-from mpcodec.studies.toy_superposition.experiment import ToySuperpositionConfig
+from mpcodec.studies.toy_superposition.config import ToySuperpositionConfig
 
-# Every default is ToySuperpositionConfig's (mpcodec/studies/toy_superposition/experiment.py); this file
+# Every default is ToySuperpositionConfig's (mpcodec/studies/toy_superposition/config.py); this file
 # changes none. The reasons for some of them: batch 1024 and Adam as in the paper; a cosine decay
 # settles the geometry exactly, and restarts escape the local minima that nearly collinear initial
 # embeddings fall into. Privileged basis (the ReLU-hidden model, n = 10 features on m = 5 neurons):
 # dense features settle on one neuron each only slowly (a rotated embedding clips rarely, so its
 # gradient is small), hence the long run. Every run records its loss ten times (history_every).
-OVERRIDES = {}
-
 PRESETS = {
     # Seconds-long: every sweep shrunk. Still reaches the pentagon and the dense result on every seed
     # (the tests rely on it). A larger learning rate aligns the privileged basis's dense cell with the
@@ -38,7 +32,4 @@ PRESETS = {
 }
 
 
-def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """Full run by default; "smoke" shrinks every sweep to seconds."""
-  config = configuration.override(configuration.defaults(ToySuperpositionConfig), OVERRIDES)
-  return configuration.parse_arg(arg, PRESETS, config=config)
+get_config = configuration.config_file(ToySuperpositionConfig, presets=PRESETS)

@@ -10,7 +10,8 @@ from absl import flags
 
 from launch import common
 from mpcodec.core.errors import CheckpointError
-from mpcodec.studies.mono_poly import analysis, experiment
+from mpcodec.studies.mono_poly import analysis, program
+from mpcodec.studies.mono_poly.config import PHASES
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory written by launch.mono_poly.")
 _ALLOW_INCOMPLETE = flags.DEFINE_bool(
@@ -22,8 +23,8 @@ def check():
   workdir = common.check_input_workdir(_WORKDIR.value, ("checkpoints",), "launch.mono_poly")
   if workdir is None:
     return {"workdir": common.pending(_WORKDIR.value, "launch.mono_poly")}
-  for phase in experiment.PHASES:
-    folder = experiment.checkpoint_dir(workdir, phase)
+  for phase in PHASES:
+    folder = program.checkpoint_dir(workdir, phase)
     if not (os.path.isdir(folder) and any(name.isdigit() for name in os.listdir(folder))):
       raise CheckpointError(f"no {phase} checkpoints in {folder}; run launch.mono_poly first")
   return {"workdir": common.check_workdir(workdir), "devices": common.devices()}

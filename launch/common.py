@@ -18,6 +18,8 @@ import threading
 
 from absl import app, flags, logging
 
+from mpcodec.core import peers
+from mpcodec.core.checkpoint_policy import CheckpointPolicy
 from mpcodec.core.errors import DataError, InterruptedRun, MpcodecError, WorkdirError, is_disk_full
 from mpcodec.data import registry
 
@@ -88,6 +90,7 @@ def run(main, check=None, argv=None):
   def guarded(argv):
     previous_term = _terminate_as_exception()
     try:
+      CheckpointPolicy.from_environment()   # a bad MPCODEC_CHECKPOINT_INTERVAL_S: one line, before any work
       if CHECK_ONLY.value:
         items = check() if check is not None else {}
         described = ", ".join(f"{key} {value}" for key, value in items.items())
@@ -108,6 +111,7 @@ def run(main, check=None, argv=None):
       where = f"{e.filename}: " if e.filename else ""
       _fail(f"{where}{e.strerror or e}")
     except Exception as e:  # pylint: disable=broad-except
+      peers.end_after_lost_connection(e)   # a process of a multi-process run died: name it, one line
       if not is_disk_full(e):  # Orbax's and TensorStore's own errors: "ValueError: RESOURCE_EXHAUSTED ..."
         raise
       _fail(f"no space left on device ({type(e).__name__}: {_first_line(e)[:300]}); free some space and run "

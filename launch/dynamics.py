@@ -24,7 +24,8 @@ from ml_collections import config_flags  # pylint: disable=wrong-import-position
 
 from launch import common  # pylint: disable=wrong-import-position
 from mpcodec.core.errors import ConfigError  # pylint: disable=wrong-import-position
-from mpcodec.studies.dynamics import run, shards  # pylint: disable=wrong-import-position
+from mpcodec.studies.dynamics import run  # pylint: disable=wrong-import-position
+from mpcodec.studies.dynamics.train import shards  # pylint: disable=wrong-import-position
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to configs/dynamics.py[:arg].",
                                           lock_config=True)

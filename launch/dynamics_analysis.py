@@ -18,7 +18,8 @@ from ml_collections import config_flags  # pylint: disable=wrong-import-position
 from launch import common  # pylint: disable=wrong-import-position
 from mpcodec.core import configuration  # pylint: disable=wrong-import-position
 from mpcodec.core.errors import ConfigError  # pylint: disable=wrong-import-position
-from mpcodec.studies.dynamics import analysis, sweep_series  # pylint: disable=wrong-import-position
+from mpcodec.studies.dynamics import analysis  # pylint: disable=wrong-import-position
+from mpcodec.studies.dynamics import series as sweep_series  # pylint: disable=wrong-import-position
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to configs/dynamics_analysis.py[:arg]; default: its get_config().",

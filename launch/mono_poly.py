@@ -9,7 +9,8 @@ from absl import flags
 from ml_collections import config_flags
 
 from launch import common
-from mpcodec.studies.mono_poly import experiment, run
+from mpcodec.studies.mono_poly import run
+from mpcodec.studies.mono_poly.config import parse_config
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics, plots, report).")
@@ -19,7 +20,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def check():
-  cfg = experiment.parse_config(_CONFIG.value)
+  cfg = parse_config(_CONFIG.value)
   return {"config": f"{common.config_name(_CONFIG)} ({cfg.num_seeds} seeds)", "data": "generated bars",
           "workdir": common.check_workdir(_WORKDIR.value), "devices": common.devices(distributed=True)}
 

@@ -9,25 +9,24 @@ from absl import logging
 from ml_collections import config_flags
 
 from launch import common
-from mpcodec.core import configuration
-from mpcodec.studies.toy_superposition import report as toy_superposition
-from mpcodec.studies.toy_superposition.experiment import ToySuperpositionConfig
+from mpcodec.studies.toy_superposition import run
+from mpcodec.studies.toy_superposition.config import parse_config
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file[:variant].")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (metrics/, plots/, report.md).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (checkpoints/, metrics/, plots/, report.md).")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Discard checkpoints and outputs of a different config in --workdir.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def check():
-  cfg = configuration.parse(ToySuperpositionConfig, _CONFIG.value)
-  configuration.check_values(cfg)
+  cfg = parse_config(_CONFIG.value)
   return {"config": f"{common.config_name(_CONFIG)} ({cfg.num_seeds} seeds)", "data": "generated features",
           "workdir": common.check_workdir(_WORKDIR.value), "devices": common.devices()}
 
 
 def main(argv):
   del argv
-  toy_superposition.main(_CONFIG.value, _WORKDIR.value, log=logging.info)
+  run.main(_CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value, log=logging.info)
 
 
 if __name__ == "__main__":

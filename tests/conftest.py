@@ -1,6 +1,9 @@
 """Test-wide settings, applied before any test module imports numpy or JAX; the fast subset's list."""
 
+import gc
 import os
+
+import pytest
 
 # scipy's OpenBLAS threads compete with XLA's for the same cores; one thread keeps both fast.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -24,7 +27,9 @@ SLOW_MODULES = (
     "tests/studies/dynamics/test_analysis.py", "tests/studies/dynamics/test_program.py",
     "tests/studies/dynamics/test_run.py",
     "tests/studies/mono_poly/test_experiment.py", "tests/studies/mono_poly/test_report.py",
-    "tests/studies/toy_superposition/test_run.py",
+    "tests/studies/toy_superposition/test_run.py", "tests/studies/toy_superposition/test_program.py",
+    "tests/studies/dynamics/test_parallel.py", "tests/studies/codec/test_smollm2_codec.py",
+    "tests/studies/codec/test_smollm2_splice.py", "tests/models/test_smollm2.py", "tests/benchmarks/test_suite.py",
     "tests/core/test_distributed.py", "tests/core/test_sharding.py",
     "tests/test_golden.py", "tests/test_checkpoints.py",
 )
@@ -58,6 +63,8 @@ SLOW_TESTS = (   # "file::test name" (every parametrisation of it)
     "tests/models/test_checkpointed.py::test_activations_of_the_loaded_model_match_a_numpy_forward_pass",
     "tests/core/test_loop.py::test_chunked_run_and_resumes_equal_one_pure_call",
     "tests/core/test_loop.py::test_sigint_stops_after_the_chunk_with_a_checkpoint",
+    "tests/core/test_loop.py::test_time_policy_saves_planned_steps_and_chunk_ends_an_interval_after_the_last_save",
+    "tests/core/test_loop.py::test_a_run_that_dies_after_a_time_save_resumes_from_it_bit_for_bit",
     "tests/core/test_probe.py::test_row_weights_leave_rows_out_and_batched_fits_equal_single_ones",
     "tests/core/test_probe.py::test_probe_equals_sklearn_logistic_regression_on_standardised_features",
     "tests/core/test_probe.py::test_margin_direction_is_the_gradient_of_the_target_margin",
@@ -81,3 +88,13 @@ def pytest_collection_modifyitems(config, items):
     name = item.nodeid.split("[")[0]
     if path in slow_modules or name in slow_tests:
       item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+  """Drops JAX's compiled programs when each test module ends: one pytest process runs ~1,500 tests (real
+  models among them), and JAX's caches would otherwise hold every executable to the end of the session."""
+  yield
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.clear_caches()
+  gc.collect()

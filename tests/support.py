@@ -70,3 +70,30 @@ def require_data(*paths: str) -> Path:
   if data_required():
     pytest.fail(f"{message}; failing, not skipping, because {REQUIRE_DATA_ENV}={os.environ[REQUIRE_DATA_ENV]}", pytrace=False)
   pytest.skip(f"{message}; set {REQUIRE_DATA_ENV}=1 to make this a failure")
+
+
+def assert_trees_equal(a, b) -> None:
+  """Two pytrees have the same structure and bit-equal leaves."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def toy_images(num_train=96, num_test=40, seed=0):
+  """A learnable 3-class image set (28 x 28 x 1): the class sets which third of the image is bright."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from mpcodec.data.dataset import Dataset  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+
+  def split(n):
+    labels = rng.integers(0, 3, n).astype(np.int32)
+    images = rng.uniform(0, 0.3, (n, 28, 28, 1)).astype(np.float32)
+    for i, label in enumerate(labels):
+      images[i, :, 9 * label:9 * label + 9] += 0.6
+    return images, labels
+
+  train_x, train_y = split(num_train)
+  test_x, test_y = split(num_test)
+  return Dataset("toy", "image", train_x, train_y, test_x, test_y, num_classes=3)

@@ -17,18 +17,13 @@ from mpcodec.sae import autoencoder as sae_lib
 from mpcodec.sae import squeezer as squeezer_lib
 from mpcodec.studies.codec import pipeline as codec_pipeline
 from mpcodec.studies.codec.sources import make_source
-from mpcodec.studies.dynamics import program as dynamics, results as dynamics_results, sweep as dynamics_sweep
+from mpcodec.studies.dynamics import program as dynamics, series as dynamics_results
+from mpcodec.studies.dynamics.train import sweep as dynamics_sweep
 from mpcodec.studies.mono_poly import analysis as mono_poly_analysis, experiment as mono_poly
 from tests import support
 from tests.studies.codec.test_pipeline import tiny_config as codec_tiny_config
-from tests.studies.dynamics.test_program import _toy_config, _toy_images
+from tests.studies.dynamics.test_program import _toy_config
 from tests.studies.mono_poly.test_experiment import tiny_config as mono_poly_tiny_config
-
-
-def assert_trees_equal(a, b):
-  assert jax.tree.structure(a) == jax.tree.structure(b)
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 def one_line_error(excinfo, *parts):
@@ -66,7 +61,7 @@ def dynamics_run(tmp_path_factory):
   """A tiny dynamics run (mlp_32x4, 10 steps, checkpoints every 5) on toy images, through `run_seeds`
   into the folder a sweep gives the run."""
   cfg = _toy_config(checkpoint_every=5)
-  dataset = _toy_images()
+  dataset = support.toy_images()
   workdir = str(tmp_path_factory.mktemp("dynamics"))
   result = dynamics_sweep.run_seeds(cfg, dataset, dynamics_results.checkpoint_dir(workdir, "mlp_32x4@mnist"))
   return cfg, dataset, workdir, result
@@ -91,7 +86,7 @@ def test_mono_poly_params_step_and_config_equal_the_studys_restore(mono_poly_run
     assert (run.stage, run.step, run.kind, run.steps) == (stage, expected_step, "mono_poly", (0, 5, 10))
     assert saved_cfg == cfg and run.config == configuration.to_dict(cfg)
     assert run.seeds == tuple(cfg.seeds) and run.num_runs == cfg.num_seeds
-    assert_trees_equal(run.params, study_params)
+    support.assert_trees_equal(run.params, study_params)
     assert run.history["loss"].shape == (cfg.num_seeds, 10)
   # Without a stage: the last phase, at its latest step.
   default = checkpoints.load(workdir)
@@ -126,7 +121,7 @@ def test_the_plain_orbax_route_of_the_docstring_reads_the_same_params(mono_poly_
   manager.close()
   run = checkpoints.load(workdir)
   assert step == run.step and restored["metadata"]["full_config"] == run.config
-  assert_trees_equal(restored["state"]["state"]["params"], run.params)
+  support.assert_trees_equal(restored["state"]["state"]["params"], run.params)
   assert "ocp.args.StandardRestore()" in checkpoints.__doc__
 
 
@@ -140,7 +135,7 @@ def test_codec_sae_stage_equals_the_studys_load_sae(codec_run):
   assert (run.kind, run.step, run.steps) == ("sae", cfg.sae_loop.steps, (0, 10, 20, 30, 40))
   assert run.step == metadata["step"] and run.config == metadata["full_config"] == configuration.to_dict(cfg)
   assert run.seeds == ("k=3 seed 0", "k=3 seed 1")
-  assert_trees_equal(codec_pipeline.folded_sae_states(run.state), states)
+  support.assert_trees_equal(codec_pipeline.folded_sae_states(run.state), states)
   assert run.params["w_dec_NxD"].shape == (2, cfg.sae.num_latents, 16)
   x_BxD, _ = make_source(cfg.source).sample(123, 64)
   latents = checkpoints.activations(run, "latents", inputs=x_BxD)
@@ -160,7 +155,7 @@ def test_codec_squeezer_stage_equals_the_saved_state_and_the_studys_config(codec
   saved = store.restore_as_saved(store.latest_step())["state"]
   store.close()
   assert (run.kind, run.step, run.num_runs) == ("squeezer", cfg.squeezer_loop.steps, 4)
-  assert_trees_equal(run.params, saved["squeezer"]["params"])
+  support.assert_trees_equal(run.params, saved["squeezer"]["params"])
   # The Squeezer config as the study builds it for its main stage (every K of the grid fits in M = 16).
   full = codec_pipeline.squeezer_config(cfg, 16)
   squeezer_cfg = dataclasses.replace(full, k=full.k_values[0], k_grid=full.k_values)
@@ -209,8 +204,8 @@ def test_dynamics_params_and_activations_equal_the_studys(dynamics_run):
   store = CheckpointStore(directory)
   study_variables = store.restore_as_saved(10)["state"]["params"]
   store.close()
-  assert_trees_equal(run.params, study_variables["params"])
-  assert_trees_equal(run.params, result.params["params"])
+  support.assert_trees_equal(run.params, study_variables["params"])
+  support.assert_trees_equal(run.params, result.params["params"])
   assert checkpoints.layer_names(run) == ("hidden_0", "hidden_1", "hidden_2", "hidden_3")
   model = dynamics.build_model(cfg, dataset)
   acts = checkpoints.activations(run, "hidden_2", inputs=dataset.test_x)

@@ -9,24 +9,25 @@ import pytest
 
 from configs import codec as codec_config
 from configs import codec_minilm as codec_minilm_config
+from configs import codec_smollm2 as codec_smollm2_config
 from configs import dynamics_analysis as dynamics_analysis_config
 from configs import dynamics as dynamics_config
 from configs import mono_poly as mono_poly_config
 from configs import toy_superposition as toy_config
 from mpcodec.core import configuration
 from mpcodec.core.configuration import ConfigError
-from mpcodec.studies.codec.minilm_study import MiniLMStudyConfig
-from mpcodec.studies.codec.pipeline import CodecConfig
+from mpcodec.studies.codec.config import CodecConfig
 from mpcodec.studies.dynamics.analysis import AnalysisConfig
-from mpcodec.studies.dynamics.sweep import SweepConfig
-from mpcodec.studies.mono_poly.experiment import MonoPolyConfig
-from mpcodec.studies.toy_superposition.experiment import ToySuperpositionConfig
+from mpcodec.studies.dynamics.config import SweepConfig
+from mpcodec.studies.mono_poly.config import MonoPolyConfig
+from mpcodec.studies.toy_superposition.config import ToySuperpositionConfig
 
 STUDIES = {
     "mono_poly": (mono_poly_config, MonoPolyConfig),
     "dynamics": (dynamics_config, SweepConfig),
     "codec": (codec_config, CodecConfig),
-    "codec_minilm": (codec_minilm_config, MiniLMStudyConfig),
+    "codec_minilm": (codec_minilm_config, CodecConfig),
+    "codec_smollm2": (codec_smollm2_config, CodecConfig),
     "dynamics_analysis": (dynamics_analysis_config, AnalysisConfig),
     "toy_superposition": (toy_config, ToySuperpositionConfig),
 }
@@ -73,7 +74,7 @@ def test_every_override_changes_a_default(study):
   """An override equal to the dataclass default is a duplicate (the drift this test guards against)."""
   module, cls = STUDIES[study]
   defaults = _leaves(configuration.to_dict(cls()))
-  for key, value in module.OVERRIDES.items():
+  for key, value in getattr(module, "OVERRIDES", {}).items():
     assert key in defaults, f"configs/{study}.py: OVERRIDES[{key!r}] is no leaf of {cls.__name__}"
     normalized = list(value) if isinstance(value, (list, tuple)) else value
     assert normalized != defaults[key], (
@@ -86,7 +87,7 @@ def test_default_config_is_the_dataclass_default_but_the_overrides(study):
   defaults = _leaves(configuration.to_dict(cls()))
   got = _leaves(configuration.to_dict(configuration.parse(cls, module.get_config())))
   overrides = _leaves({})
-  for key, value in module.OVERRIDES.items():
+  for key, value in getattr(module, "OVERRIDES", {}).items():
     overrides[key] = list(value) if isinstance(value, (list, tuple)) else value
   assert {k for k in defaults if got[k] != defaults[k]} == set(overrides)
   assert {k: got[k] for k in overrides} == overrides
@@ -104,7 +105,7 @@ def test_config_file_writes_no_default_of_its_own(study, monkeypatch):
                       lambda c: _perturbed(real_defaults(c)) if c is cls else real_defaults(c))
   got = _leaves(module.get_config())
   for key, value in _leaves(perturbed).items():
-    if key not in module.OVERRIDES:
+    if key not in getattr(module, "OVERRIDES", {}):
       assert got[key] == value, f"configs/{study}.py sets {key} = {got[key]!r} outside OVERRIDES"
 
 
@@ -196,8 +197,9 @@ class _Outer:
 SMALL = {"smoke": {"steps": 2, "inner.sizes": (3,)}, "fast": lambda cfg: setattr(cfg, "name", "fast")}
 
 
-def _parse(arg, **kwargs):
-  return configuration.parse_arg(arg, SMALL, config=configuration.defaults(_Outer), **kwargs)
+def _parse(arg, valued=None):
+  """`valued`: presets that take a value ("pick=")."""
+  return configuration.parse_arg(arg, {**SMALL, **(valued or {})}, config=configuration.defaults(_Outer))
 
 
 def test_defaults_of_a_small_dataclass():
@@ -238,10 +240,9 @@ def test_pairs_override_presets_whatever_the_order():
   assert cfg.inner.sizes == [9] and configuration.parse(_Outer, cfg).inner.sizes == (9,)
 
 
-def test_options_take_the_text_after_presets_and_pairs():
+def test_valued_presets_take_the_text_after_presets_and_pairs():
   seen = []
-  options = {"pick": lambda cfg, text: seen.append((text, cfg.steps))}
-  _parse("pick=a+b,smoke", options=options)
+  _parse("pick=a+b,smoke", valued={"pick=": lambda cfg, text: seen.append((text, cfg.steps))})
   assert seen == [("a+b", 2)]
 
 
@@ -253,7 +254,7 @@ def test_unknown_preset_or_key_names_it_and_the_valid_ones():
   with pytest.raises(ConfigError, match=r"unknown key 'rat'; valid keys in inner are \['rate', 'sizes'\]"):
     _parse("inner.rat=1.0")
   with pytest.raises(ConfigError, match=r"with key in \['pick'\] or a config key"):
-    _parse("nope=1", options={"pick": lambda cfg, text: None})
+    _parse("nope=1", valued={"pick=": lambda cfg, text: None})
   with pytest.raises(ConfigError, match="inner: is a section"):
     _parse("inner=3")
   with pytest.raises(ConfigError, match=r"steps\.x: steps is a value, not a section"):

@@ -13,13 +13,13 @@ from configs import codec as codec_config
 from configs import mono_poly as mono_config
 from configs import toy_superposition as toy_config
 from mpcodec.core import configuration, seeds
-from mpcodec.metrics import selectivity
 from mpcodec.studies.codec import pipeline as codec_pipeline
 from mpcodec.studies.codec.sources import make_source
-from mpcodec.studies.dynamics import program as dynamics, sweep as dynamics_sweep
-from mpcodec.studies.mono_poly import experiment as mono_poly
-from mpcodec.studies.toy_superposition import experiment as toy
-from tests.studies.dynamics.test_program import _toy_images
+from mpcodec.studies.dynamics import program as dynamics
+from mpcodec.studies.dynamics.train import sweep as dynamics_sweep
+from mpcodec.studies.mono_poly import config as mono_poly_config, program as mono_poly, selectivity
+from mpcodec.studies.toy_superposition import config as toy_config_lib, program as toy
+from tests.support import toy_images
 
 # float32 on CPU is deterministic on one machine; the tolerance leaves room for another CPU's
 # vectorisation, not for a changed computation (which moves these numbers by far more after a few steps).
@@ -53,7 +53,7 @@ def test_mono_poly_golden():
   raw = configuration.override(mono_config.get_config("smoke"),
                                {"num_seeds": 2, "phase1.steps": 20, "phase2.steps": 20, "data_per_seed": False,
                                 "shared_data_order": True, "control_arm": False})
-  cfg = mono_poly.parse_config(raw)
+  cfg = mono_poly_config.parse_config(raw)
   state, history = jax.jit(jax.vmap(mono_poly.make_train(cfg)))(mono_poly.seed_keys(cfg))
   assert history["phase1"]["loss"].shape == (2, 20) and history["phase2"]["loss"].shape == (2, 20)
   assert_pinned(history["phase1"]["loss"][:, -1], [0.5757315754890442, 0.5359888076782227],
@@ -77,7 +77,7 @@ def test_mono_poly_default_design_golden():
   the control arm after phase 2. Each phase's last loss per seed, and seed 1's first training image."""
   raw = configuration.override(mono_config.get_config("smoke"),
                                {"num_seeds": 2, "phase1.steps": 20, "phase2.steps": 20})
-  cfg = mono_poly.parse_config(raw)
+  cfg = mono_poly_config.parse_config(raw)
   assert cfg.data_per_seed and not cfg.shared_data_order and cfg.control_arm
   _, history = jax.jit(jax.vmap(mono_poly.make_train(cfg)))(mono_poly.train_keys(cfg))
   assert {phase: history[phase]["loss"].shape for phase in history} == {p: (2, 20) for p in
@@ -102,27 +102,29 @@ def test_dynamics_golden():
                                 measure_every=5, probe_size=24, train_probe_size=16, twonn_samples=12,
                                 measurements_per_chunk=1)
   configuration.check_values(cfg)
-  result = dynamics_sweep.run_seeds(cfg, _toy_images())
+  result = dynamics_sweep.run_seeds(cfg, toy_images())
   assert result.probe.layer_names == ("hidden_0", "hidden_1")
   assert result.series["batch_loss"].shape == (2, 10)
   assert result.series["participation_ratio"].shape == (2, 3, 2)
   assert_pinned(result.series["batch_loss"][:, -1], [0.13873541355133057, 0.03134605288505554],
-                "dynamics batch loss at step 9, seeds 0 and 1 (the toy images of tests/studies/dynamics/"
-                "test_program.py::_toy_images; a change there changes it too)")
+                "dynamics batch loss at step 9, seeds 0 and 1 (the toy images of tests/support.py::toy_images; a "
+                "change there changes it too)")
   assert_pinned(result.series["participation_ratio"][:, 0, 0], [2.2762060165405273, 2.402661085128784],
                 "dynamics participation ratio of hidden_0 at step 0, seeds 0 and 1")
 
 
 def test_toy_superposition_golden():
   """The smoke config's pentagon cell (n = 5, m = 2, sparsity 0.9, unit importance), 2 seeds, cut to 100
-  steps (the cosine schedule follows): the kept run's last 10-step mean loss and every restart's."""
-  raw = configuration.override(toy_config.get_config("smoke"),
-                               {"train.num_steps": 100, "train.history_every": 10})
-  cfg = configuration.parse(toy.ToySuperpositionConfig, raw)
-  n = cfg.train.num_features
-  train = jax.jit(jax.vmap(toy.make_train(cfg.train), in_axes=(0, None, None)))
-  params, history = train(toy.seed_keys(cfg.seed, 2), jnp.float32(cfg.pentagon_sparsity),
-                          jnp.ones((n,), jnp.float32))
+  steps (the cosine schedule follows), through the pure `make_train` (what the loop cuts into chunks; the
+  other sweeps cut to 10 steps): the kept run's last 10-step mean loss and every restart's."""
+  short = {"num_steps": 10, "history_every": 10}
+  raw = configuration.override(toy_config.get_config("smoke"), {
+      "train.num_steps": 100, "train.history_every": 10,
+      **{f"{sweep}.train.{key}": value for sweep in ("phase_diagram", "privileged_basis") for key, value in short.items()}})
+  cfg = configuration.parse(toy_config_lib.ToySuperpositionConfig, raw)
+  state, history = jax.jit(jax.vmap(toy.make_train(cfg)))(toy.seed_keys(cfg.seed, 2))
+  pentagon = toy.sweep_results(cfg, state, history)["pentagon"]
+  params, history = pentagon["params"], pentagon["history"]
   assert params["W"].shape == (2, 2, 5) and history["loss"].shape == (2, 10)
   assert np.asarray(history["kept_restart"]).tolist() == [1, 1], f"kept restart per seed: {WHY}"
   assert_pinned(history["loss"][:, -1], [0.037204865366220474, 0.03520755469799042],

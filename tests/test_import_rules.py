@@ -2,7 +2,8 @@
 
 The rules: no import cycles between the subpackages of mpcodec, between the studies or between launch
 mains; the library (core, data, models, metrics, sae) never imports a study; a study never imports
-another; each launch main imports at most one study (its own). import-linter builds its graph with
+another; each launch main and benchmark main imports at most one study (its own), the PyTorch baselines
+none; neither mpcodec nor launch imports the benchmarks. import-linter builds its graph with
 grimp, which reads every import statement, those inside functions included: the scratch-tree test
 below shows a lazy import breaking each rule.
 """
@@ -19,6 +20,7 @@ from tests import support
 CONFIG = support.REPO_ROOT / ".importlinter"
 STUDIES_DIR = support.REPO_ROOT / "mpcodec" / "studies"
 LAUNCH_DIR = support.REPO_ROOT / "launch"
+BENCHMARKS_DIR = support.REPO_ROOT / "benchmarks"
 LINT_IMPORTS = "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())"
 
 
@@ -43,8 +45,8 @@ def test_the_code_base_keeps_every_import_contract():
 
 
 def _scratch_tree(root, sources: dict[str, str]) -> None:
-  """Empty copies of every module of mpcodec/ and launch/ under `root`, then `sources` written over them."""
-  for top in ("mpcodec", "launch"):
+  """Empty copies of every module of mpcodec/, launch/ and benchmarks/ under `root`, then `sources` over them."""
+  for top in ("mpcodec", "launch", "benchmarks"):
     for path in (support.REPO_ROOT / top).rglob("*.py"):
       copy = root / path.relative_to(support.REPO_ROOT)
       copy.parent.mkdir(parents=True, exist_ok=True)
@@ -66,6 +68,12 @@ BREAKING_TREES = {
                            "  from mpcodec.studies.dynamics import sweep\n  return pipeline, sweep\n"},
     "launch.common imports no study": {
         "launch/common.py": "def run():\n  import mpcodec.studies.toy_superposition.report\n"},
+    "Neither the library nor a launch imports the benchmarks": {
+        "mpcodec/sae/training.py": "def compare():\n  from benchmarks.baselines import torch_tracker\n"},
+    "The mono_poly mains import no study but mono_poly": {
+        "benchmarks/mono_poly.py": "def main():\n  from mpcodec.studies.codec import pipeline\n"},
+    "The PyTorch baselines, the benchmark suite, its rows and the library-only benchmarks import no study": {
+        "benchmarks/baselines/torch_tracker.py": "def run():\n  import mpcodec.studies.dynamics\n"},
 }
 
 
@@ -88,6 +96,12 @@ def _launch_modules() -> list[str]:
   return sorted(f"launch.{path.stem}" for path in LAUNCH_DIR.glob("*.py") if path.stem != "__init__")
 
 
+def _benchmark_modules() -> list[str]:
+  """Every module of benchmarks/, its subpackages' modules included (packages' __init__ files left out)."""
+  return sorted(".".join(("benchmarks",) + path.relative_to(BENCHMARKS_DIR).with_suffix("").parts)
+                for path in BENCHMARKS_DIR.rglob("*.py") if path.stem != "__init__")
+
+
 def _studies() -> set[str]:
   return {f"mpcodec.studies.{path.parent.name}" for path in STUDIES_DIR.glob("*/__init__.py")}
 
@@ -96,7 +110,8 @@ def _studies_not_forbidden(contracts: list[dict], module: str, studies: set[str]
   """The studies that no "forbidden" contract with `module` among its source modules forbids it."""
   forbidden = set()
   for contract in contracts:
-    if contract["type"] == "forbidden" and module in contract["source_modules"]:
+    sources = contract.get("source_modules", [])
+    if contract["type"] == "forbidden" and any(module == s or module.startswith(s + ".") for s in sources):
       forbidden |= {study for study in studies for banned in contract["forbidden_modules"]
                     if study == banned or study.startswith(banned + ".")}
   return studies - forbidden
@@ -112,3 +127,19 @@ def test_every_launch_main_is_forbidden_all_studies_but_one():
   assert allowed["launch.common"] == allowed["launch.fetch_data"] == set()
   # The check would see a main that no contract names: it may import every study.
   assert _studies_not_forbidden([], "launch.codec", studies) == studies
+
+
+def test_every_benchmark_module_is_forbidden_all_studies_but_one():
+  """benchmarks/ is covered like launch/: each main imports at most its own study, the baselines none."""
+  contracts = read_configuration(str(CONFIG))["contracts_options"]
+  studies = _studies()
+  modules = _benchmark_modules()
+  assert {"benchmarks.mono_poly", "benchmarks.dynamics", "benchmarks.baselines.torch_tracker"} <= set(modules)
+  allowed = {module: _studies_not_forbidden(contracts, module, studies) for module in modules}
+  too_many = {module: sorted(names) for module, names in allowed.items() if len(names) > 1}
+  assert not too_many, f"add these benchmark modules to a contract in {CONFIG} that forbids other studies: {too_many}"
+  baselines = [module for module in modules if module.startswith("benchmarks.baselines.")]
+  assert baselines and all(allowed[module] == set() for module in baselines), baselines
+  # Nothing in the library or in launch/ may import any of them.
+  guard = [c for c in contracts if c["type"] == "forbidden" and c["forbidden_modules"] == ["benchmarks"]]
+  assert guard and {"mpcodec", "launch"} <= set(guard[0]["source_modules"]), guard

@@ -3,7 +3,10 @@
 Layout of one store: `<directory>/<step>/state/` (the array pytree), `<directory>/<step>/metadata/`
 (JSON: resolved config, seed list, anything the run wants to find again) and
 `<directory>/<step>/integrity/` (JSON: a fingerprint of every array). Saves are asynchronous
-(`ocp.CheckpointManager` writes in the background; `wait()` blocks until every save is on disk).
+(one writer thread per store; `wait()` blocks until every save is on disk). Orbax keeps process-global
+state per save (its operation id), so stores used from several threads at once (the dynamics grid's runs
+side by side) would cross their saves: every Orbax call holds one process-wide lock, a save until it is
+on disk.
 Restore always passes an explicit target, so a checkpoint written by 8 devices loads in a 1-device
 process (or the reverse), and verifies every array against its fingerprint: flipped bits in a file stop
 the restore with one message naming the step, instead of training on from garbage.
@@ -17,6 +20,7 @@ import json
 import logging as std_logging
 import os
 import re
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -45,6 +49,9 @@ class _OrbaxInfoFilter(std_logging.Filter):
 
 
 std_logging.getLogger("absl").addFilter(_OrbaxInfoFilter())
+
+# Held by every Orbax call of every store; a save holds it until its files are on disk (see above).
+_ORBAX = threading.RLock()
 
 
 def _abstract_target(target: Any) -> Any:
@@ -116,18 +123,19 @@ class CheckpointStore:
       options = ocp.CheckpointManagerOptions(
           max_to_keep=max_to_keep, create=False,
           multiprocessing_options=ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me}))
-    self._manager = ocp.CheckpointManager(
-        self.directory, options=options, item_names=(STATE_ITEM, METADATA_ITEM, INTEGRITY_ITEM))
-    # Background saves go through one writer thread, in order: Orbax's save waits for the previous one
-    # to finish (about 20 ms each for a small state on 2 cores), and the training thread must not.
+    with _ORBAX:
+      self._manager = ocp.CheckpointManager(
+          self.directory, options=options, item_names=(STATE_ITEM, METADATA_ITEM, INTEGRITY_ITEM))
+    # Background saves go through one writer thread, in order: each waits until it is on disk (about
+    # 20 ms for a small state on 2 cores), and the training thread must not.
     self._writer: concurrent.futures.ThreadPoolExecutor | None = None
     self._pending: list[concurrent.futures.Future] = []
-    self._unconfirmed: list[Callable[[], None]] = []   # on_saved of synchronous saves, run at the next wait
 
   def all_steps(self) -> list[int]:
     self.wait()
-    self._manager.reload()
-    return sorted(int(s) for s in self._manager.all_steps())
+    with _ORBAX:
+      self._manager.reload()
+      return sorted(int(s) for s in self._manager.all_steps())
 
   def step_or_latest(self, step: int | None, what: str = "checkpoint") -> int:
     """`step`, or the latest step when None; CheckpointError naming the folder when there is none."""
@@ -145,21 +153,17 @@ class CheckpointStore:
     """Writes `state`, `metadata` and the arrays' fingerprints at `step`.
 
     With `wait=False` the call returns at once and the files are written in the background (one writer
-    thread, saves in order; with several processes the save itself is made here, since every process must
-    join Orbax's saves in the same order): the caller must not change `state` in place (donate it)
-    afterwards. A failed background save raises at the next `save` or `wait`. `checksums` (from
-    `fingerprints(state)`) saves computing them again when the caller has them. `on_saved()` is called
-    once Orbax has finished writing the step (from the writer thread, or at the next `wait`).
+    thread, saves in order; with several processes the save is made and finished here, since every
+    process must join Orbax's saves in the same order): the caller must not change `state` in place
+    (donate it) afterwards. A failed background save raises at the next `save` or `wait`. `checksums`
+    (from `fingerprints(state)`) saves computing them again when the caller has them. `on_saved()` is
+    called once the step is on disk (from the writer thread when in the background).
     """
     checksums = fingerprints(state) if checksums is None else checksums
     self._raise_failed_saves()
     if wait or jax.process_count() > 1:
       self.wait()
-      self._write(int(step), state, metadata, checksums)
-      if on_saved is not None:
-        self._unconfirmed.append(on_saved)
-      if wait:
-        self.wait()
+      self._write_and_confirm(int(step), state, metadata, checksums, on_saved)
       return
     if self._writer is None:
       self._writer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
@@ -170,30 +174,28 @@ class CheckpointStore:
                          on_saved: Callable[[], None] | None) -> None:
     self._write(step, state, metadata, checksums)
     if on_saved is not None:
-      self._finish()
       on_saved()
 
   def _write(self, step: int, state: Any, metadata: dict, checksums: dict[str, int]) -> None:
-    try:
-      self._manager.save(
-          step,
-          args=ocp.args.Composite(**{
-              STATE_ITEM: ocp.args.StandardSave(state),
-              METADATA_ITEM: ocp.args.JsonSave(metadata),
-              INTEGRITY_ITEM: ocp.args.JsonSave({"fingerprints": checksums,
-                                                 "metadata_sha256": _metadata_digest(metadata)}),
-          }),
-          force=True)
-    except Exception as e:  # pylint: disable=broad-except
-      # Orbax's save first waits for the previous one: a full disk may be that save's.
-      if is_disk_full(e):
-        raise self._disk_full(f"step {step} or the one before") from e
-      raise
+    """One save, on disk when this returns (holding the process-wide lock throughout)."""
+    args = ocp.args.Composite(**{
+        STATE_ITEM: ocp.args.StandardSave(state), METADATA_ITEM: ocp.args.JsonSave(metadata),
+        INTEGRITY_ITEM: ocp.args.JsonSave({"fingerprints": checksums,
+                                           "metadata_sha256": _metadata_digest(metadata)})})
+    with _ORBAX:
+      try:
+        self._manager.save(step, args=args, force=True)
+        self._manager.wait_until_finished()
+      except Exception as e:  # pylint: disable=broad-except
+        if is_disk_full(e):
+          raise self._disk_full(f"step {step}") from e
+        raise
 
   def _finish(self) -> None:
     """Orbax's `wait_until_finished`, a full disk turned into one DiskFullError."""
     try:
-      self._manager.wait_until_finished()
+      with _ORBAX:
+        self._manager.wait_until_finished()
     except Exception as e:  # pylint: disable=broad-except
       if is_disk_full(e):
         raise self._disk_full("the latest step") from e
@@ -201,11 +203,13 @@ class CheckpointStore:
 
   def _disk_full(self, which: str) -> DiskFullError:
     try:  # Saves before the failed one may still be finishing (they may fail too: then they are not good).
-      self._manager.wait_until_finished()
+      with _ORBAX:
+        self._manager.wait_until_finished()
     except Exception:  # pylint: disable=broad-except
       pass
     try:
-      self._manager.reload()
+      with _ORBAX:
+        self._manager.reload()
       good = sorted(int(s) for s in self._manager.all_steps())  # Orbax lists finished saves only.
     except Exception:  # pylint: disable=broad-except
       good = []
@@ -227,20 +231,19 @@ class CheckpointStore:
     for future in pending:
       future.result()
     self._finish()
-    confirmed, self._unconfirmed = self._unconfirmed, []
-    for on_saved in confirmed:
-      on_saved()
 
   def delete(self, step: int) -> None:
     """Removes the checkpoint at `step`."""
     self.wait()
-    self._manager.delete(int(step))
+    with _ORBAX:
+      self._manager.delete(int(step))
 
   def delete_after(self, step: int) -> None:
     """Removes the checkpoints after `step` (a run resumed from an earlier step writes them again)."""
-    self._manager.wait_until_finished()
+    self.wait()
     for later in [s for s in self.all_steps() if s > step]:
-      self._manager.delete(later)
+      with _ORBAX:
+        self._manager.delete(later)
 
   def _require_step(self, step: int) -> None:
     if step not in self.all_steps():
@@ -253,9 +256,7 @@ class CheckpointStore:
     self._require_step(step)
     self._require_checksums(step)  # Before reading any array: a step that cannot be verified is refused.
     try:
-      restored = self._manager.restore(
-          int(step), args=ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardRestore(
-              _abstract_target(target))}))
+      restored = self._restore(step, **{STATE_ITEM: ocp.args.StandardRestore(_abstract_target(target))})
     except Exception as e:  # Orbax raises many types for missing files, bad shapes, corrupt data.
       raise CheckpointError(
           f"checkpoint at step {step} in {self.directory} could not be restored "
@@ -277,7 +278,8 @@ class CheckpointStore:
     self._require_checksums(step)
     handler = ocp.StandardCheckpointHandler()
     try:
-      saved = handler.metadata(epath.Path(self.directory) / str(step) / STATE_ITEM)
+      with _ORBAX:
+        saved = handler.metadata(epath.Path(self.directory) / str(step) / STATE_ITEM)
     except Exception as e:  # Orbax raises many types for missing or unreadable metadata files.
       raise CheckpointError(
           f"the array metadata of the checkpoint at step {step} in {self.directory} could not be read "
@@ -290,6 +292,10 @@ class CheckpointStore:
     target = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(tuple(leaf.shape), leaf.dtype, sharding=device),
                           getattr(saved, "tree", saved), is_leaf=_is_array_metadata)
     return self.restore(step, target)
+
+  def _restore(self, step: int, **items) -> Any:
+    with _ORBAX:
+      return self._manager.restore(int(step), args=ocp.args.Composite(**items))
 
   def _earlier_hint(self, step: int) -> str:
     earlier = [s for s in self.all_steps() if s < step]
@@ -314,8 +320,7 @@ class CheckpointStore:
     """
     self._require_checksums(step)
     try:
-      saved = self._manager.restore(int(step), args=ocp.args.Composite(**{
-          INTEGRITY_ITEM: ocp.args.JsonRestore()}))[INTEGRITY_ITEM]["fingerprints"]
+      saved = self._restore(step, **{INTEGRITY_ITEM: ocp.args.JsonRestore()})[INTEGRITY_ITEM]["fingerprints"]
     except Exception as e:  # pylint: disable=broad-except
       raise CheckpointError(f"checksums of the checkpoint at step {step} in {self.directory} could not be "
                             f"read ({type(e).__name__}: {_first_line(e)}){self._earlier_hint(step)}") from e
@@ -333,8 +338,8 @@ class CheckpointStore:
     self._require_step(step)
     self._require_checksums(step)
     try:
-      restored = self._manager.restore(int(step), args=ocp.args.Composite(**{
-          METADATA_ITEM: ocp.args.JsonRestore(), INTEGRITY_ITEM: ocp.args.JsonRestore()}))
+      restored = self._restore(step, **{METADATA_ITEM: ocp.args.JsonRestore(),
+                                        INTEGRITY_ITEM: ocp.args.JsonRestore()})
     except Exception as e:  # pylint: disable=broad-except
       raise CheckpointError(
           f"metadata of the checkpoint at step {step} in {self.directory} could not be read, it may be corrupt "
@@ -356,7 +361,8 @@ class CheckpointStore:
       if self._writer is not None:
         self._writer.shutdown(wait=True)
         self._writer = None
-      self._manager.close()
+      with _ORBAX:
+        self._manager.close()
 
 
 def _metadata_digest(metadata: Any) -> str:

@@ -1,6 +1,6 @@
 """Typed, validated configs: an ml_collections ConfigDict checked against a frozen dataclass.
 
-Every experiment describes its knobs as a frozen dataclass (nested dataclasses for sections). `parse`
+Every study describes its knobs as a frozen dataclass (nested dataclasses for sections). `parse`
 turns a ConfigDict (or any mapping) into that dataclass before anything compiles, and stops with a
 `ConfigError` that names the offending key for an unknown key, a missing key, a wrong type or an
 impossible value. The frozen dataclass is hashable, so it can close over jitted functions as static data.
@@ -8,9 +8,28 @@ impossible value. The frozen dataclass is hashable, so it can close over jitted 
 A dataclass states its value rules in a `checks()` method that yields `(key, ok, message)` triples;
 the key is relative to the dataclass and is prefixed with its path in the error.
 
-Each default is written once, in the dataclass: a config file (configs/<study>.py) starts from
-`defaults(cls)`, sets only the keys it means to change (`override`, dotted keys), and reads its
-command-line argument with the shared `parse_arg` (presets such as "smoke" and key=value pairs).
+Which knobs define a run: every field does, unless it is marked execution-only with
+`field(metadata={"run": False})` (`execution_only(default)` writes that): how often the host checks in,
+logging, progress. `training_fingerprint(cfg)` is the config without those fields; checkpoints written
+under another fingerprint belong to another run. A new field is part of the run unless it says otherwise.
+A renamed key is listed in the dataclass's `RENAMED` ({old name: new name}, a class attribute without
+annotation): `parse` accepts the old name with a one-line deprecation warning, and a config file's
+ConfigDict keeps the old top-level names, unset, so that `--config.<old name>=...` still works.
+
+Config files. Each default is written once, in the dataclass; a config file (configs/<study>.py) is one
+call, `get_config = configuration.config_file(Cls, overrides, presets)`, where `overrides` maps dotted
+keys to the values the file changes (omit it when it changes none) and `presets` names shrunk or
+variant runs. The file's argument (`--config=configs/<study>.py:ARG`) is comma-separated parts (commas
+inside brackets and quotes do not split):
+  - `name`: a preset, applied in the order of `presets` whatever the order of the parts. A preset is a
+    mapping of dotted keys to values, or a function that edits the config; its name may hold "="
+    (`source=mono_poly`): whole names are matched first;
+  - `dotted.key=value`: sets one key, the value read as a Python literal (3, 1e-3, True, (4, 8), 'x'),
+    else kept as the string; applied after the presets;
+  - `name=value` where the preset "name=" exists: calls that preset with the config and the value's text
+    (a filter such as `arch=a+b`); applied last.
+An unknown part stops with a ConfigError naming it and the valid ones. `--config.key=value` flags
+(ml_collections) apply after all of these.
 """
 
 from __future__ import annotations
@@ -24,12 +43,43 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal, TypeVar, Union
 
 import ml_collections
+from absl import logging
 
 from mpcodec.core.errors import ConfigError
 
 T = TypeVar("T")
 
+# Field metadata of an execution-only knob: it changes how a run is executed, not what it computes.
+EXECUTION_ONLY = types.MappingProxyType({"run": False})
 
+
+def execution_only(default: Any) -> Any:
+  """A dataclass field left out of `training_fingerprint` (a check-in interval, logging, progress)."""
+  return dataclasses.field(default=default, metadata=EXECUTION_ONLY)
+
+
+def is_run_field(field: dataclasses.Field) -> bool:
+  """Whether `field` decides what a run computes (every field unless its metadata says "run": False)."""
+  return bool(field.metadata.get("run", True))
+
+
+def training_fingerprint(cfg: Any) -> dict:
+  """The config as a JSON-able dict without its execution-only fields, at every depth.
+
+  Two configs with equal fingerprints train the same run, so each other's checkpoints; a field enters it
+  unless marked `field(metadata={"run": False})`.
+  """
+  if not dataclasses.is_dataclass(cfg) or isinstance(cfg, type):
+    raise TypeError(f"training_fingerprint takes a config dataclass instance, got {type(cfg).__name__}")
+  return {f.name: _fingerprint_value(getattr(cfg, f.name)) for f in dataclasses.fields(cfg) if is_run_field(f)}
+
+
+def _fingerprint_value(value: Any) -> Any:
+  if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    return training_fingerprint(value)
+  if isinstance(value, (tuple, list)):
+    return [_fingerprint_value(v) for v in value]
+  return value
 
 
 def _type_name(tp: Any) -> str:
@@ -98,6 +148,7 @@ def parse(cls: type[T], cfg: Any, path: str = "config") -> T:
     raise ConfigError(f"{path}: expected a section, got {type(cfg).__name__}")
   hints = typing.get_type_hints(cls)
   fields = {f.name: f for f in dataclasses.fields(cls)}
+  cfg = _renamed(cls, cfg, path)
   unknown = sorted(set(cfg) - set(fields))
   if unknown:
     raise ConfigError(f"{path}.{unknown[0]}: unknown key; valid keys here are {sorted(fields)}")
@@ -116,6 +167,23 @@ def parse(cls: type[T], cfg: Any, path: str = "config") -> T:
   obj = cls(**values)
   check_values(obj, path)
   return obj
+
+
+def _renamed(cls: type, cfg: Mapping, path: str) -> Mapping:
+  """`cfg` with the old names of `cls.RENAMED` given as their new names, each with a warning."""
+  renamed = getattr(cls, "RENAMED", {})
+  old_names = [old for old in renamed if old in cfg]
+  if not old_names:
+    return cfg
+  cfg = dict(cfg)
+  for old in old_names:
+    new = renamed[old]
+    if cfg[old] is None:   # the placeholder `config_file` keeps for the old name, left unset
+      del cfg[old]
+      continue
+    logging.warning("%s.%s is deprecated: it is now %s.%s (the value given is used)", path, old, path, new)
+    cfg[new] = cfg.pop(old)
+  return cfg
 
 
 def check_values(obj: Any, path: str = "config") -> None:
@@ -245,22 +313,13 @@ def split_arg(arg: str | None) -> list[str]:
 
 
 def parse_arg(arg: str | None, presets: Mapping[str, Preset] | None = None, *,
-              config: ml_collections.ConfigDict,
-              options: Mapping[str, Callable[[ml_collections.ConfigDict, Any], None]] | None = None
-              ) -> ml_collections.ConfigDict:
-  """Applies a config file's argument (the text after `configs/<study>.py:`) to `config`; returns it.
+              config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Applies a config file's argument `arg` to `config` and returns it (grammar: the module docstring).
 
-  `arg` holds comma-separated parts; None or "" changes nothing. A part is
-    - the name of a preset ("smoke"): a mapping of dotted keys to values, or a callable that edits the
-      config. A preset's name may hold "=" (the codec's "source=mono_poly"): names are matched first;
-    - key=value with `key` an option of the config file (a callable taking the config and the value's
-      text, such as the dynamics grid's arch=a+b filter), or a dotted config key (base.num_seeds=3)
-      whose value is read as a Python literal (3, 1e-3, True, (4, 8), 'x'), else kept as the string.
-  The parts apply in a fixed order, whatever their order in `arg`: the presets named (in the order of
-  `presets`), then the config keys (as written), then the options (in the order of `options`).
-  An unknown preset, option or key raises ConfigError naming it and the valid ones.
+  `presets` may hold presets that take a value under names ending in "=" ("arch=").
   """
-  presets, options = dict(presets or {}), dict(options or {})
+  presets = dict(presets or {})
+  options = {name[:-1]: presets.pop(name) for name in list(presets) if name.endswith("=")}
   chosen, pairs, given = set(), {}, {}
   for part in split_arg(arg):
     if part in presets:
@@ -292,6 +351,29 @@ def parse_arg(arg: str | None, presets: Mapping[str, Preset] | None = None, *,
     if name in given:
       option(config, given[name])
   return config
+
+
+def config_file(cls: type, overrides: Mapping[str, Any] | None = None,
+                presets: Mapping[str, Preset] | None = None) -> Callable[[str | None], ml_collections.ConfigDict]:
+  """A config file's `get_config(arg=None)`: the defaults of dataclass `cls`, then `overrides` (dotted
+  keys to values), then the argument `arg` with `presets` (grammar: the module docstring).
+
+  The overrides are checked against `cls` here, so a config file with a misspelt key fails on import.
+  """
+  overrides, presets = dict(overrides or {}), dict(presets or {})
+  override(defaults(cls), overrides)
+
+  def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    config = override(defaults(cls), overrides)
+    hints = typing.get_type_hints(cls)
+    for old, new in getattr(cls, "RENAMED", {}).items():
+      # The old name stays settable (--config.<old>=...; `parse` warns and uses it), unset by default.
+      config[old] = ml_collections.FieldReference(None, field_type=hints[new])
+    return parse_arg(arg, presets, config=config)
+
+  get_config.__doc__ = (f"The {cls.__name__} defaults{', with the overrides' if overrides else ''}; `arg`: "
+                        f"presets {sorted(presets)} or dotted.key=value parts (mpcodec.core.configuration).")
+  return get_config
 
 
 def _expected(presets: Mapping[str, Any], options: Mapping[str, Any]) -> str:

@@ -17,6 +17,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from mpcodec.core import peers
 from mpcodec.core.errors import ConfigError, MpcodecError
 
 SEED_AXIS = "seed"
@@ -98,9 +99,10 @@ def maybe_initialize_distributed(environ: Mapping[str, str] | None = None) -> bo
   """Starts jax.distributed when the environment launched this process as one of several (see
   `distributed_request`); returns whether the run has several processes.
 
-  Must run before anything uses JAX's devices. A failed start raises MpcodecError naming the variables
-  that asked for it (never a silent fall-back to one process, which would train the whole run on every
-  process and race on its checkpoints).
+  Must run before anything uses JAX's devices. Once started, a watchdog (`peers.PeerWatchdog`) ends this
+  process with one line naming another that stops sending heartbeats. A failed start raises MpcodecError
+  naming the variables that asked for it (never a silent fall-back to one process, which would train the
+  whole run on every process and race on its checkpoints).
   """
   environ = os.environ if environ is None else environ
   request = distributed_request(environ)
@@ -113,8 +115,11 @@ def maybe_initialize_distributed(environ: Mapping[str, str] | None = None) -> bo
     watchdog = threading.Timer(timeout, _startup_timed_out, (request, environ, timeout))
     watchdog.daemon = True
     watchdog.start()
+    lost_after = peers.peer_timeout(environ)
     try:
-      jax.distributed.initialize(**request, initialization_timeout=timeout + STARTUP_MARGIN_S)
+      # JAX's own check of the processes' heartbeats aborts them; the watchdog below names the lost one first.
+      jax.distributed.initialize(**request, initialization_timeout=timeout + STARTUP_MARGIN_S,
+                                 heartbeat_timeout_seconds=lost_after + STARTUP_MARGIN_S)
     except Exception as e:  # JAX raises RuntimeError, ValueError, TypeError, XlaRuntimeError here.
       text = str(e).strip().splitlines()
       raise MpcodecError(
@@ -124,6 +129,9 @@ def maybe_initialize_distributed(environ: Mapping[str, str] | None = None) -> bo
           f"JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID), before JAX is used") from e
     finally:
       watchdog.cancel()
+    from jax._src import distributed as jax_distributed  # pylint: disable=g-import-not-at-top
+    peers.PeerWatchdog(jax_distributed.global_state.client, request["process_id"], request["num_processes"],
+                       lost_after, request.get("coordinator_address", "")).start()
   if jax.process_count() != request["num_processes"]:
     raise MpcodecError(f"the environment asks for {request['num_processes']} processes "
                        f"({_launch_vars(environ)}) but jax.distributed runs {jax.process_count()}")

@@ -11,8 +11,8 @@ shape: `w_in_DxH` is (inputs D, neurons H). Import what you need from here:
 
 Names load on first use, so importing the package does not import scikit-learn or SciPy's optimisers.
 
-**Selectivity of neurons** (mono -> poly): `concept_responses`, `concept_response_selectivity`,
-`mono_poly_selectivity`, `label_neurons`; class selectivity of units: `class_means`, `class_selectivity`.
+**Selectivity of neurons**: `concept_responses`, `concept_response_selectivity`, `label_neurons`
+(monosemantic, polysemantic or dead); class selectivity of units: `class_means`, `class_selectivity`.
 
 **Geometry of weights**: `weight_entropy`, `weight_l2_norm`, `pairwise_angles_degrees`,
 `mean_pairwise_angle_degrees`, `filter_cosine_similarity`.
@@ -36,7 +36,8 @@ Jumps (change points): `DetectorConfig`, `fit_noise` (`NoiseModel`), `calibrate`
 `faithfulness_ratio`, `l0`, `firing_counts`, `dead_fraction`, `dense_fraction`, `log10_firing_frequency`,
 `latent_density_histogram`, `cosine_similarity_matrix`, `mean_max_cosine_similarity`,
 `pearson_correlation_matrix`, `matched_pair_correlation`, `matched_cosine_similarity`,
-`features_per_neuron` (latents assigned to each compressing neuron).
+`latents_per_neuron` (live latents assigned to each neuron of an encoder of the latents; the former
+name `features_per_neuron` still loads it, with a DeprecationWarning, and is not exported).
 
 **Superposition of a toy model's embedding**: `dimensions_per_feature_total`, `feature_dimensionality`,
 `represented_features`, `num_represented_features`, `feature_participation_per_neuron`,
@@ -75,11 +76,11 @@ modules.
 """
 
 import importlib
+import warnings
 
 # Each exported name and the module that defines it.
 _EXPORTS = {
-    "selectivity": ("concept_responses", "concept_response_selectivity", "mono_poly_selectivity",
-                    "label_neurons"),
+    "selectivity": ("concept_responses", "concept_response_selectivity", "label_neurons"),
     "weights": ("weight_entropy", "weight_l2_norm", "pairwise_angles_degrees", "mean_pairwise_angle_degrees"),
     "dimensionality": ("singular_values", "participation_ratio", "effective_rank", "stable_rank",
                        "num_components_for_variance", "twonn_dimension", "layer_matrix", "all_measures"),
@@ -96,7 +97,7 @@ _EXPORTS = {
     "codec": ("fraction_of_variance_unexplained", "sum_squared_error", "l0", "firing_counts", "dead_fraction",
               "dense_fraction", "log10_firing_frequency", "latent_density_histogram", "cosine_similarity_matrix",
               "mean_max_cosine_similarity", "pearson_correlation_matrix", "matched_pair_correlation",
-              "matched_cosine_similarity", "faithfulness_ratio", "features_per_neuron"),
+              "matched_cosine_similarity", "faithfulness_ratio", "latents_per_neuron"),
     "superposition": ("dimensions_per_feature_total", "feature_dimensionality", "represented_features",
                       "num_represented_features", "feature_participation_per_neuron",
                       "classify_two_feature_solution", "embedding_angle_gaps"),
@@ -122,9 +123,15 @@ _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in nam
 
 __all__ = list(_MODULE_OF)
 
+# Former names still loaded (not exported): {old name: its name now}.
+_RENAMED = {"features_per_neuron": "latents_per_neuron"}
+
 
 def __getattr__(name: str):
   """Loads an exported name from its module on first use (PEP 562)."""
+  if name in _RENAMED:
+    warnings.warn(f"mpcodec.metrics.{name} is deprecated: use {_RENAMED[name]}", DeprecationWarning, stacklevel=2)
+    return __getattr__(_RENAMED[name])
   module_name = _MODULE_OF.get(name)
   if module_name is None:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""Metrics of the neural codec (SAE and Squeezer): pure functions of arrays.
+"""Metrics of sparse autoencoders and of codes compressed into fewer neurons: pure functions of arrays.
 
 All functions but the Hungarian-matching ones are jittable and vmappable over a leading seed axis.
 `matched_pair_correlation` and `matched_cosine_similarity` solve an assignment problem with
@@ -124,8 +124,9 @@ def pearson_correlation_matrix(a_BxM: jax.Array, b_BxN: jax.Array) -> jax.Array:
   return jnp.where(denominator > 0, covariance / jnp.where(denominator > 0, denominator, 1.0), 0.0)
 
 
-def _hungarian_mean(similarity_MxN: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-  """Mean similarity of the one-to-one matching that maximises the total similarity (host side)."""
+def hungarian_mean(similarity_MxN: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+  """(mean, rows, cols): the one-to-one matching of rows to columns that maximises the total similarity,
+  and its mean similarity (host side, scipy.optimize.linear_sum_assignment)."""
   # Imported here: only the host matching needs SciPy's optimisers, and importing them costs time.
   import scipy.optimize  # pylint: disable=g-import-not-at-top
   similarity = np.asarray(similarity_MxN, np.float64)
@@ -141,34 +142,39 @@ def matched_pair_correlation(learned_acts_BxM: jax.Array, true_coeffs_BxN: jax.A
   _check_pair("matched_pair_correlation", "learned_acts_BxM", learned_acts_BxM, "true_coeffs_BxN", true_coeffs_BxN,
               0, "samples, latents", "samples, features", "B (the samples")
   correlation = np.asarray(pearson_correlation_matrix(learned_acts_BxM, true_coeffs_BxN))
-  return _hungarian_mean(correlation)[0]
+  return hungarian_mean(correlation)[0]
 
 
 def matched_cosine_similarity(learned_MxD: jax.Array, true_NxD: jax.Array) -> float:
   """Mean cosine of learned/true atom pairs under the best one-to-one (Hungarian) matching (host side)."""
   _check_pair("matched_cosine_similarity", "learned_MxD", learned_MxD, "true_NxD", true_NxD, 1,
               "learned atoms, features", "true atoms, features", "D (the features")
-  return _hungarian_mean(np.asarray(cosine_similarity_matrix(learned_MxD, true_NxD)))[0]
+  return hungarian_mean(np.asarray(cosine_similarity_matrix(learned_MxD, true_NxD)))[0]
 
 
-def faithfulness_ratio(x_BxD: jax.Array, x_hat_sae_BxD: jax.Array, x_hat_squeezed_BxD: jax.Array
+def faithfulness_ratio(x_BxD: jax.Array, x_hat_sae_BxD: jax.Array, x_hat_compressed_BxD: jax.Array
                        ) -> jax.Array:
-  """Σ||x - x̂_squeezed||² / Σ||x - x̂_sae||²: error through SAE + Squeezer over the SAE's own (>= 1 ideal)."""
-  for name, x_hat_BxD in (("x_hat_sae_BxD", x_hat_sae_BxD), ("x_hat_squeezed_BxD", x_hat_squeezed_BxD)):
+  """Σ||x - x̂_compressed||² / Σ||x - x̂_sae||²: the error of the reconstruction through the SAE and a
+  compression of its codes into fewer neurons, over the SAE's own (1 is ideal, larger is worse)."""
+  for name, x_hat_BxD in (("x_hat_sae_BxD", x_hat_sae_BxD), ("x_hat_compressed_BxD", x_hat_compressed_BxD)):
     _check_same_shape("faithfulness_ratio", name, x_hat_BxD, "x_BxD", x_BxD, 2, "samples, features")
-  return sum_squared_error(x_BxD, x_hat_squeezed_BxD) / sum_squared_error(x_BxD, x_hat_sae_BxD)
+  return sum_squared_error(x_BxD, x_hat_compressed_BxD) / sum_squared_error(x_BxD, x_hat_sae_BxD)
 
 
-def features_per_neuron(squeezer_w_enc_MxN: jax.Array, live_latents_N: jax.Array) -> jax.Array:
-  """(M,) number of live SAE latents whose largest Squeezer encoder weight goes to each neuron.
+def latents_per_neuron(w_enc_MxN: jax.Array, live_latents_N: jax.Array) -> jax.Array:
+  """(M,) number of live latents whose largest encoder weight goes to each of M neurons.
 
-  Latent i is assigned to neuron argmax_m W_enc[m, i] (the neuron it drives most: SAE latents are
-  non-negative and the Squeezer keeps its K largest pre-activations); dead latents are not counted.
+  `w_enc_MxN` encodes N latents into M neurons. Latent i is assigned to neuron argmax_m W_enc[m, i] (the
+  neuron it drives most: the latents are non-negative codes and a Top-K encoder keeps its K largest
+  pre-activations); dead latents are not counted.
   """
-  num_latents = check_rank("features_per_neuron", "squeezer_w_enc_MxN", squeezer_w_enc_MxN, 2, "neurons, latents")[1]
-  check_rank("features_per_neuron", "live_latents_N", live_latents_N, 1, "latents")
-  check_axis("features_per_neuron", "live_latents_N", live_latents_N, 0, num_latents,
-             "N (the latents of squeezer_w_enc_MxN)")
-  num_neurons = squeezer_w_enc_MxN.shape[0]
-  owner_N = jnp.argmax(squeezer_w_enc_MxN, axis=0)
+  num_latents = check_rank("latents_per_neuron", "w_enc_MxN", w_enc_MxN, 2, "neurons, latents")[1]
+  check_rank("latents_per_neuron", "live_latents_N", live_latents_N, 1, "latents")
+  check_axis("latents_per_neuron", "live_latents_N", live_latents_N, 0, num_latents, "N (the latents of w_enc_MxN)")
+  num_neurons = w_enc_MxN.shape[0]
+  owner_N = jnp.argmax(w_enc_MxN, axis=0)
   return jnp.zeros(num_neurons, jnp.int32).at[owner_N].add(live_latents_N.astype(jnp.int32))
+
+
+# The former name (deprecated): kept for code written against it.
+features_per_neuron = latents_per_neuron

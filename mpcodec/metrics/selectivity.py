@@ -19,11 +19,6 @@ POLYSEMANTIC = 1
 DEAD = 2
 LABEL_NAMES = ("monosemantic", "polysemantic", "dead")
 
-# Concepts of the orientation x colour bars data: orientation 0/1 (vertical/horizontal), colour 0/1
-# (red/blue); the conjunction id is orientation * 2 + colour.
-NUM_ORIENTATIONS = 2
-NUM_COLOURS = 2
-
 
 def _check_acts_and_ids(func: str, acts_NxH, ids_name: str, ids_N) -> None:
   num_samples = check_rank(func, "acts_NxH", acts_NxH, 2, "samples, neurons")[0]
@@ -61,29 +56,6 @@ def concept_response_selectivity(responses_CxH: jax.Array) -> jax.Array:
   # Divide by a safe denominator so the masked-out branch never produces NaN (also in gradients).
   safe_top_H = jnp.where(responsive_H, top_H, 1.0)
   return jnp.where(responsive_H, (top_H - second_H) / safe_top_H, 0.0)
-
-
-def mono_poly_selectivity(acts_NxH: jax.Array, orientation_N: jax.Array,
-                          colour_N: jax.Array) -> dict[str, jax.Array]:
-  """CRS for the orientation pair, the colour pair and the four orientation x colour conjunctions.
-
-  Returns {"crs_orientation", "crs_colour", "crs_conjunction"}: (H,) floats, and "alive": (H,) bool,
-  True where the neuron is active (> 0) on at least one sample.
-  """
-  _check_acts_and_ids("mono_poly_selectivity", acts_NxH, "orientation_N", orientation_N)
-  _check_acts_and_ids("mono_poly_selectivity", acts_NxH, "colour_N", colour_N)
-  crs_orientation = concept_response_selectivity(
-      concept_responses(acts_NxH, orientation_N, NUM_ORIENTATIONS))
-  crs_colour = concept_response_selectivity(concept_responses(acts_NxH, colour_N, NUM_COLOURS))
-  conjunction_N = orientation_N * NUM_COLOURS + colour_N
-  crs_conjunction = concept_response_selectivity(
-      concept_responses(acts_NxH, conjunction_N, NUM_ORIENTATIONS * NUM_COLOURS))
-  return {
-      "crs_orientation": crs_orientation,
-      "crs_colour": crs_colour,
-      "crs_conjunction": crs_conjunction,
-      "alive": jnp.any(acts_NxH > 0, axis=0),
-  }
 
 
 def label_neurons(crs_orientation_H: jax.Array, crs_colour_H: jax.Array, alive_H: jax.Array,

@@ -111,7 +111,3 @@ def embedding_angle_gaps(weights_2xN: jax.Array) -> jax.Array:
   wrapped_N = jnp.concatenate([angles_N[..., 1:], angles_N[..., :1] + 360.0], axis=-1)
   return wrapped_N - angles_N
 
-
-# The name the toy-superposition study reads; the package exports the function under its own name, since
-# `codec.features_per_neuron` (latents assigned to each Squeezer neuron) holds the short one.
-features_per_neuron = feature_participation_per_neuron

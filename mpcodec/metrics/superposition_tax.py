@@ -1,10 +1,10 @@
 """The superposition tax: reconstruction error through M synthetic neurons over a monosemantic baseline.
 
-  tax(M) = FVU(x, x̂ through the Squeezer's M neurons) / FVU(x, x̂ of the monosemantic baseline with M),
+  tax(M) = FVU(x, x̂ through M compressing neurons) / FVU(x, x̂ of the monosemantic baseline with M),
 
 where the monosemantic baseline is the SAE reconstruction that keeps only the M atoms that explain the
-most variance and replaces every other atom by its mean code (the best constant: the Squeezer's own
-decoder bias can do the same for the atoms it drops):
+most variance and replaces every other atom by its mean code (the best constant: the compressing
+neurons' own decoder bias can do the same for the atoms they drop):
 
   x̂_M = b_dec + Σ_{n kept} z_n d_n + Σ_{n dropped} mean(z_n) d_n.
 
@@ -12,8 +12,8 @@ Atoms are ranked by one of two scores (ties toward the lower index):
   "contribution": the variance of the atom's contribution z_n d_n over the data, Var(z_n)·||d_n||²;
   "explained": the drop in squared error when the atom's centred contribution alone is added to the
     mean prediction, Σ_b [2 (z_bn - z̄_n) <x_b - x̄, d_n> - (z_bn - z̄_n)² ||d_n||²].
-A tax of 1 means M superposed neurons lose nothing against M monosemantic ones; the Squeezer handed the
-exact monosemantic solution (its neurons are the atoms, M >= live atoms) has a tax of exactly 1.
+A tax of 1 means M superposed neurons lose nothing against M monosemantic ones; compressing neurons
+handed the exact monosemantic solution (the neurons are the atoms, M >= live atoms) have a tax of exactly 1.
 
 Codes, decoder rows, b_dec and x must be in the same units (a folded SAE, `fold_input_scale`, acts on
 raw activations). All functions are pure and jittable.
@@ -137,37 +137,36 @@ def monosemantic_fvu_sweep(x_BxD: jax.Array, codes_BxN: jax.Array, decoder_NxD: 
 
 
 class SuperpositionTax(NamedTuple):
-  """tax = fvu_squeezer / fvu_baseline where defined (fvu_baseline > 0), else 0 with defined False."""
+  """tax = fvu_compressed / fvu_baseline where defined (fvu_baseline > 0), else 0 with defined False."""
 
   tax: jax.Array
-  fvu_squeezer: jax.Array
+  fvu_compressed: jax.Array
   fvu_baseline: jax.Array
   defined: jax.Array
 
-
-def tax_from_fvu(fvu_squeezer: jax.Array, fvu_baseline: jax.Array) -> SuperpositionTax:
+def tax_from_fvu(fvu_compressed: jax.Array, fvu_baseline: jax.Array) -> SuperpositionTax:
   """The tax from two FVUs (elementwise, any equal shapes); undefined (a perfect baseline) is recorded."""
-  if jnp.shape(fvu_squeezer) != jnp.shape(fvu_baseline):
-    raise DataError(f"tax_from_fvu: fvu_baseline needs the shape {jnp.shape(fvu_squeezer)} of fvu_squeezer, got "
-                    f"shape {jnp.shape(fvu_baseline)}")
-  fvu_squeezer, fvu_baseline = jnp.asarray(fvu_squeezer), jnp.asarray(fvu_baseline)
+  if jnp.shape(fvu_compressed) != jnp.shape(fvu_baseline):
+    raise DataError(f"tax_from_fvu: fvu_baseline needs the shape {jnp.shape(fvu_compressed)} of fvu_compressed, "
+                    f"got shape {jnp.shape(fvu_baseline)}")
+  fvu_compressed, fvu_baseline = jnp.asarray(fvu_compressed), jnp.asarray(fvu_baseline)
   defined = fvu_baseline > 0
-  tax = jnp.where(defined, fvu_squeezer / jnp.where(defined, fvu_baseline, 1.0), 0.0)
-  return SuperpositionTax(tax, fvu_squeezer, fvu_baseline, defined)
+  tax = jnp.where(defined, fvu_compressed / jnp.where(defined, fvu_baseline, 1.0), 0.0)
+  return SuperpositionTax(tax, fvu_compressed, fvu_baseline, defined)
 
 
-def superposition_tax(x_BxD: jax.Array, x_hat_squeezer_BxD: jax.Array, x_hat_baseline_BxD: jax.Array
+def superposition_tax(x_BxD: jax.Array, x_hat_compressed_BxD: jax.Array, x_hat_baseline_BxD: jax.Array
                       ) -> SuperpositionTax:
-  """FVU(x, x̂_squeezer) / FVU(x, x̂_baseline) (the same x, so the ratio of the summed squared errors)."""
+  """FVU(x, x̂_compressed) / FVU(x, x̂_baseline) (the same x, so the ratio of the summed squared errors)."""
   shape = check_rank("superposition_tax", "x_BxD", x_BxD, 2, "samples, features")
-  for name, x_hat_BxD in (("x_hat_squeezer_BxD", x_hat_squeezer_BxD), ("x_hat_baseline_BxD", x_hat_baseline_BxD)):
+  for name, x_hat_BxD in (("x_hat_compressed_BxD", x_hat_compressed_BxD), ("x_hat_baseline_BxD", x_hat_baseline_BxD)):
     check_rank("superposition_tax", name, x_hat_BxD, 2, "samples, features")
     for axis in (0, 1):
       check_axis("superposition_tax", name, x_hat_BxD, axis, shape[axis], f"{'BD'[axis]} (as in x_BxD)")
   x_BxD = jnp.asarray(x_BxD, jnp.float32)
   variance = jnp.sum(jnp.square(x_BxD - jnp.mean(x_BxD, axis=0)))
   variance = jnp.where(variance > 0, variance, 1.0)
-  return tax_from_fvu(sum_squared_error(x_BxD, x_hat_squeezer_BxD) / variance,
+  return tax_from_fvu(sum_squared_error(x_BxD, x_hat_compressed_BxD) / variance,
                       sum_squared_error(x_BxD, x_hat_baseline_BxD) / variance)
 
 

@@ -1,4 +1,4 @@
-"""Roommates and truth tables of the Squeezer's synthetic neurons: which logic a neuron computes on its atoms.
+"""Roommates and truth tables of neurons that encode sparse atoms: which logic a neuron computes on its atoms.
 
 Atom i lives in the synthetic neuron that drives it most (`hard_assignment`); roommates are live atoms
 sharing a neuron. For a pair (a, b) read through neuron m, the truth table is m's mean activation in the
@@ -40,10 +40,10 @@ CELL_NAMES = ("neither", "only_a", "only_b", "both")
 # ----------------------------------------------------------------------------- roommates
 
 
-def _check_encoder(func: str, squeezer_w_enc_MxN, live_N) -> None:
-  num_atoms = check_rank(func, "squeezer_w_enc_MxN", squeezer_w_enc_MxN, 2, "neurons, atoms")[1]
+def _check_encoder(func: str, w_enc_MxN, live_N) -> None:
+  num_atoms = check_rank(func, "w_enc_MxN", w_enc_MxN, 2, "neurons, atoms")[1]
   check_rank(func, "live_N", live_N, 1, "atoms")
-  check_axis(func, "live_N", live_N, 0, num_atoms, "N (the atoms of squeezer_w_enc_MxN)")
+  check_axis(func, "live_N", live_N, 0, num_atoms, "N (the atoms of w_enc_MxN)")
 
 
 def _check_assignment(func: str, assignment_N, num_neurons: int | None = None) -> None:
@@ -52,25 +52,25 @@ def _check_assignment(func: str, assignment_N, num_neurons: int | None = None) -
     check_index_range(func, "assignment_N", assignment_N, num_neurons, "neurons (or -1 for a dead atom)", lower=-1)
 
 
-def hard_assignment(squeezer_w_enc_MxN: jax.Array, live_N: jax.Array) -> jax.Array:
-  """(N,) int32 neuron of each atom: argmax_m W_enc[m, i] (as `codec.features_per_neuron`), -1 if dead.
+def hard_assignment(w_enc_MxN: jax.Array, live_N: jax.Array) -> jax.Array:
+  """(N,) int32 neuron of each atom: argmax_m W_enc[m, i] (as `codec.latents_per_neuron`), -1 if dead.
 
-  The Squeezer stores its encoder as `w_enc_NxD` = (M, N), one row of atom weights per neuron.
+  `w_enc_MxN` holds one row of atom weights per neuron (an encoder of the N atoms' codes into M neurons).
   """
-  _check_encoder("hard_assignment", squeezer_w_enc_MxN, live_N)
-  owner_N = jnp.argmax(jnp.asarray(squeezer_w_enc_MxN), axis=0).astype(jnp.int32)
+  _check_encoder("hard_assignment", w_enc_MxN, live_N)
+  owner_N = jnp.argmax(jnp.asarray(w_enc_MxN), axis=0).astype(jnp.int32)
   return jnp.where(jnp.asarray(live_N, bool), owner_N, -1)
 
 
-def soft_assignment(squeezer_w_enc_MxN: jax.Array, live_N: jax.Array) -> jax.Array:
+def soft_assignment(w_enc_MxN: jax.Array, live_N: jax.Array) -> jax.Array:
   """(N, M) share of atom i's positive encoder weight going to each neuron: max(W[m,i],0)/Σ_m max(W[m,i],0).
 
-  Only positive weights count: codes are non-negative and the Squeezer keeps its largest pre-activations,
+  Only positive weights count: codes are non-negative and a Top-K encoder keeps its largest pre-activations,
   so a negative weight never makes neuron m carry atom i. Rows of dead atoms, or of atoms without any
   positive weight, are 0.
   """
-  _check_encoder("soft_assignment", squeezer_w_enc_MxN, live_N)
-  positive_NxM = jnp.maximum(jnp.asarray(squeezer_w_enc_MxN, jnp.float32), 0.0).T
+  _check_encoder("soft_assignment", w_enc_MxN, live_N)
+  positive_NxM = jnp.maximum(jnp.asarray(w_enc_MxN, jnp.float32), 0.0).T
   total_N = jnp.sum(positive_NxM, axis=-1, keepdims=True)
   share_NxM = positive_NxM / jnp.where(total_N > 0, total_N, 1.0)
   return jnp.where(jnp.asarray(live_N, bool)[:, None], share_NxM, 0.0)
@@ -148,7 +148,7 @@ def random_nonroommate_pairs(key: jax.Array, assignment_N: jax.Array, num_pairs:
 def permuted_assignment(key: jax.Array, assignment_N: jax.Array) -> jax.Array:
   """The live atoms' neurons shuffled among the live atoms: every neuron keeps its number of atoms.
 
-  The null "Squeezer whose atom-to-neuron assignment is permuted": roommates become random atoms while
+  The null "encoder whose atom-to-neuron assignment is permuted": roommates become random atoms while
   the neurons' activations and occupancies stay as they are. Dead atoms stay -1.
   """
   _check_assignment("permuted_assignment", assignment_N)

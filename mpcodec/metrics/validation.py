@@ -12,7 +12,7 @@ neuron). Two comparisons:
     the real neuron matched to it; distance = total variation ½ Σ_c |p_syn(c) - p_real(c)| over
     OR/AND/XOR/OTHER.
 
-The null is the same computation for a Squeezer whose atom-to-neuron assignment is permuted
+The null is the same computation for an encoder whose atom-to-neuron assignment is permuted
 (`truth_tables.permuted_assignment`, then its roommate pairs). `layer_truth_tables` and
 `truth_table_similarity` are jittable; `validation_distance` solves the matching on the host
 (scipy.optimize.linear_sum_assignment). Pass only the testable pairs (`select_pairs`): the layer tables
@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mpcodec.metrics.codec import _hungarian_mean
+from mpcodec.metrics.codec import hungarian_mean
 from mpcodec.metrics.coactivation import check_pair_mask, map_over_pair_chunks
 from mpcodec.metrics.shapes import check_axis, check_index_range, check_rank
 from mpcodec.metrics.truth_tables import UNTESTABLE, TruthTables, check_pair_readings, classify
@@ -159,7 +159,7 @@ def validation_distance(synthetic: TruthTables, neuron_P: np.ndarray, layer: Lay
   if rows.size == 0:
     return Validation(None, None, [0.0] * UNTESTABLE, [0.0] * UNTESTABLE, 0, 0, match_M,
                       "no testable pair to compare")
-  matched_similarity, row_index, cols = _hungarian_mean(similarity_MxH[rows])
+  matched_similarity, row_index, cols = hungarian_mean(similarity_MxH[rows])
   match_M[rows[row_index]] = cols
   real_P = match_M[neuron_P]
   compared_P = testable_P & (real_P >= 0)

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from mpcodec.core.errors import ActivationError, CheckpointError
+from mpcodec.models.taps import Taps
 
 LAYER_KINDS = ("attention", "ffn_hidden", "residual")
 
@@ -112,36 +113,6 @@ def last_block_needed(names: Sequence[str]) -> int:
   return max(blocks, default=-1)
 
 
-class _Taps:
-  """Applies replace / add at each tap and records the captured activations."""
-
-  def __init__(self, capture: Sequence[str], add: Mapping[str, jax.Array] | None,
-               replace: Mapping[str, jax.Array] | None):
-    self.capture, self.add, self.replace = tuple(capture), dict(add or {}), dict(replace or {})
-    self.acts: dict[str, jax.Array] = {}
-
-  def __call__(self, name: str, x: jax.Array) -> jax.Array:
-    if name in self.replace:
-      new = jnp.asarray(self.replace[name], x.dtype)
-      if new.shape != x.shape:
-        raise ActivationError(f"replace[{name!r}] has shape {new.shape}; the activation there has shape "
-                              f"{x.shape}")
-      x = new
-    if name in self.add:
-      delta = jnp.asarray(self.add[name], x.dtype)
-      try:
-        fits = jnp.broadcast_shapes(delta.shape, x.shape) == x.shape
-      except ValueError:
-        fits = False
-      if not fits:
-        raise ActivationError(f"add[{name!r}] of shape {delta.shape} does not broadcast against the "
-                              f"activation of shape {x.shape}")
-      x = x + delta
-    if name in self.capture:
-      self.acts[name] = x
-    return x
-
-
 def _tap_name(prefix: str, kind: str) -> str:
   return f"{prefix}/{kind}" if prefix else kind
 
@@ -157,7 +128,7 @@ class BertBlock(nn.Module):
   config: BertConfig
 
   @nn.compact
-  def __call__(self, h_BxTxD: jax.Array, key_mask_BxT: jax.Array, taps: _Taps, prefix: str) -> jax.Array:
+  def __call__(self, h_BxTxD: jax.Array, key_mask_BxT: jax.Array, taps: Taps, prefix: str) -> jax.Array:
     cfg = self.config
     batch, length, _ = h_BxTxD.shape
 
@@ -222,7 +193,7 @@ class BertEncoder(nn.Module):
                add: Mapping[str, jax.Array] | None = None, replace: Mapping[str, jax.Array] | None = None,
                last_block: int | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
     cfg = self.config
-    taps = _Taps(capture, add, replace)
+    taps = Taps(capture, add, replace)
     h_BxTxD = taps("embeddings", BertEmbeddings(cfg, name="embeddings")(input_ids_BxT, token_type_ids_BxT))
     key_mask_BxT = attention_mask_BxT.astype(bool)
     num_blocks = cfg.num_layers if last_block is None else last_block + 1
@@ -235,7 +206,7 @@ def run_embeddings(config: BertConfig, params: Any, input_ids_BxT: jax.Array,
                    add: Mapping[str, jax.Array] | None, replace: Mapping[str, jax.Array] | None, *,
                    capture: tuple[str, ...] = ()) -> tuple[jax.Array, dict[str, jax.Array]]:
   """The "embeddings" tap alone: (h⁰, captured) from the `embeddings` parameters."""
-  taps = _Taps(capture, add, replace)
+  taps = Taps(capture, add, replace)
   return taps("embeddings", BertEmbeddings(config).apply({"params": params}, input_ids_BxT)), taps.acts
 
 
@@ -244,6 +215,6 @@ def run_block(config: BertConfig, params: Any, h_BxTxD: jax.Array, attention_mas
               capture: tuple[str, ...] = ()) -> tuple[jax.Array, dict[str, jax.Array]]:
   """One block from its own parameters; taps named by kind alone ("attention", "ffn_hidden", "residual"),
   so every block of the same shapes and taps shares one compiled program."""
-  taps = _Taps(capture, add, replace)
+  taps = Taps(capture, add, replace)
   out = BertBlock(config).apply({"params": params}, h_BxTxD, attention_mask_BxT.astype(bool), taps, "")
   return out, taps.acts

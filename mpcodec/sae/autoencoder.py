@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from mpcodec.sae import shapes, sparse_ops
+from mpcodec.sae.selection import Codes, batch_topk_select, dense_codes, topk_select
 from mpcodec.core.optim import OptimConfig, make_optimizer
 
 Params = dict[str, jax.Array]
@@ -92,19 +93,6 @@ class SAEConfig:
     yield from ((f"optim.{key}", ok, msg) for key, ok, msg in self.optim.checks())
 
 
-class Codes(NamedTuple):
-  """Sparse codes as T = C·B (value, row, column) triples; masked entries have value 0.
-
-  T = k_max·B for both activations, stored chunk-major (C = k_max chunks of B entries): for TopK, entry
-  t = c·B + b is the rank-c choice of row b, so each chunk holds every row once in order; for
-  BatchTopK rows are arbitrary.
-  """
-
-  values_T: jax.Array
-  rows_T: jax.Array
-  cols_T: jax.Array
-
-
 # ----------------------------------------------------------------------------- initialisation
 
 
@@ -166,43 +154,11 @@ def remove_parallel_component(grad_NxD: jax.Array, w_NxD: jax.Array) -> jax.Arra
 # ----------------------------------------------------------------------------- selection
 
 
-def topk_select(pre_BxN: jax.Array, k: jax.Array | int, k_max: int) -> Codes:
-  """The k largest pre-activations of every row (ranks >= k masked to value 0), ReLU applied.
-
-  Ties are broken toward the lower latent index (lax.top_k is stable), so selection is deterministic.
-  """
-  batch = pre_BxN.shape[0]
-  values_BxK, cols_BxK = jax.lax.top_k(pre_BxN, k_max)
-  keep_K = jnp.arange(k_max) < k
-  values_BxK = jnp.where(keep_K, jax.nn.relu(values_BxK), 0.0)
-  rows_KxB = jnp.broadcast_to(jnp.arange(batch), (k_max, batch))
-  return Codes(values_BxK.T.reshape(-1), rows_KxB.reshape(-1), cols_BxK.T.reshape(-1))
-
-
-def batch_topk_select(pre_BxN: jax.Array, k: jax.Array | int, k_max: int) -> Codes:
-  """The k·B largest pre-activations across the whole batch, ReLU applied (Bussmann et al. 2024).
-
-  Exactly k·B (row, latent) pairs are selected; ties are broken toward the lower flat index
-  row·N + latent, so selection is deterministic.
-  """
-  batch, num_latents = pre_BxN.shape
-  values_T, flat_T = jax.lax.top_k(pre_BxN.reshape(-1), k_max * batch)
-  keep_T = jnp.arange(k_max * batch) < k * batch
-  values_T = jnp.where(keep_T, jax.nn.relu(values_T), 0.0)
-  return Codes(values_T, flat_T // num_latents, flat_T % num_latents)
-
-
 def select(pre_BxN: jax.Array, k: jax.Array | int, cfg: SAEConfig) -> Codes:
   """Dispatches to Top-K or BatchTopK selection."""
   if cfg.activation == "batchtopk":
     return batch_topk_select(pre_BxN, k, cfg.k_max)
   return topk_select(pre_BxN, k, cfg.k_max)
-
-
-def dense_codes(codes: Codes, batch: int, num_latents: int) -> jax.Array:
-  """(B, N) activations from sparse codes (masked entries add 0)."""
-  return jnp.zeros((batch, num_latents), codes.values_T.dtype).at[codes.rows_T, codes.cols_T].add(
-      codes.values_T)
 
 
 # ----------------------------------------------------------------------------- forward

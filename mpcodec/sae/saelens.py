@@ -32,7 +32,7 @@ import numpy as np
 
 from mpcodec.core import io
 from mpcodec.core.errors import ActivationError, CheckpointError
-from mpcodec.sae import autoencoder
+from mpcodec.sae import autoencoder, selection
 
 CFG_FILENAME = "cfg.json"
 WEIGHTS_FILENAME = "sae_weights.safetensors"
@@ -97,8 +97,8 @@ class SAELensSAE:
     """Dense latent activations (B, d_sae) under the saved architecture (see the module docstring)."""
     pre_BxN = self.pre_activations(jnp.asarray(x_BxD, jnp.float32))
     if self.architecture == "topk":
-      codes = autoencoder.topk_select(pre_BxN, self.k, self.k)
-      return autoencoder.dense_codes(codes, pre_BxN.shape[0], self.d_sae)
+      codes = selection.topk_select(pre_BxN, self.k, self.k)
+      return selection.dense_codes(codes, pre_BxN.shape[0], self.d_sae)
     if self.architecture == "jumprelu":
       return jnp.where(pre_BxN > self.threshold_N, jax.nn.relu(pre_BxN), 0.0)
     return jax.nn.relu(pre_BxN)

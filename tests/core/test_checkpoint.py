@@ -2,6 +2,8 @@
 
 import os
 import shutil
+import threading
+import time
 
 import jax
 import jax.numpy as jnp
@@ -120,3 +122,38 @@ def test_on_saved_runs_once_the_step_is_on_disk(tmp_path):
   # Each callback saw its step's final folder (Orbax writes a temporary name and renames it when done).
   assert [step for step, _ in seen] == [1, 2]
   assert all(str(step) in names and not any("tmp" in n for n in names) for step, names in seen), seen
+
+
+def test_stores_saving_from_several_threads_at_once_each_keep_every_step(tmp_path):
+  """Orbax keeps process-global state per save: stores used from several threads at once (the dynamics
+  grid side by side) must not cross their saves (before the lock: a step's temporary folder removed
+  while another save wrote it, or the saves hung)."""
+  steps, errors = list(range(0, 60, 5)), []
+  states = {i: jax.tree.map(lambda x, i=i: x + i, stacked_state()) for i in range(4)}
+
+  def saver(i):
+    try:
+      store = CheckpointStore(tmp_path / f"run{i}")
+      for step in steps:
+        store.save(step, jax.tree.map(lambda x, step=step: x + step, states[i]), {"run": i, "step": step},
+                   wait=False)
+      store.close()
+    except BaseException as e:  # pylint: disable=broad-except
+      errors.append(e)
+
+  threads = [threading.Thread(target=saver, args=(i,), daemon=True) for i in range(4)]
+  for thread in threads:
+    thread.start()
+  deadline = time.monotonic() + 120
+  for thread in threads:
+    thread.join(timeout=max(0.0, deadline - time.monotonic()))
+  assert not any(thread.is_alive() for thread in threads), "saves from several threads hung"
+  assert not errors, errors
+  for i in range(4):
+    store = CheckpointStore(tmp_path / f"run{i}")
+    assert store.all_steps() == steps
+    for step in (steps[0], steps[-1]):
+      restored = store.restore(step, stacked_state())
+      np.testing.assert_array_equal(np.asarray(restored["params"]["w"]),
+                                    np.asarray(states[i]["params"]["w"]) + step)
+      assert store.restore_metadata(step) == {"run": i, "step": step}

@@ -20,13 +20,14 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import jax
 import numpy as np
 import pytest
 
-from mpcodec.core import sharding
+from mpcodec.core import peers, sharding
 from mpcodec.core.checkpoint import CheckpointStore
 from mpcodec.core.errors import ConfigError, MpcodecError
 from mpcodec.studies.mono_poly import experiment as mono_poly
@@ -154,7 +155,9 @@ DYNAMICS_WORKER = textwrap.dedent(PRELUDE + """
     from configs import dynamics as dynamics_config
     from mpcodec.core import configuration
     from mpcodec.core import io
-    from mpcodec.studies.dynamics import report, results, sweep as dynamics_sweep
+    from mpcodec.studies.dynamics import series as results
+    from mpcodec.studies.dynamics.report import training as report
+    from mpcodec.studies.dynamics.train import sweep as dynamics_sweep
     assert sharding.maybe_initialize_distributed(), "no multi-process request in the environment"
     writes = []  # the result-file writers this process called
 
@@ -175,6 +178,27 @@ DYNAMICS_WORKER = textwrap.dedent(PRELUDE + """
     print(json.dumps({"process": jax.process_index(), "devices": jax.device_count(),
                       "mesh": sharding.seed_mesh(sweep.base.num_seeds).devices.size,
                       "record": records["mlp_128_64@mnist"], "writes": sorted(set(writes))}))
+""")
+
+
+TIME_POLICY_WORKER = textwrap.dedent(PRELUDE + """
+    from mpcodec.core import checkpoint_policy
+    from mpcodec.core.checkpoint import CheckpointStore
+    from mpcodec.studies.mono_poly import experiment as mono_poly
+    from tests.studies.mono_poly.test_experiment import tiny_config
+    assert sharding.maybe_initialize_distributed(), "no multi-process request in the environment"
+    # Clocks that disagree: process 0 would save every chunk end by time, process 1 never.
+    os.environ[checkpoint_policy.INTERVAL_VAR] = "0.001" if jax.process_index() == 0 else "100000"
+    saved, save = [], CheckpointStore.save
+    def recording(store, step, *args, **kwargs):
+      saved.append([os.path.basename(store.directory), int(step)])
+      return save(store, step, *args, **kwargs)
+    CheckpointStore.save = recording
+    cfg = tiny_config(num_seeds=8)
+    cfg.chunk_steps = 2
+    cfg.phase1.checkpoint_every = cfg.phase2.checkpoint_every = 10
+    outcome = mono_poly.train(mono_poly.parse_config(cfg), sys.argv[1])
+    print(json.dumps({"saved": saved, "steps_trained": outcome.steps_trained}))
 """)
 
 
@@ -257,13 +281,23 @@ def test_two_processes_write_one_checkpoint_that_one_process_resumes(tmp_path):
   assert np.abs(loss["reference"][0] - loss["reference"][1]).max() > 1e-3
 
 
+def test_two_processes_follow_process_0s_clock_for_time_rule_checkpoints(tmp_path):
+  """A save is collective: with the time rule, every process saves where process 0's clock says, so
+  processes whose clocks disagree neither hang nor diverge."""
+  infos = _run_processes(TIME_POLICY_WORKER, [str(tmp_path / "run")])
+  every_chunk_end = [[phase, step] for phase in mono_poly.PHASES for step in range(0, 11, 2)]
+  assert infos[0] == infos[1] == {"saved": every_chunk_end, "steps_trained": 20}
+  for phase in mono_poly.PHASES:   # the time rule's checkpoints were resume points: the plan is kept
+    assert CheckpointStore(tmp_path / "run" / "checkpoints" / phase).all_steps() == [0, 10]
+
+
 def test_two_process_dynamics_run_matches_one_process(tmp_path):
   """A dynamics smoke run over 2 processes: only process 0 writes the result files, and its series match
   a 1-process run of the same configuration."""
   from configs import dynamics as dynamics_config  # pylint: disable=g-import-not-at-top
   from mpcodec.core import configuration  # pylint: disable=g-import-not-at-top
-  from mpcodec.studies.dynamics import results as dynamics_results  # pylint: disable=g-import-not-at-top
-  from mpcodec.studies.dynamics import sweep as dynamics_sweep  # pylint: disable=g-import-not-at-top
+  from mpcodec.studies.dynamics import series as dynamics_results  # pylint: disable=g-import-not-at-top
+  from mpcodec.studies.dynamics.train import sweep as dynamics_sweep  # pylint: disable=g-import-not-at-top
   data_dir = str(support.require_data("mnist"))
   run = "mlp_128_64@mnist"
   infos = _run_processes(DYNAMICS_WORKER, [str(tmp_path / "two"), data_dir])
@@ -327,3 +361,123 @@ def test_a_launch_whose_other_process_never_starts_ends_naming_it(tmp_path, proc
                        text=True, timeout=PROCESS_TIMEOUT_S)
   assert_error(out, re.compile(expected))
   assert time.monotonic() - start < 60
+
+
+# ------------------------------------------------------------------------------------------------
+# A process that dies mid-run: the survivor ends with one line naming it, within the peer timeout.
+
+
+class FakeStore:
+  """jax.distributed's key-value store as the watchdog uses it; `down` makes every call fail."""
+
+  def __init__(self):
+    self.values, self.down = {}, False
+
+  def key_value_set(self, key, value, allow_overwrite=False):
+    if self.down:
+      raise RuntimeError("UNAVAILABLE: failed to connect to all addresses")
+    assert allow_overwrite
+    self.values[key] = value
+
+  def key_value_try_get(self, key):
+    if self.down:
+      raise RuntimeError("UNAVAILABLE: failed to connect to all addresses")
+    if key not in self.values:
+      raise RuntimeError(f"NOT_FOUND: Config key {key} not found")
+    return self.values[key]
+
+
+def test_the_watchdog_names_a_process_whose_heartbeat_stops():
+  store, now = FakeStore(), [0.0]
+  clock = lambda: now[0]
+  watchdogs = [peers.PeerWatchdog(store, i, 3, 10, "h:1", clock=clock) for i in range(3)]
+  for t in (0, 4, 8, 12, 16):   # all three beat: nobody is lost, however long it runs
+    now[0] = t
+    assert [w.check() for w in watchdogs] == [None, None, None]
+  watchdogs[2].stop()            # process 2 ends normally: not lost
+  for t in (20, 24, 28):         # process 1 stops beating at 16
+    now[0] = t
+    assert watchdogs[0].check() is None
+  now[0] = 30   # 10 s after process 0 last saw a change of process 1's heartbeat (its read at 20)
+  assert watchdogs[0].check() == (
+      "process 1 of 3 sent no heartbeat to process 0 for 10 s; it ended or its host failed: start every process "
+      "of the run again with the same command (the last checkpoint is kept), or raise MPCODEC_PEER_TIMEOUT_S")
+  # The store (in process 0) goes away: process 1 names the coordinator once it has failed for 10 s.
+  now[0] = 40
+  survivor = peers.PeerWatchdog(store, 1, 3, 10, "h:1", clock=clock)
+  assert survivor.check() is None
+  store.down = True
+  for t in (44, 48):
+    now[0] = t
+    assert survivor.check() is None
+  now[0] = 50
+  assert survivor.check().startswith("process 0 of 3 (the coordinator, h:1) stopped answering process 1 "
+                                         "for 10 s (UNAVAILABLE: failed to connect to all addresses)")
+
+
+def test_peer_timeout_comes_from_the_environment_and_is_checked():
+  assert peers.peer_timeout({}) == peers.PEER_TIMEOUT_S
+  assert peers.peer_timeout({peers.PEER_TIMEOUT_VAR: "7"}) == 7
+  with pytest.raises(ConfigError, match=r"^environment: MPCODEC_PEER_TIMEOUT_S=1 must be >= 2 \(seconds\)$"):
+    peers.peer_timeout({peers.PEER_TIMEOUT_VAR: "1"})
+  with pytest.raises(ConfigError, match=r"^environment: MPCODEC_PEER_TIMEOUT_S='soon' is not an integer$"):
+    peers.peer_timeout({peers.PEER_TIMEOUT_VAR: "soon"})
+
+
+PEER_TIMEOUT_S = 5
+
+
+@pytest.mark.slow
+def test_a_launch_whose_other_process_dies_mid_run_ends_naming_it(tmp_path):
+  # Process 1 dies; process 0 (the coordinator) survives. (When process 0 dies, JAX ends the others itself.)
+  killed, expected = 1, r"error: process 1 of 2 sent no heartbeat to process 0 for 5 s; it ended or its host failed: .*"
+  from tests.launch.test_faults import assert_error  # pylint: disable=g-import-not-at-top
+  base = {k: v for k, v in os.environ.items()
+          if not k.startswith(("SLURM_", "OMPI_", "PMI")) and k not in sharding.COORDINATOR_VARS}
+  env = dict(base, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{_free_port()}", JAX_NUM_PROCESSES="2", JAX_PLATFORMS="cpu",
+             **{peers.PEER_TIMEOUT_VAR: str(PEER_TIMEOUT_S)})
+  workdir = tmp_path / "run"
+  command = [sys.executable, "-m", "launch.mono_poly", "--config=configs/mono_poly.py:smoke", f"--workdir={workdir}",
+             "--config.phase1.steps=100000", "--noanalyze"]
+  logs = [(open(tmp_path / f"{i}.out", "w+"), open(tmp_path / f"{i}.err", "w+")) for i in range(2)]
+  procs = [subprocess.Popen(command, cwd=REPO_ROOT, env=dict(env, JAX_PROCESS_ID=str(i)), stdout=out, stderr=err,
+                            text=True) for i, (out, err) in enumerate(logs)]
+  try:
+    deadline = time.monotonic() + PROCESS_TIMEOUT_S
+    phase1 = workdir / "checkpoints" / "phase1"
+    while not (phase1.is_dir() and any(name.isdigit() and int(name) > 0 for name in os.listdir(phase1))):
+      assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "the run did not start training"
+      time.sleep(0.1)
+    procs[killed].kill()   # SIGKILL mid-run: no goodbye
+    start = time.monotonic()
+    survivor = procs[1 - killed]
+    status = survivor.wait(timeout=PEER_TIMEOUT_S + 60)
+    elapsed = time.monotonic() - start
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+      p.wait()
+  out, err = logs[1 - killed]
+  out.seek(0)
+  err.seek(0)
+  result = subprocess.CompletedProcess(command, status, out.read(), err.read())
+  assert_error(result, re.compile(expected))
+  assert elapsed < PEER_TIMEOUT_S + 30, elapsed   # before: JAX's abort (exit 134, no line) ~85 s later
+
+
+def test_only_a_lost_connection_waits_for_the_watchdog(monkeypatch):
+  """After a failed collective, a launch waits for the watchdog's verdict only when the error is a lost
+  connection and a watchdog runs; any other error goes on to its own handling at once."""
+  monkeypatch.setattr(peers, "_running", None)
+  assert peers.end_after_lost_connection(ValueError("UNKNOWN: Gloo AllGather failed: Connection reset by peer")) is None
+
+  class Running:
+    timeout = 0.1
+    _stopped = threading.Event()
+  monkeypatch.setattr(peers, "_running", Running())
+  assert peers.end_after_lost_connection(ValueError("shapes (3,) and (4,) do not match")) is None
+  ended = []
+  monkeypatch.setattr(peers.os, "_exit", ended.append)
+  peers.end_after_lost_connection(ValueError("UNKNOWN: Gloo AllGather failed: Connection reset by peer"))
+  assert ended == [1]

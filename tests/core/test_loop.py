@@ -11,9 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mpcodec.core import loop, seeds
+from mpcodec.core import checkpoint_policy, loop, resume, seeds
 from mpcodec.core.checkpoint import CheckpointError, CheckpointStore
-from mpcodec.core.errors import ActivationError, InterruptedRun, NonFiniteError
+from mpcodec.core.errors import ActivationError, ConfigError, InterruptedRun, NonFiniteError
+from tests import support
 
 NUM_SEEDS = 3
 
@@ -59,12 +60,6 @@ def run(program, workdir, **kwargs):
                   config={"toy": 1}, **kwargs)
 
 
-def assert_trees_equal(a, b):
-  assert jax.tree.structure(a) == jax.tree.structure(b)
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-
-
 def test_chunk_boundaries_depend_on_the_absolute_step_only():
   phase = dataclasses.replace(toy_program(extra=(7,)).phases[0], chunk_every=3)
   assert phase.boundaries() == [(0, 3), (3, 4), (4, 6), (6, 7), (7, 8), (8, 9), (9, 10)]
@@ -92,8 +87,8 @@ def test_chunked_run_and_resumes_equal_one_pure_call(tmp_path):
   program = toy_program(extra=(6,))
   pure_state, pure_history = jax.jit(loop.pure_sweep(program))(toy_keys())
   full = run(program, tmp_path / "full")
-  assert_trees_equal(full.state, pure_state)
-  assert_trees_equal(full.history, pure_history)
+  support.assert_trees_equal(full.state, pure_state)
+  support.assert_trees_equal(full.history, pure_history)
   assert CheckpointStore(tmp_path / "full" / "a").all_steps() == [0, 4, 6, 8, 10]
   assert CheckpointStore(tmp_path / "full" / "b").all_steps() == [0, 4, 6]
   for phase, keep in (("a", 6), ("a", 0), ("b", 4)):
@@ -104,8 +99,8 @@ def test_chunked_run_and_resumes_equal_one_pure_call(tmp_path):
     CheckpointStore(workdir / phase).delete_after(keep)
     resumed = run(program, workdir)
     assert resumed.resumed_from == ((phase, keep) if (phase, keep) != ("a", 0) else None)
-    assert_trees_equal(resumed.state, pure_state)
-    assert_trees_equal(resumed.history, pure_history)
+    support.assert_trees_equal(resumed.state, pure_state)
+    support.assert_trees_equal(resumed.history, pure_history)
 
 
 def test_non_finite_loss_names_phase_step_and_seed_and_saves_nothing_after_it(tmp_path):
@@ -142,7 +137,7 @@ def test_sigint_stops_after_the_chunk_with_a_checkpoint(tmp_path):
   assert 0 < stopped < 10 and stopped in [end for _, end in program.phases[0].boundaries()]
   resumed = run(program, tmp_path)
   assert resumed.resumed_from == ("a", stopped)
-  assert_trees_equal(resumed.state, jax.jit(loop.pure_sweep(program))(toy_keys())[0])
+  support.assert_trees_equal(resumed.state, jax.jit(loop.pure_sweep(program))(toy_keys())[0])
 
 
 def test_a_missing_checkpoint_resumes_from_the_one_before_and_writes_the_later_ones_again(tmp_path):
@@ -155,8 +150,8 @@ def test_a_missing_checkpoint_resumes_from_the_one_before_and_writes_the_later_o
     CheckpointStore(workdir / phase)._manager.delete(deleted)  # pylint: disable=protected-access
     resumed = run(program, workdir)
     assert (resumed.resumed_from, resumed.steps_trained) == (resumed_from, trained), (phase, deleted)
-    assert_trees_equal(resumed.state, pure_state)
-    assert_trees_equal(resumed.history, pure_history)
+    support.assert_trees_equal(resumed.state, pure_state)
+    support.assert_trees_equal(resumed.history, pure_history)
     assert CheckpointStore(workdir / "a").all_steps() == [0, 4, 6, 8, 10]
     assert CheckpointStore(workdir / "b").all_steps() == [0, 4, 6]
     assert run(program, workdir).steps_trained == 0   # now finished
@@ -184,14 +179,106 @@ def test_overwrite_removes_the_derived_outputs_before_the_checkpoints(tmp_path, 
   metrics.mkdir()
   (metrics / "history.csv").write_text("step\n")
   removed = []
-  rmtree = loop.shutil.rmtree
+  rmtree = resume.shutil.rmtree
 
   def recording(path, *args, **kwargs):
     removed.append((os.path.basename(path), report.exists()))
     return rmtree(path, *args, **kwargs)
 
-  monkeypatch.setattr(loop.shutil, "rmtree", recording)
+  monkeypatch.setattr(resume.shutil, "rmtree", recording)
   loop.run(toy_program(), toy_keys(), str(tmp_path / "checkpoints"), seed_labels=[f"s{i}" for i in range(NUM_SEEDS)],
            config={"toy": 2}, overwrite=True, outputs=[str(report), str(metrics)])
   assert removed[:3] == [("metrics", False), ("a", False), ("b", False)]   # outputs first, then checkpoints
   assert not report.exists() and not metrics.exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# Checkpoint policy by time: a planted clock decides which chunk ends save.
+
+
+def recording_saves(monkeypatch) -> list:
+  """(phase, step) of every save the loop asks for, in order."""
+  saved, save = [], CheckpointStore.save
+
+  def recording(self, step, *args, **kwargs):
+    saved.append((os.path.basename(self.directory), int(step)))
+    return save(self, step, *args, **kwargs)
+
+  monkeypatch.setattr(CheckpointStore, "save", recording)
+  return saved
+
+
+def planted_clock(times):
+  """A clock reading `times` in turn; fails the test if the loop reads it more often than planted."""
+  readings = iter(times)
+  return lambda: next(readings)
+
+
+def test_time_policy_saves_planned_steps_and_chunk_ends_an_interval_after_the_last_save(tmp_path, monkeypatch):
+  # Phase a: chunk ends 2, 4, 6, 8, 10; phase b: 4, 6. The plan (every=100): each phase's 0 and end.
+  # The clock is read once when the run starts and once per chunk end; with a 30 s interval, the unplanned
+  # ends at 4 (35 s after the start) and 8 (35 s after the save at 4) save, 2 (10 s) and 6 (5 s) do not;
+  # b4 comes 1 s after the save at a10.
+  program = toy_program(every=100)
+  saved = recording_saves(monkeypatch)
+  clock = planted_clock([0.0, 10.0, 35.0, 40.0, 70.0, 71.0, 72.0, 200.0])
+  outcome = run(program, tmp_path / "timed", checkpoint_policy=loop.CheckpointPolicy(30, clock=clock))
+  assert saved == [("a", 0), ("a", 4), ("a", 8), ("a", 10), ("b", 0), ("b", 6)]
+  # The time rule's checkpoints served as resume points: a finished phase keeps its planned steps.
+  assert CheckpointStore(tmp_path / "timed" / "a").all_steps() == [0, 10]
+  pure_state, pure_history = jax.jit(loop.pure_sweep(program))(toy_keys())
+  support.assert_trees_equal(outcome.state, pure_state)
+  support.assert_trees_equal(outcome.history, pure_history)
+
+  # Without a policy (and MPCODEC_CHECKPOINT_INTERVAL_S unset), the plan alone, as before.
+  monkeypatch.delenv(checkpoint_policy.INTERVAL_VAR, raising=False)
+  saved.clear()
+  run(program, tmp_path / "plan")
+  assert saved == [("a", 0), ("a", 10), ("b", 0), ("b", 6)]
+
+
+def test_a_run_that_dies_after_a_time_save_resumes_from_it_bit_for_bit(tmp_path, monkeypatch):
+  program = toy_program(every=100)
+  pure_state, pure_history = jax.jit(loop.pure_sweep(program))(toy_keys())
+
+  class DiesAtStep10:
+    """Progress that ends the run (like a kill) when the chunk ending at a10 is checked, before its save."""
+
+    def __init__(self):
+      self.steps = 0
+
+    def update(self, n):
+      self.steps += n
+      if self.steps == 10:
+        raise SystemExit("killed")
+
+    def set_postfix_str(self, text):
+      del text
+
+  clock = planted_clock([0.0, 10.0, 35.0, 40.0, 70.0, 71.0])
+  with pytest.raises(SystemExit):
+    run(program, tmp_path, progress=DiesAtStep10(), checkpoint_policy=loop.CheckpointPolicy(30, clock=clock))
+  assert CheckpointStore(tmp_path / "a").all_steps() == [0, 4, 8]   # the time rule's saves, not yet removed
+  resumed = run(program, tmp_path)
+  assert resumed.resumed_from == ("a", 8) and resumed.steps_trained == 8
+  support.assert_trees_equal(resumed.state, pure_state)
+  support.assert_trees_equal(resumed.history, pure_history)
+  assert CheckpointStore(tmp_path / "a").all_steps() == [0, 10]
+
+
+@pytest.mark.parametrize("value", [0, -5, float("nan"), float("inf"), "30", True])
+def test_a_bad_interval_is_one_config_error(value):
+  with pytest.raises(ConfigError, match=r"^min_interval_s: a minimum interval between checkpoints must be a "
+                                        r"number of seconds > 0, got"):
+    loop.CheckpointPolicy(value)
+
+
+def test_the_interval_from_the_environment():
+  var = checkpoint_policy.INTERVAL_VAR
+  assert loop.CheckpointPolicy.from_environment({}).min_interval_s is None
+  assert loop.CheckpointPolicy.from_environment({var: " "}).min_interval_s is None
+  assert loop.CheckpointPolicy.from_environment({var: "30"}).min_interval_s == 30.0
+  with pytest.raises(ConfigError, match=rf"^environment: {var}='soon' is not a number of seconds$"):
+    loop.CheckpointPolicy.from_environment({var: "soon"})
+  with pytest.raises(ConfigError, match=rf"^environment: {var}: a minimum interval .* got -1.0"):
+    loop.CheckpointPolicy.from_environment({var: "-1"})

@@ -65,7 +65,7 @@ TWO_DEVICE_DYNAMICS = textwrap.dedent("""
     jax.config.update("jax_num_cpu_devices", 2)
     from configs import dynamics as dynamics_config
     from mpcodec.core import configuration
-    from mpcodec.studies.dynamics import sweep as dynamics_sweep
+    from mpcodec.studies.dynamics.train import sweep as dynamics_sweep
     cfg = dynamics_config.get_config("smoke,arch=mlp_128_64,dataset=mnist")
     cfg.plots = False
     sweep = configuration.parse(dynamics_sweep.SweepConfig, cfg)
@@ -79,8 +79,8 @@ def test_dynamics_sweep_shards_seeds_over_two_devices(tmp_path):
   """A dynamics run with its seed axis over 2 devices matches the same run on one device."""
   from configs import dynamics as dynamics_config  # pylint: disable=g-import-not-at-top
   from mpcodec.core import configuration  # pylint: disable=g-import-not-at-top
-  from mpcodec.studies.dynamics import sweep as dynamics_sweep  # pylint: disable=g-import-not-at-top
-  from mpcodec.studies.dynamics import results as dynamics_results  # pylint: disable=g-import-not-at-top
+  from mpcodec.studies.dynamics.train import sweep as dynamics_sweep  # pylint: disable=g-import-not-at-top
+  from mpcodec.studies.dynamics import series as dynamics_results  # pylint: disable=g-import-not-at-top
   data_dir = str(support.require_data("mnist"))
   env = dict(os.environ, PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
   out = subprocess.run([sys.executable, "-c", TWO_DEVICE_DYNAMICS, str(tmp_path / "two"), data_dir],

@@ -1,9 +1,9 @@
 """Every launch command the READMEs and the config and launch docstrings show runs as written.
 
 The commands are collected from the fenced ```bash blocks and the inline code of every README (lines that
-start with `python -m launch.` or run it after `&&`, continuation lines joined; a `pip install ... &&`
+start with `python -m launch.` or `python -m benchmarks.`, or run one after `&&`, continuation lines joined; a `pip install ... &&`
 prefix, a trailing `&` and a `# comment` are dropped; `srun`/`sbatch` cluster examples are not run) and
-from the module docstrings of configs/*.py and launch/*.py.
+from the module docstrings of configs/*.py, launch/*.py and benchmarks/*.py.
 Each runs with `--check_only` appended, so it parses its flags and config, checks its data, model and
 workdir, and stops before anything compiles. All of them run in ONE Python process (a driver that clears
 the previous launch's flags and runs the next launch module as __main__, as `python -m` does), since ~60
@@ -30,27 +30,29 @@ import pytest
 from tests import support
 
 REPO_ROOT = support.REPO_ROOT
-LAUNCH = "python -m launch."
+# The module prefixes of the commands collected: the study launches and the benchmark mains.
+PREFIXES = ("python -m launch.", "python -m benchmarks.")
 
 # The least number of commands the collector must find in each file: a broken collector (or a README
 # that lost its commands) fails here instead of passing with nothing to run.
 MIN_COMMANDS = {
     "README.md": 8,
-    "mpcodec/studies/codec/README.md": 10,
+    "mpcodec/studies/codec/README.md": 12,
     "mpcodec/studies/dynamics/README.md": 15,
     "mpcodec/studies/mono_poly/README.md": 6,
     "mpcodec/studies/toy_superposition/README.md": 3,
     "configs/codec.py": 4,
     "configs/codec_minilm.py": 2,
+    "configs/codec_smollm2.py": 3,
     "configs/dynamics.py": 4,
     "configs/dynamics_analysis.py": 3,
     "configs/mono_poly.py": 2,
     "configs/toy_superposition.py": 2,
     "launch/analyze_mono_poly.py": 2,
-    "launch/benchmark_codec.py": 3,
-    "launch/benchmark_dynamics.py": 4,
-    "launch/benchmark_minilm.py": 2,
-    "launch/benchmark_mono_poly.py": 2,
+    "benchmarks/codec.py": 3,
+    "benchmarks/dynamics.py": 4,
+    "benchmarks/minilm.py": 2,
+    "benchmarks/mono_poly.py": 2,
     "launch/codec.py": 4,
     "launch/dynamics.py": 5,
     "launch/dynamics_analysis.py": 3,
@@ -61,9 +63,9 @@ MIN_COMMANDS = {
 
 
 def documented_files() -> list[str]:
-  """The READMEs, config files and launch mains whose commands are collected (repository-relative)."""
+  """The READMEs, config files, launch and benchmark mains whose commands are collected (repository-relative)."""
   readmes = ["README.md"] + sorted(str(p.relative_to(REPO_ROOT)) for p in REPO_ROOT.glob("mpcodec/studies/*/README.md"))
-  modules = sorted(str(p.relative_to(REPO_ROOT)) for folder in ("configs", "launch")
+  modules = sorted(str(p.relative_to(REPO_ROOT)) for folder in ("configs", "launch", "benchmarks")
                    for p in (REPO_ROOT / folder).glob("*.py") if p.name != "__init__.py")
   return readmes + modules
 
@@ -86,14 +88,20 @@ def _logical_lines(text: str) -> list[tuple[int, str]]:
   return joined
 
 
+def _command_start(line: str) -> int:
+  """Where the first `python -m launch.`/`python -m benchmarks.` command of `line` starts, or -1."""
+  starts = [at for at in (line.find(prefix) for prefix in PREFIXES) if at >= 0]
+  return min(starts) if starts else -1
+
+
 def launch_command(line: str) -> list[str] | None:
-  """The `python -m launch.X ...` argv of one logical line, or None when the line runs none.
+  """The `python -m launch.X ...` (or `benchmarks.X`) argv of one logical line, or None when it runs none.
 
   The command starts the line, or follows `&&` (a `pip install ... &&` prefix is dropped); one wrapped in
   another launcher (`srun ...`, `sbatch --wrap="..."`: cluster examples) is not collected. `&&`, `;`, `|`,
   a trailing `&` and a `# comment` end it.
   """
-  at = line.find(LAUNCH)
+  at = _command_start(line)
   if at < 0:
     return None
   before = line[:at].strip()
@@ -114,7 +122,7 @@ def collect(relative: str, text: str | None = None) -> list[tuple[int, list[str]
 
   def add(first_line: int, chunk: list[str], whole_lines_only: bool) -> None:
     for number, line in _logical_lines("\n".join(chunk)):
-      if whole_lines_only and not line.startswith(LAUNCH):
+      if whole_lines_only and not line.startswith(PREFIXES):
         continue
       argv = launch_command(line)
       if argv is not None:
@@ -135,7 +143,7 @@ def collect(relative: str, text: str | None = None) -> list[tuple[int, list[str]
         block.append((number, line))
       elif fence is None:
         for span in re.findall(r"`([^`]*)`", line):
-          if span.startswith(LAUNCH):
+          if span.startswith(PREFIXES):
             found.append((number, launch_command(span)))
   else:
     # The module docstring as written in the source, so that `\` continuations and line numbers are kept.
@@ -167,6 +175,8 @@ def test_the_collector_reads_blocks_continuations_prefixes_and_inline_commands()
   module = '"""Title.\n\n  python -m launch.toy_superposition --config=configs/x.py \\\n      --workdir=runs/t\n"""\n'
   assert collect("configs/x.py", module) == [
       (3, ["python", "-m", "launch.toy_superposition", "--config=configs/x.py", "--workdir=runs/t"])]
+  bench = '"""Title.\n\n  python -m benchmarks.mono_poly --seeds=1,8   # speed\n  print(python -m benchmarks.x)\n"""\n'
+  assert collect("benchmarks/x.py", bench) == [(3, ["python", "-m", "benchmarks.mono_poly", "--seeds=1,8"])]
 
 
 def test_every_documented_file_has_its_commands():
@@ -176,7 +186,8 @@ def test_every_documented_file_has_its_commands():
     commands = collect(relative)
     assert len(commands) >= MIN_COMMANDS.get(relative, 0), (relative, commands)
     for number, argv in commands:
-      assert argv[:2] == ["python", "-m"] and argv[2].startswith("launch."), (relative, number, argv)
+      assert argv[:2] == ["python", "-m"] and argv[2].startswith(("launch.", "benchmarks.")), (
+          relative, number, argv)
       assert not any(token in ("...", "DIR", "DATA") or "<" in token for token in argv), (
           f"{relative}:{number}: a placeholder in {shlex.join(argv)}")
 
@@ -230,13 +241,13 @@ BAD_COMMANDS = [
      ("--data_dir", "MPCODEC_DATA_DIR")),
     (["python", "-m", "launch.codec", "--config=configs/codec_minilm.py:smoke", "--workdir=runs/bad"], {},
      ("--data_dir", "MPCODEC_DATA_DIR")),
-    (["python", "-m", "launch.benchmark_dynamics", "--archs=", "--estimate_grid"], {},
+    (["python", "-m", "benchmarks.dynamics", "--archs=", "--estimate_grid"], {},
      ("--data_dir", "MPCODEC_DATA_DIR")),
     (["python", "-m", "launch.dynamics", "--config=configs/dynamics.py:smoke", "--workdir=runs/bad"],
      {"MPCODEC_DATA_DIR": "../shared/no_data_here"}, ("../shared/no_data_here", "MPCODEC_DATA_DIR")),
     (["python", "-m", "launch.codec", "--config=configs/codec_minilm.py:smoke", "--workdir=runs/bad",
-      "--data_dir=../shared/data", "--config.text.model_dir=../shared/data"], {},
-     ("--config.text.model_dir", "config.json")),
+      "--data_dir=../shared/data", "--config.source.text.model_dir=../shared/data"], {},
+     ("--config.source.text.model_dir", "config.json")),
     (["python", "-m", "launch.mono_poly", "--config=configs/mono_poly.py:smoke", "--workdir=runs/bad",
       "--config.num_seeds=0"], {}, ("config.num_seeds",)),
 ]

@@ -30,11 +30,12 @@ LONG_MONO_POLY = ("--config.phase1.steps=4000", "--config.phase2.steps=4000")
 NOT_TRAINED = "training already finished: every checkpoint is in place"
 
 
-def launch(*args, timeout=90):
-  """Runs `python -m <args>` in the repository; the CompletedProcess gets `.seconds` (wall time)."""
+def launch(*args, timeout=90, env=None):
+  """Runs `python -m <args>` in the repository (with `env` added to the environment); the CompletedProcess
+  gets `.seconds` (wall time)."""
   start = time.monotonic()
   out = subprocess.run([sys.executable, "-m", *args], cwd=REPO_ROOT, capture_output=True, text=True,
-                       timeout=timeout)
+                       timeout=timeout, env={**os.environ, **(env or {})})
   out.seconds = time.monotonic() - start
   return out
 
@@ -212,6 +213,18 @@ def test_bad_config_flag_is_one_line(tmp_path, flag, expected):
   assert not workdir.exists()
 
 
+@pytest.mark.parametrize("value, expected", [
+    ("soon", "error: environment: MPCODEC_CHECKPOINT_INTERVAL_S='soon' is not a number of seconds"),
+    ("0", "error: environment: MPCODEC_CHECKPOINT_INTERVAL_S: a minimum interval between checkpoints must be "
+          "a number of seconds > 0, got 0.0 (leave it unset to save by step alone)"),
+])
+def test_a_bad_checkpoint_interval_is_one_line_before_any_work(tmp_path, value, expected):
+  workdir = tmp_path / "run"
+  out = launch(*MONO_POLY, f"--workdir={workdir}", timeout=60, env={"MPCODEC_CHECKPOINT_INTERVAL_S": value})
+  assert_error(out, expected)
+  assert not workdir.exists()
+
+
 # ------------------------------------------------------------------------------------------------
 # 3. A full disk.
 
@@ -283,8 +296,8 @@ def test_full_disk_while_checkpointing_is_one_line_naming_the_last_good_checkpoi
                         "--noanalyze"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
   phase1 = os.path.join(workdir, "checkpoints", "phase1")
   assert_error(out, re.compile(
-      rf"error: no space left on the device of {re.escape(phase1)} \(saving the checkpoint of step \d+ or the "
-      rf"one before\); the last good checkpoint is step 40 in {re.escape(phase1)}; free some space \(or choose "
+      rf"error: no space left on the device of {re.escape(phase1)} \(saving the checkpoint of step 60\); "
+      rf"the last good checkpoint is step 40 in {re.escape(phase1)}; free some space \(or choose "
       r"another --workdir\) and run the same command again to resume"))
   assert len(out.stderr.splitlines()) < 40, tail(out)   # no pile of log lines from background threads
   assert not os.path.exists(os.path.join(workdir, workdir_lib.LOCK_NAME))
@@ -486,12 +499,12 @@ def test_a_data_dir_that_is_a_file_is_named_as_such(tmp_path):
     ({}, None),
 ])
 def test_a_slurm_array_task_gets_its_place_among_the_array(environ, expected):
-  from mpcodec.studies.dynamics import shards  # pylint: disable=g-import-not-at-top
+  from mpcodec.studies.dynamics.train import shards  # pylint: disable=g-import-not-at-top
   assert shards.slurm_array_shard(environ) == expected
 
 
 def test_a_slurm_array_task_off_the_array_is_refused():
-  from mpcodec.studies.dynamics import shards  # pylint: disable=g-import-not-at-top
+  from mpcodec.studies.dynamics.train import shards  # pylint: disable=g-import-not-at-top
   with pytest.raises(ValueError, match=r"SLURM array task 3 is not one of 4 tasks numbered from 0 in steps of 2"):
     shards.slurm_array_shard({"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "0",
                               "SLURM_ARRAY_TASK_STEP": "2"})

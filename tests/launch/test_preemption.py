@@ -24,7 +24,7 @@ MONO_STEPS = 1000
 MONO_ARGS = ("launch.mono_poly", "--config=configs/mono_poly.py:smoke",
              *(f"--config.{phase}.{key}={value}" for phase in ("phase1", "phase2")
                for key, value in (("steps", MONO_STEPS), ("checkpoint_every", 200))),
-             "--config.log_every=50", "--noanalyze")
+             "--config.chunk_steps=50", "--noanalyze")
 
 
 def _leftovers(workdir: str) -> list[str]:

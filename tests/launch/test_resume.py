@@ -34,7 +34,7 @@ MONO_CHUNK = 50
 MONO_ARGS = ("launch.mono_poly", "--config=configs/mono_poly.py:smoke",
              f"--config.phase1.steps={MONO_STEPS}", f"--config.phase2.steps={MONO_STEPS}",
              f"--config.phase1.checkpoint_every={MONO_EVERY}",
-             f"--config.phase2.checkpoint_every={MONO_EVERY}", f"--config.log_every={MONO_CHUNK}")
+             f"--config.phase2.checkpoint_every={MONO_EVERY}", f"--config.chunk_steps={MONO_CHUNK}")
 MONO_TOTAL = 3 * MONO_STEPS   # phase 1, phase 2 and the control arm's second phase (as long as phase 2)
 MONO_OUTPUTS = ("report.json", "metrics/training_history.csv", "metrics/crs_phase1.csv",
                 "metrics/crs_phase2.csv")
@@ -66,14 +66,15 @@ class Launch:
   """One launch command running in the background, stdout and stderr in files (a pipe nobody reads
   while the test polls could fill and stall the run)."""
 
-  def __init__(self, args, workdir: str, log_dir: str, name: str, extra=()):
+  def __init__(self, args, workdir: str, log_dir: str, name: str, extra=(), env=None):
     os.makedirs(log_dir, exist_ok=True)
     self.name, self.workdir = name, workdir
     self.stdout_path = os.path.join(log_dir, f"{name}.stdout")
     self.stderr_path = os.path.join(log_dir, f"{name}.stderr")
     self.command = [sys.executable, "-m", *args, f"--workdir={workdir}", *extra]
     with open(self.stdout_path, "w") as out, open(self.stderr_path, "w") as err:
-      self.process = subprocess.Popen(self.command, cwd=REPO_ROOT, stdout=out, stderr=err, text=True)
+      self.process = subprocess.Popen(self.command, cwd=REPO_ROOT, stdout=out, stderr=err, text=True,
+                                      env={**os.environ, **(env or {})})
 
   @property
   def stdout(self) -> str:
@@ -287,6 +288,36 @@ def test_mono_poly_sigint_stops_with_a_checkpoint_and_resumes(mono_reference, tm
                      f"{os.path.basename(store)} step {MONO_STEPS} after SIGINT")
   history = "metrics/training_history.csv"   # one row per checkpoint step: no rows of the stop's step
   assert read_bytes(os.path.join(workdir, history)) == read_bytes(os.path.join(reference.workdir, history))
+
+
+def off_plan(directory: str):
+  """A condition: the store holds a checkpoint off the plan (saved by the time rule); returns the steps."""
+  def condition():
+    steps = checkpoint_steps(directory)
+    return steps if any(s % MONO_EVERY for s in steps) else None
+  return condition
+
+
+def test_mono_poly_killed_after_a_time_rule_checkpoint_resumes_to_the_uninterrupted_result(mono_reference,
+                                                                                          tmp_path):
+  # A tiny interval: every chunk end past the interval saves (a chunk of 50 steps takes longer).
+  timed = {"MPCODEC_CHECKPOINT_INTERVAL_S": "0.001"}
+  workdir = str(tmp_path / "run")
+  phase1, phase2 = _mono_dirs(workdir)
+  first = Launch(MONO_ARGS, workdir, str(tmp_path), "killed_timed", ["--noanalyze"], env=timed)
+  first.signal_when(off_plan(phase1), "a phase1 checkpoint off the plan", signal.SIGKILL)
+  assert first.wait(60) == -signal.SIGKILL, first.describe()
+  steps = checkpoint_steps(phase1)
+  latest = steps[-1]
+  assert any(s % MONO_EVERY for s in steps) and latest < MONO_STEPS and not checkpoint_steps(phase2), steps
+
+  again = Launch(MONO_ARGS, workdir, str(tmp_path), "resumed_timed", ["--noanalyze"], env=timed).finish()
+  assert again.resumed_from() == ("phase1", latest), again.describe()
+  assert TRAINED.findall(again.stdout) == [(str(MONO_TOTAL - latest), "4")], again.describe()
+  reference = mono_reference.done()
+  for ref_store, store in zip(_mono_dirs(reference.workdir), _mono_dirs(workdir)):
+    # The time rule's checkpoints are removed as each phase ends: the reference's steps, bit for bit.
+    assert_same_checkpoints(ref_store, store, f"{os.path.basename(store)} (time rule)")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import pytest
 
 from mpcodec.core.errors import DataError
 from mpcodec.metrics import changepoint_model as model
+from mpcodec.metrics import changepoint_surrogates as surrogates
 from mpcodec.metrics import changepoint_validity as validity
 from mpcodec.metrics import changepoints, step_regression
 
@@ -138,14 +139,14 @@ def test_matched_surrogates_follow_the_trend_and_ar1_of_each_series():
   num_measurements, num_surrogates = 300, 200
   trend = np.stack([np.linspace(0, 5, num_measurements), np.zeros(num_measurements)]).astype(np.float32)
   keys = jax.random.split(jax.random.key(3), 2)
-  out = np.asarray(validity.matched_surrogates(trend, np.array([0.0, 0.8]), np.array([1.0, 2.0]), keys,
+  out = np.asarray(surrogates.matched_surrogates(trend, np.array([0.0, 0.8]), np.array([1.0, 2.0]), keys,
                                                num_surrogates))
   assert out.shape == (2, num_surrogates, num_measurements)
   noise = out - trend[:, None]
   assert noise[0].std() == pytest.approx(1.0, rel=0.05) and noise[1].std() == pytest.approx(2.0, rel=0.1)
   lag1 = [np.mean(n[:, 1:] * n[:, :-1]) / np.mean(n**2) for n in noise]
   assert abs(lag1[0]) < 0.03 and lag1[1] == pytest.approx(0.8, abs=0.03)
-  again = np.asarray(validity.matched_surrogates(trend[1:], np.array([0.8]), np.array([2.0]), keys[1:],
+  again = np.asarray(surrogates.matched_surrogates(trend[1:], np.array([0.8]), np.array([2.0]), keys[1:],
                                                  num_surrogates))
   np.testing.assert_array_equal(again[0], out[1])   # a series' surrogates depend on its key alone
 

@@ -81,7 +81,7 @@ def test_matched_cosine_similarity_of_a_permutation_is_one():
                              rtol=1e-6)
 
 
-def test_faithfulness_ratio_and_features_per_neuron():
+def test_faithfulness_ratio_and_latents_per_neuron():
   x = _rng(9).normal(size=(30, 4))
   x_sae = x + 0.1 * _rng(10).normal(size=x.shape)
   x_sq = x + 0.3 * _rng(11).normal(size=x.shape)
@@ -93,4 +93,5 @@ def test_faithfulness_ratio_and_features_per_neuron():
   for i in range(8):
     if live[i]:
       expected[np.argmax(w_enc_MxN[:, i])] += 1
-  np.testing.assert_array_equal(codec.features_per_neuron(w_enc_MxN, live), expected)
+  np.testing.assert_array_equal(codec.latents_per_neuron(w_enc_MxN, live), expected)
+  assert codec.features_per_neuron is codec.latents_per_neuron   # the former name

@@ -87,7 +87,6 @@ CASES = {
     # selectivity
     "concept_responses": Case((ACTS_BxM, np.array([0, 1, 2, 0, 1, 2, 0, 1]), 3)),
     "concept_response_selectivity": Case((np.abs(_normal(3, 3)),)),
-    "mono_poly_selectivity": Case((np.abs(ACTS_BxM), np.array([0, 1] * 4), np.array([0, 0, 1, 1] * 2))),
     "label_neurons": Case((np.array([0.9, 0.1, 0.2]), np.array([0.1, 0.1, 0.9]), np.array([True, True, False]),
                            0.5)),
     # weights
@@ -158,7 +157,7 @@ CASES = {
     "matched_pair_correlation": Case((ACTS_BxM, CODES_BxN), host=True),
     "matched_cosine_similarity": Case((_normal(3, 4), DECODER_NxD), host=True),
     "faithfulness_ratio": Case((X_BxD, X_HAT_BxD, X_HAT_BxD + 0.1)),
-    "features_per_neuron": Case((W_ENC_MxN, LIVE_N)),
+    "latents_per_neuron": Case((W_ENC_MxN, LIVE_N)),
     # superposition
     "dimensions_per_feature_total": Case((_normal(2, 5),), leading=("weights_MxN",)),
     "feature_dimensionality": Case((_normal(2, 5),), leading=("weights_MxN",)),
@@ -202,7 +201,7 @@ CASES = {
     "monosemantic_baseline": Case((CODES_BxN, DECODER_NxD, np.zeros(4, np.float32), X_BxD, 2)),
     "monosemantic_fvu_sweep": Case((X_BxD, CODES_BxN, DECODER_NxD, np.zeros(4, np.float32), np.array([1, 3]), 2)),
     "tax_from_fvu": Case((np.array(0.5, np.float32), np.array(0.25, np.float32)),
-                         any_rank=("fvu_squeezer", "fvu_baseline")),
+                         any_rank=("fvu_compressed", "fvu_baseline")),
     "superposition_tax": Case((X_BxD, X_HAT_BxD, X_HAT_BxD + 0.1)),
     # themes
     "cosine_affinity": Case((DECODER_NxD,), host=True),
@@ -276,6 +275,10 @@ def test_the_package_names_only_what_it_exports_and_its_modules():
   assert not any(name.startswith("_") for name in metrics.__all__)
   with pytest.raises(AttributeError):
     getattr(metrics, "_hungarian_mean")
+  # A former name loads its function with a warning, and is not exported.
+  with pytest.warns(DeprecationWarning, match="features_per_neuron is deprecated: use latents_per_neuron"):
+    assert metrics.features_per_neuron is metrics.latents_per_neuron
+  assert "features_per_neuron" not in metrics.__all__
 
 
 def test_import_from_the_package_in_a_fresh_interpreter_leaves_scikit_learn_out():

@@ -87,14 +87,16 @@ def test_crs_needs_two_concepts():
     selectivity.concept_response_selectivity(jnp.ones((1, 3)))
 
 
-def test_mono_poly_selectivity_and_labels_match_reference_under_jit_and_vmap():
+def test_selectivity_of_two_concept_sets_and_labels_match_reference_under_jit_and_vmap():
   rng = np.random.default_rng(1)
   cases = [_random_case(rng) for _ in range(3)]
   acts_S, orientation_S, colour_S = (np.stack(parts) for parts in zip(*cases))
   threshold = 0.3
 
   def one_seed(acts, orientation, colour):
-    out = selectivity.mono_poly_selectivity(acts, orientation, colour)
+    crs = lambda ids, num: selectivity.concept_response_selectivity(selectivity.concept_responses(acts, ids, num))
+    out = {"crs_orientation": crs(orientation, 2), "crs_colour": crs(colour, 2),
+           "crs_conjunction": crs(orientation * 2 + colour, 4), "alive": jnp.any(acts > 0, axis=0)}
     out["labels"] = selectivity.label_neurons(out["crs_orientation"], out["crs_colour"], out["alive"],
                                               threshold)
     return out

@@ -61,11 +61,11 @@ def test_angle_gaps_match_numpy_and_vmap_over_seeds():
 def test_features_per_neuron_matches_numpy_and_closed_forms():
   weights = np.array(jax.random.normal(jax.random.key(2), (5, 9)))
   weights[3] = -np.abs(weights[3])  # no positive weight: carries no feature
-  np.testing.assert_allclose(superposition.features_per_neuron(weights),
+  np.testing.assert_allclose(superposition.feature_participation_per_neuron(weights),
                              _numpy_features_per_neuron(weights), rtol=1e-5)
-  assert float(superposition.features_per_neuron(weights)[3]) == 0.0
+  assert float(superposition.feature_participation_per_neuron(weights)[3]) == 0.0
   three_equal = np.array([[0.5, 0.5, 0.5, -2.0, 0.0]])
-  np.testing.assert_allclose(superposition.features_per_neuron(three_equal), [3.0], rtol=1e-6)
+  np.testing.assert_allclose(superposition.feature_participation_per_neuron(three_equal), [3.0], rtol=1e-6)
 
 
 def test_represented_count_and_two_feature_classes():

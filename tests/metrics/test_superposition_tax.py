@@ -80,8 +80,8 @@ def test_exact_monosemantic_squeezer_pays_no_tax(sae_like):
   squeezed[:, dropped] = codes[:, dropped].mean(0)
   tax = st.superposition_tax(x, squeezed @ decoder + b_dec, BASELINE(codes, decoder, b_dec, x, 10))
   assert float(tax.tax) > 1.5
-  np.testing.assert_allclose(tax.fvu_squeezer, _reference_fvu(x, squeezed @ decoder + b_dec), rtol=1e-4)
-  np.testing.assert_allclose(st.tax_from_fvu(tax.fvu_squeezer, tax.fvu_baseline).tax, tax.tax, rtol=1e-6)
+  np.testing.assert_allclose(tax.fvu_compressed, _reference_fvu(x, squeezed @ decoder + b_dec), rtol=1e-4)
+  np.testing.assert_allclose(st.tax_from_fvu(tax.fvu_compressed, tax.fvu_baseline).tax, tax.tax, rtol=1e-6)
 
 
 def test_perfect_baseline_is_recorded_not_divided_by_zero(sae_like):
@@ -90,4 +90,4 @@ def test_perfect_baseline_is_recorded_not_divided_by_zero(sae_like):
   assert not bool(tax.defined) and float(tax.tax) == 0.0 and np.isfinite(float(tax.tax))
   constant = np.ones((10, 3), np.float32)
   tax = st.superposition_tax(constant, constant, constant)
-  assert not bool(tax.defined) and np.isfinite(float(tax.fvu_squeezer))
+  assert not bool(tax.defined) and np.isfinite(float(tax.fvu_compressed))

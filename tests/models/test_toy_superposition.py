@@ -14,7 +14,8 @@ import pytest
 from configs import toy_superposition as toy_config
 from mpcodec.core.configuration import ConfigError, parse
 from mpcodec.models import toy_superposition as toy_model
-from mpcodec.studies.toy_superposition import report as toy_report
+from mpcodec.studies.toy_superposition import config as toy_study_config
+from mpcodec.studies.toy_superposition import run as toy_run
 from mpcodec.studies.toy_superposition import experiment as toy_train
 from mpcodec.core import seeds
 
@@ -94,7 +95,7 @@ def smoke_run(tmp_path_factory):
   """The smoke config run end to end through the library call the launcher makes."""
   workdir = tmp_path_factory.mktemp("toy_superposition")
   cfg = parse(toy_train.ToySuperpositionConfig, toy_config.get_config("smoke"))
-  results = toy_report.run_experiment(cfg, str(workdir))
+  results = toy_run.run_experiment(cfg, str(workdir))
   return cfg, results, workdir
 
 
@@ -167,7 +168,7 @@ def test_privileged_basis_dense_cell_matches_the_closed_form(smoke_run):
                                 np.tile(np.arange(n) < m, (cfg.num_seeds, 1)))
   per_neuron = np.array(privileged["features_per_neuron_by_neuron"][dense])
   assert per_neuron.shape == (cfg.num_seeds, m)
-  np.testing.assert_allclose(per_neuron, 1.0, atol=toy_report.MONOSEMANTIC_TOLERANCE)
+  np.testing.assert_allclose(per_neuron, 1.0, atol=toy_study_config.MONOSEMANTIC_TOLERANCE)
   assert privileged["num_seeds_densest_monosemantic_top_m"] == cfg.num_seeds
 
 

@@ -21,27 +21,25 @@ The analyses are a pure function of the trained states, the source and this conf
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
 import jax
-import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from mpcodec.core import configuration, io
 from mpcodec.sae import autoencoder as sae
-from mpcodec.sae import squeezer
 from mpcodec.studies.codec import atlas as atlas_lib
 from mpcodec.studies.codec import plots, replication, rules, sections
-from mpcodec.studies.codec.sources import GroundTruthSource, check_finite
+from mpcodec.studies.codec.sources import GroundTruthSource
+from mpcodec.studies.codec.window import held_out_window, sae_outputs, squeezer_outputs, take
 
 # The analysis window's batches: beyond training (from 0), the init sample (1e8), evaluation (2e8) and
 # the ground-truth recovery sample (3e8).
-ANALYSIS_START = 4 * 10 ** 8
 SECTIONS = ("or_gates", "validation", "coactivation", "superposition_tax", "themes", "dead_latents")
 SECTION_VERDICTS = ("supported", "contradicted", "inconclusive", "cannot be tested")
 
@@ -148,127 +146,38 @@ class SqueezerStage:
 # ----------------------------------------------------------------------------- held-out arrays
 
 
-@dataclasses.dataclass
-class Window:
-  """The held-out activations x (B, D) and, per token, where it came from (step, row)."""
-
-  x_BxD: np.ndarray
-  step_B: np.ndarray
-  row_B: np.ndarray
-  batch_size: int
-
-
-def held_out_window(source: Any, cfg: AnalysisConfig) -> Window:
-  """`num_tokens` held-out activations (whole batches), each batch checked for NaN/Inf."""
-  num_batches = -(-cfg.num_tokens // cfg.batch_size)
-  stream = source.batches(cfg.batch_size, ANALYSIS_START)
-  batches = []
-  for i in range(num_batches):
-    batch = np.asarray(next(stream), np.float32)
-    check_finite(batch, i, "the analysis window, batch")
-    batches.append(batch)
-  step_B = np.repeat(ANALYSIS_START + np.arange(num_batches), cfg.batch_size)
-  row_B = np.tile(np.arange(cfg.batch_size), num_batches)
-  return Window(np.concatenate(batches), step_B, row_B, cfg.batch_size)
-
-
-def _in_chunks(fn, arrays: Sequence[np.ndarray], chunk: int) -> list[np.ndarray]:
-  """fn over row chunks of the arrays, outputs concatenated on the host (bounded device memory)."""
-  outs = None
-  for start in range(0, arrays[0].shape[0], chunk):
-    got = jax.device_get(fn(*(jnp.asarray(a[start:start + chunk]) for a in arrays)))
-    outs = [[g] for g in got] if outs is None else [o + [g] for o, g in zip(outs, got)]
-  return [np.concatenate(o) for o in outs]
-
-
-@functools.partial(jax.jit, static_argnames="sae_cfg")
-def _sae_chunk(sae_state, x_BxD, sae_cfg):
-  x_hat_BxD, codes = sae.apply(sae_state, x_BxD, sae_cfg)
-  # (B, k_max) values and latents: the dense (B, N) codes are rebuilt on the host, once per run.
-  chunks = x_BxD.shape[0]
-  return (codes.values_T.reshape(-1, chunks).T, codes.cols_T.reshape(-1, chunks).T, codes.rows_T.reshape(-1, chunks).T,
-          x_hat_BxD)
-
-
-@functools.partial(jax.jit, static_argnames=("sae_cfg", "squeezer_cfg"))
-def _squeezer_chunk(state, sae_state, x_BxD, sae_cfg, squeezer_cfg):
-  out = squeezer.reconstructions(state, sae_state, x_BxD, sae_cfg, squeezer_cfg)
-  return out["neurons"], out["x_hat_squeezed"]
-
-
-@dataclasses.dataclass
-class SparseCodes:
-  """An SAE run's codes on the window as (token, latent, value) triples, and x̂ of the SAE alone."""
-
-  rows: np.ndarray
-  cols: np.ndarray
-  values: np.ndarray
-  num_latents: int
-  x_hat_BxD: np.ndarray
-
-  @property
-  def live_N(self) -> np.ndarray:
-    return np.bincount(self.cols[self.values > 0], minlength=self.num_latents) > 0
-
-  def dense(self) -> np.ndarray:
-    codes_BxN = np.zeros((self.x_hat_BxD.shape[0], self.num_latents), np.float32)
-    np.add.at(codes_BxN, (self.rows, self.cols), self.values)
-    return codes_BxN
-
-
-def sae_outputs(sae_state: dict, sae_cfg: sae.SAEConfig, x_BxD: np.ndarray, chunk: int) -> SparseCodes:
-  """The codes and x̂ of a folded SAE state on raw activations, in row chunks."""
-  values, cols, rows, x_hat_BxD = _in_chunks(lambda x: _sae_chunk(sae_state, x, sae_cfg), [x_BxD], chunk)
-  # Rows are chunk-local: offset each chunk's rows by its first token.
-  offsets = (np.arange(values.shape[0]) // chunk) * chunk
-  return SparseCodes((rows + offsets[:, None]).ravel(), cols.ravel(), values.ravel(), sae_cfg.num_latents,
-                     x_hat_BxD)
-
-
-def squeezer_outputs(state: dict, sae_state: dict, sae_cfg: sae.SAEConfig, squeezer_cfg: sae.SAEConfig,
-                     x_BxD: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray]:
-  """(neuron activations (B, M), x̂ through the Squeezer (B, D)) of one Squeezer run."""
-  return tuple(_in_chunks(lambda x: _squeezer_chunk(state, sae_state, x, sae_cfg, squeezer_cfg), [x_BxD], chunk))
-
-
-def _take(tree: Any, index: int) -> Any:
-  return jax.tree.map(lambda a: a[index], tree)
-
-
 # ----------------------------------------------------------------------------- the entry point
 
 
-def analyze(workdir: str, cfg: AnalysisConfig, *, source: Any, sae_states: dict, sae_cfg: sae.SAEConfig,
-            sae_labels: list[dict], stages: list[SqueezerStage], skipped_widths: Mapping[int, str],
-            sae_metrics: Mapping[str, np.ndarray], squeezer_metrics: Mapping[str, np.ndarray],
-            dead_latents_payload: Mapping[str, Any] | None, primary_squeezer_k: int,
-            inputs_config: Mapping[str, Any], ultra_rare_below: float = 1e-3, smoke: bool = False
-            ) -> dict[str, Any] | None:
-  """Runs every analysis, writes metrics/analysis.json, atlas.json (+ atlas_inputs.npz) and plots/.
+def analyze(workdir: str, result: Any) -> dict[str, Any] | None:
+  """Runs every analysis of a `result.CodecResult`, writes metrics/analysis.json, atlas.json (+
+  atlas_inputs.npz) and plots/.
 
-  Returns the analysis payload (None when disabled). A finished analysis of the same `inputs_config`
-  and analysis config is read back from analysis.json instead. `smoke`: a smoke run, whose verdicts all
-  read "cannot be tested".
+  Returns the analysis payload (None when `analysis.enabled` is off). A finished analysis of the same
+  inputs (`result.inputs_config`) and analysis config is read back from analysis.json instead. A smoke run's
+  verdicts all read "cannot be tested".
   """
+  cfg = result.cfg.analysis
   if not cfg.enabled:
     return None
-  main = stages[0]
+  source, smoke, main = result.source, result.cfg.smoke, result.stages[0]
   nulls = {"untrained_squeezers": 0 if main.untrained_states is None else
            int(jax.tree.leaves(main.untrained_states)[0].shape[0]),
            "shuffled_latent_squeezer": main.shuffled is not None}
-  fingerprint = {"inputs": dict(inputs_config), "analysis": configuration.to_dict(cfg), "nulls": nulls,
+  fingerprint = {"inputs": dict(result.inputs_config), "analysis": configuration.to_dict(cfg), "nulls": nulls,
                  "smoke": bool(smoke)}
   path = os.path.join(workdir, "metrics", "analysis.json")
-  if _finished(workdir, path, fingerprint):
-    with open(path) as f:
-      return json.load(f)
+  saved = _finished(workdir, path, fingerprint)
+  if saved is not None:
+    return saved
   tic = time.perf_counter()
-  computed = compute(cfg, source=source, sae_states=sae_states, sae_cfg=sae_cfg, sae_labels=sae_labels,
-                     stages=stages, sae_metrics=sae_metrics, primary_squeezer_k=primary_squeezer_k)
-  payload = sections.build_payload(cfg, computed, skipped_widths=skipped_widths,
-                                   dead_latents_payload=dead_latents_payload, sae_metrics=sae_metrics,
-                                   squeezer_metrics=squeezer_metrics, ultra_rare_below=ultra_rare_below,
-                                   smoke=smoke)
+  computed = compute(cfg, source=source, sae_states=result.sae_states, sae_cfg=result.sae_cfg,
+                     sae_labels=result.run_labels, stages=result.stages, sae_metrics=result.sae_metrics,
+                     primary_squeezer_k=result.cfg.squeezer.k)
+  payload = sections.build_payload(cfg, computed, skipped_widths=result.skipped_widths,
+                                   dead_latents_payload=result.dead_latents, sae_metrics=result.sae_metrics,
+                                   squeezer_metrics=result.squeezer_metrics,
+                                   ultra_rare_below=result.cfg.dead_latents.ultra_rare_below, smoke=smoke)
   payload["source"] = source.description
   payload["fingerprint"] = fingerprint
   atlas = atlas_lib.build_atlas(computed["primary"], source, cfg, computed["window"])
@@ -282,17 +191,24 @@ def analyze(workdir: str, cfg: AnalysisConfig, *, source: Any, sae_states: dict,
   # Wall time is not part of analysis.json (a re-run must write the same file); it has its own.
   io.write_json(os.path.join(workdir, "metrics", "analysis_timing.json"),
                 {"seconds": time.perf_counter() - tic, "num_tokens": int(computed["window"].x_BxD.shape[0])})
-  return payload
+  # The payload as analysis.json holds it (keys sorted, NaN as null), so the report of this run and of a
+  # re-run that reads the file back are the same text, line for line.
+  return json.loads(json.dumps(io.jsonable(payload), sort_keys=True))
 
 
-def _finished(workdir: str, path: str, fingerprint: Mapping) -> bool:
+def _finished(workdir: str, path: str, fingerprint: Mapping) -> dict[str, Any] | None:
+  """The saved analysis payload when it, the atlas and the plots are there for these inputs; else None."""
   if not os.path.exists(path) or not os.path.exists(os.path.join(workdir, "atlas.json")):
-    return False
+    return None
   if not all(os.path.exists(os.path.join(workdir, "plots", name)) for name in plots.PLOT_FILES):
-    return False
-  with open(path) as f:
-    saved = json.load(f)
-  return saved.get("fingerprint") == io.jsonable(fingerprint)
+    return None
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+  except (OSError, ValueError) as e:   # truncated or damaged: the checkpoints give it back
+    logging.warning("%s does not parse (%s: %s); recomputing it from the checkpoints", path, type(e).__name__, e)
+    return None
+  return saved if isinstance(saved, dict) and saved.get("fingerprint") == io.jsonable(fingerprint) else None
 
 
 def compute(cfg: AnalysisConfig, *, source: Any, sae_states: dict, sae_cfg: sae.SAEConfig,
@@ -314,13 +230,13 @@ def compute(cfg: AnalysisConfig, *, source: Any, sae_states: dict, sae_cfg: sae.
   sae_records, squeezer_records = [], []
   primary: dict[str, Any] = {}
   key = jax.random.PRNGKey(cfg.null_seed)
-  sparse_by_run = [sae_outputs(_take(sae_states, r), sae_cfg, x_BxD, chunk) for r in range(len(sae_labels))]
+  sparse_by_run = [sae_outputs(take(sae_states, r), sae_cfg, x_BxD, chunk) for r in range(len(sae_labels))]
   live_by_run = [sparse.live_N for sparse in sparse_by_run]
   # One padded pair count for every run of the main stage and its nulls, so each jitted pass compiles once.
   padded_pairs = rules.padded_size(max([rules.roommate_count(encoder, live_by_run[int(main.sae_run[q])])
                                         for q, encoder in _main_encoders(main)], default=0), cfg.max_pairs)
   for r, label in enumerate(sae_labels):
-    sae_state = _take(sae_states, r)
+    sae_state = take(sae_states, r)
     codes_BxN, x_hat_sae_BxD = sparse_by_run[r].dense(), sparse_by_run[r].x_hat_BxD
     live_N = live_by_run[r]
     w_dec_NxD = np.asarray(sae_state["params"]["w_dec_NxD"])
@@ -341,7 +257,7 @@ def compute(cfg: AnalysisConfig, *, source: Any, sae_states: dict, sae_cfg: sae.
                      num_permutations=cfg.num_permutations)
     for stage in stages:
       for q in np.flatnonzero(stage.sae_run == r):
-        state = _take(stage.states, int(q))
+        state = take(stage.states, int(q))
         neurons_BxM, x_hat_sq_BxD = squeezer_outputs(state, sae_state, sae_cfg, stage.cfg, x_BxD, chunk)
         record = {**stage.labels[q], "stage": stage.name, "num_neurons": stage.num_neurons,
                   "superposition_tax": rules.tax_of(x_BxD, x_hat_sq_BxD, x_hat_sae_BxD,
@@ -391,7 +307,7 @@ def _main_encoders(main: SqueezerStage) -> Iterator[tuple[int, np.ndarray]]:
   """(run, encoder) of every main-stage Squeezer and of each of its nulls."""
   models = [main.states] + ([main.shuffled.states] if main.shuffled is not None else [])
   if main.untrained_states is not None:
-    models += [_take(main.untrained_states, i) for i in range(_num_inits(main))]
+    models += [take(main.untrained_states, i) for i in range(_num_inits(main))]
   for states in models:
     for q in range(len(main.labels)):
       yield q, np.asarray(states["params"]["w_enc_NxD"][q])
@@ -430,10 +346,10 @@ def _null_rules(run_key: jax.Array, main: SqueezerStage, q: int, run: _RunInputs
   out: dict[str, Any] = {}
   lean = lambda found: {name: found[name] for name in RULE_RECORDS}
   if main.untrained_states is not None:
-    out["untrained"] = [lean(_rules_of(jax.random.fold_in(run_key, 100 + i), _take(_take(main.untrained_states, i), q),
+    out["untrained"] = [lean(_rules_of(jax.random.fold_in(run_key, 100 + i), take(take(main.untrained_states, i), q),
                                        main.cfg, run)) for i in range(_num_inits(main))]
   if main.shuffled is not None:
-    out["shuffled_latents"] = lean(_rules_of(jax.random.fold_in(run_key, 200), _take(main.shuffled.states, q),
+    out["shuffled_latents"] = lean(_rules_of(jax.random.fold_in(run_key, 200), take(main.shuffled.states, q),
                                              main.shuffled.cfg, run))
   return out
 

@@ -1,6 +1,7 @@
 """atlas.json: every live atom of the primary run with its neuron, theme, firing and roommates; every neuron
 with its atoms. The inputs behind each atom's top activations (images, where the source has them) are in
-atlas_inputs.npz, referenced from the JSON. Schema: see the codec README ("Atlas").
+atlas_inputs.npz, referenced from the JSON; a file source (array) names each top input's row of the file and its
+token metadata (`top_input_rows`). Schema: see the codec README ("Atlas").
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ def build_atlas(primary: Mapping[str, Any], source: Any, cfg: Any, window: Any) 
       entry["top_input_images"] = {"file": INPUTS_FILE, "key": key, "shape": list(inputs[key].shape)}
     elif hasattr(source, "sample") and order.size:
       entry["top_input_true_atoms"] = [np.flatnonzero(batches.row(int(t)) > 0).tolist() for t in order]
+    elif hasattr(source, "row_metadata") and order.size:
+      entry["top_input_rows"] = source.row_metadata([batches.source_row(int(t)) for t in order])
     atoms.append(entry)
 
   neurons = []
@@ -118,6 +121,13 @@ class _Batches:
       else:
         self.cache[step] = np.asarray(self.source.sample(step, self.window.batch_size)[1])
     return self.cache[step]
+
+  def source_row(self, token: int) -> int:
+    """The row of the source's file behind window token `token` (sources that read rows of a file)."""
+    step = int(self.window.step_B[token])
+    if ("rows", step) not in self.cache:
+      self.cache[("rows", step)] = self.source.indices(step, self.window.batch_size)
+    return int(self.cache[("rows", step)][int(self.window.row_B[token])])
 
   def row(self, token: int) -> np.ndarray:
     return self._batch(int(self.window.step_B[token]))[int(self.window.row_B[token])]

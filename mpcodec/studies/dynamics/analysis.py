@@ -32,10 +32,17 @@ import numpy as np
 from mpcodec.core import configuration, progress as progress_lib, stats
 from mpcodec.core.errors import ConfigError
 from mpcodec.metrics import changepoint_validity, changepoints
-from mpcodec.studies.dynamics import analysis_report, checkpoint_plan, critical_analysis, jump_analysis
-from mpcodec.studies.dynamics import jump_types, mechanism_effects, replication, stabilisation_analysis
-from mpcodec.studies.dynamics.program import MEASURE_NAMES
-from mpcodec.studies.dynamics.sweep_series import SweepSeries, load_sweep
+from mpcodec.studies.dynamics.report import analysis as analysis_report
+from mpcodec.studies.dynamics.analyze import checkpoint_plan
+from mpcodec.studies.dynamics.analyze import critical as critical_analysis
+from mpcodec.studies.dynamics.analyze import jumps as jump_analysis
+from mpcodec.studies.dynamics.analyze import jump_types
+from mpcodec.studies.dynamics.analyze import mechanisms as mechanism_effects
+from mpcodec.studies.dynamics.analyze import replication
+from mpcodec.studies.dynamics.analyze import stabilisation as stabilisation_analysis
+from mpcodec.studies.dynamics.grid import MEASURE_NAMES
+from mpcodec.studies.dynamics.series import SweepSeries, load_sweep
+from mpcodec.studies.dynamics.train import rerun as rerun_stage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,7 +253,7 @@ def analyze(workdir: str, cfg: AnalysisConfig = AnalysisConfig(), data_dir: str 
                                             cfg.window_margin)
     stage("re-run")
     records = {r.run: r.record for r in sweep.runs}
-    rerun_outcomes = (checkpoint_plan.rerun(workdir, plan, records, data_dir, runs=cfg.rerun_runs)
+    rerun_outcomes = (rerun_stage.rerun(workdir, plan, records, data_dir, runs=cfg.rerun_runs)
                       if rerun else None)
     stage("mechanisms")
     mechanisms = _mechanisms(workdir, sweep, plan, data_dir, cfg, smoke)
@@ -281,7 +288,7 @@ def _mechanisms(workdir: str, sweep: SweepSeries, plan: dict, data_dir: str | No
     if not run_plan["windows"]:
       skipped.append(f"{run.run}: {run_plan['reason']}")
       continue
-    if not checkpoint_plan.has_checkpoints(workdir, run.run, run_plan["checkpoint_steps"]):
+    if not rerun_stage.has_checkpoints(workdir, run.run, run_plan["checkpoint_steps"]):
       skipped.append(f"{run.run}: the planned checkpoints are not saved yet (run the analysis with --rerun)")
       continue
     values = mechanism_effects.checkpoint_measures(workdir, run.run, run.record, run_plan["checkpoint_steps"],

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -39,102 +39,12 @@ from mpcodec.data.dataset import Dataset
 from mpcodec.metrics import dimensionality
 from mpcodec.models import zoo
 from mpcodec.core import losses, loop, seeds
-from mpcodec.core.optim import OptimConfig, make_optimizer
+from mpcodec.core.optim import make_optimizer
+from mpcodec.studies.dynamics import grid
+from mpcodec.studies.dynamics.config import DynamicsConfig
+from mpcodec.studies.dynamics.grid import MEASURE_NAMES
 
-MEASURE_NAMES = dimensionality.MEASURE_NAMES
-STEP_SERIES = ("batch_loss", "grad_norm")
-
-
-
-FAMILIES = ("mlp", "cnn", "transformer")
-
-
-def family_of(arch: str) -> str:
-  """'mlp', 'cnn' or 'transformer' from the architecture name's prefix."""
-  return arch.split("_", 1)[0]
-
-
-@dataclasses.dataclass(frozen=True)
-class DynamicsConfig:
-  """One configuration of the dynamics study: architecture, dataset, seeds, schedule, measurement."""
-
-  arch: str = "mlp_128_64"
-  dataset: str = "mnist"
-  num_seeds: int = 5
-  seed: int = 0                  # base seed; seed i trains from fold_in(PRNGKey(seed), i)
-  data_seed: int = 0             # made-up splits, probe sets, row subsets, TwoNN subsamples
-  num_steps: int = 2000
-  batch_size: int = 64
-  shared_data_order: bool = True   # one minibatch order for all seeds (one gather), else one per seed
-  measure: bool = True           # False: train only (the benchmark's baseline)
-  measure_every: int = 5
-  probe_size: int = 512
-  train_probe_size: int = 256
-  twonn_samples: int = 256
-  max_matrix_rows: int = 4096
-  conv_mode: Literal["flatten", "spatial_mean"] = "flatten"
-  checkpoint_every: int = 500       # steps between mid-run checkpoints (0: only at the end)
-  extra_checkpoints: tuple[int, ...] = ()   # more steps to checkpoint at (multiples of measure_every)
-  measurements_per_chunk: int = 100   # outer-scan length of one host call (rounded to divide the run)
-  final_eval_size: int = 0       # held-out examples for the final accuracy; 0 = the whole split
-  eval_batch_size: int = 500
-  embed_dim: int = 64            # token embedding width of text MLPs
-  vocab_size: int = 20000        # text only: ids in all (padding and OOV included)
-  max_length: int = 48           # text only: tokens per example
-  optim: OptimConfig = OptimConfig()
-
-  def checks(self):
-    yield "arch", self.arch in zoo.ARCHITECTURES, (
-        f"unknown architecture {self.arch!r}; valid names are {sorted(zoo.ARCHITECTURES)}")
-    from mpcodec.data import registry  # pylint: disable=g-import-not-at-top
-    yield "dataset", self.dataset in registry.DATASETS, (
-        f"unknown dataset {self.dataset!r}; valid names are {sorted(registry.DATASETS)}")
-    yield "num_seeds", self.num_seeds >= 1, f"must be >= 1, got {self.num_seeds}"
-    yield "num_steps", self.num_steps >= 1, f"must be >= 1, got {self.num_steps}"
-    yield "batch_size", self.batch_size >= 1, f"must be >= 1, got {self.batch_size}"
-    yield "measure_every", self.measure_every >= 1, f"must be >= 1, got {self.measure_every}"
-    yield "measure_every", self.num_steps % self.measure_every == 0, (
-        f"must divide num_steps={self.num_steps}, got {self.measure_every}")
-    yield "probe_size", self.probe_size >= 3, f"must be >= 3, got {self.probe_size}"
-    yield "train_probe_size", self.train_probe_size >= 1, f"must be >= 1, got {self.train_probe_size}"
-    yield "twonn_samples", self.twonn_samples >= 3, f"must be >= 3, got {self.twonn_samples}"
-    yield "max_matrix_rows", self.max_matrix_rows >= 3, f"must be >= 3, got {self.max_matrix_rows}"
-    yield "checkpoint_every", self.checkpoint_every >= 0, f"must be >= 0, got {self.checkpoint_every}"
-    yield ("checkpoint_every", self.checkpoint_every % self.measure_every == 0,
-           f"must be a multiple of measure_every={self.measure_every}, got {self.checkpoint_every}")
-    for index, step in enumerate(self.extra_checkpoints):
-      yield (f"extra_checkpoints[{index}]", 0 < step < self.num_steps and step % self.measure_every == 0,
-             f"must lie in (0, num_steps={self.num_steps}) and be a multiple of measure_every="
-             f"{self.measure_every}, got {step}")
-    yield ("measurements_per_chunk", self.measurements_per_chunk >= 1,
-           f"must be >= 1, got {self.measurements_per_chunk}")
-    yield "final_eval_size", self.final_eval_size >= 0, f"must be >= 0, got {self.final_eval_size}"
-    yield "eval_batch_size", self.eval_batch_size >= 1, f"must be >= 1, got {self.eval_batch_size}"
-    yield "embed_dim", self.embed_dim >= 1, f"must be >= 1, got {self.embed_dim}"
-    yield "vocab_size", self.vocab_size >= 3, f"must be >= 3, got {self.vocab_size}"
-    yield "max_length", self.max_length >= 1, f"must be >= 1, got {self.max_length}"
-
-  @property
-  def num_measurements(self) -> int:
-    """Measurement points including step 0 and the last step."""
-    return self.num_steps // self.measure_every + 1 if self.measure else 0
-
-  @property
-  def measured_steps(self) -> np.ndarray:
-    """True training steps of the measurements: 0, measure_every, ..., num_steps."""
-    if not self.measure:
-      return np.zeros((0,), np.int32)
-    return np.arange(0, self.num_steps + 1, self.measure_every, dtype=np.int32)
-
-  @property
-  def chunk_blocks(self) -> int:
-    """Blocks of `measure_every` steps per host call: the largest divisor of the run <= the request."""
-    blocks = self.num_steps // self.measure_every
-    chunk = min(self.measurements_per_chunk, blocks)
-    while blocks % chunk:
-      chunk -= 1
-    return chunk
-
+family_of = grid.family_of   # for callers that reach the grid's vocabulary through the program
 
 def dataset_options(cfg: DynamicsConfig, kind: str) -> dict[str, Any]:
   """The `get_dataset` options this config implies (text sets take vocabulary and length)."""
@@ -155,12 +65,10 @@ def seed_keys(cfg: DynamicsConfig) -> jax.Array:
   return seeds.seed_keys(cfg.seed, cfg.num_seeds, "init")
 
 
-def order_keys(cfg: DynamicsConfig, keys: jax.Array) -> jax.Array:
-  """Data-order keys: one shared by all seeds (from the data seed) or one per seed (seed axis first)."""
-  del keys
-  if cfg.shared_data_order:
-    return seeds.shared_key(cfg.data_seed, "data_order")
-  return seeds.seed_keys(cfg.seed, cfg.num_seeds, "data_order")
+def data_order(cfg: DynamicsConfig, keys_S: dict[str, jax.Array]) -> jax.Array:
+  """The data-order key the chunk takes: one shared by all seeds (from the data seed), or each seed's own
+  (`keys_S["data_order"]` of `loop_keys`, seed axis first)."""
+  return seeds.shared_key(cfg.data_seed, "data_order") if cfg.shared_data_order else keys_S["data_order"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -261,12 +169,11 @@ class DynamicsProgram:
   run_chunk: Callable[[dict, jax.Array, dict, jax.Array], tuple[dict, dict]]
   measure: Callable[[dict, dict], dict]                   # params, data -> series at one step
   train_step: Callable[[dict, jax.Array, dict, jax.Array], tuple[dict, tuple]]  # one update
-  train: Callable[[jax.Array, jax.Array, dict], tuple[dict, dict]]   # the whole run
   logits: Callable[[dict, jax.Array], jax.Array]
   chunk_blocks: int
 
 
-def make_train(cfg: DynamicsConfig, model, probe: ProbeSets) -> DynamicsProgram:
+def make_functions(cfg: DynamicsConfig, model, probe: ProbeSets) -> DynamicsProgram:
   """Builds the pure functions of one configuration (one seed; `vmapped` adds the seed axis).
 
   `run_chunk(state, order_key, data, first_block)` runs `chunk_blocks` blocks; a block is one
@@ -279,7 +186,6 @@ def make_train(cfg: DynamicsConfig, model, probe: ProbeSets) -> DynamicsProgram:
   layer_names, layer_layouts = probe.layer_names, probe.layer_layouts
   measure_key = jax.random.PRNGKey(cfg.data_seed)
   chunk_blocks = cfg.chunk_blocks
-  num_blocks = cfg.num_steps // cfg.measure_every
   example_x = probe.arrays["probe_x"][:1]
 
   def init(seed_key):
@@ -323,21 +229,8 @@ def make_train(cfg: DynamicsConfig, model, probe: ProbeSets) -> DynamicsProgram:
 
   run_chunk = _make_chunk(cfg, measure, train_step)
 
-  def train(seed_key, order_key, data):
-    state = init(seed_key)
-    chunks = []
-    for chunk_index in range(num_blocks // chunk_blocks):
-      state, out = run_chunk(state, order_key, data, chunk_index * chunk_blocks)
-      chunks.append(out)
-    series = {k: jnp.concatenate([c[k] for c in chunks], axis=0) for k in chunks[0]}
-    if cfg.measure:
-      final = measure(state["params"], data)
-      for k, v in final.items():
-        series[k] = jnp.concatenate([series[k], v[None]])
-    return state, series
-
   return DynamicsProgram(init=init, run_chunk=run_chunk, measure=measure, train_step=train_step,
-                         train=train, logits=logits, chunk_blocks=chunk_blocks)
+                         logits=logits, chunk_blocks=chunk_blocks)
 
 
 def _make_chunk(cfg: DynamicsConfig, measure: Callable, train_step: Callable) -> Callable:
@@ -417,12 +310,7 @@ def sweep_chunk(cfg: DynamicsConfig, program: DynamicsProgram) -> Callable:
   return run
 
 
-# Knobs that change how a run is executed but not what it computes: how often the host looks and where
-# checkpoints are written.
-EXECUTION_ONLY_FIELDS = ("measurements_per_chunk", "checkpoint_every", "extra_checkpoints")
-
-
-def loop_program(cfg: DynamicsConfig, prepared: "Prepared") -> loop.Program:
+def make_program(cfg: DynamicsConfig, prepared: "Prepared") -> loop.Program:
   """The configuration as a program of the one run loop: one phase "train" of `num_steps` steps.
 
   Its history holds every measurement at steps 0, measure_every, ..., num_steps - measure_every (the one
@@ -433,8 +321,7 @@ def loop_program(cfg: DynamicsConfig, prepared: "Prepared") -> loop.Program:
 
   def loop_chunk(state_S, keys_S, data, inputs, start_step, num_steps):
     del inputs
-    order = seeds.shared_key(cfg.data_seed, "data_order") if cfg.shared_data_order else keys_S["data_order"]
-    return chunk(state_S, order, data, start_step // cfg.measure_every, num_steps // cfg.measure_every)
+    return chunk(state_S, data_order(cfg, keys_S), data, start_step // cfg.measure_every, num_steps // cfg.measure_every)
 
   phase = loop.Phase(name="train", num_steps=cfg.num_steps, chunk=loop_chunk,
                      chunk_every=cfg.chunk_blocks * cfg.measure_every,
@@ -460,14 +347,20 @@ class Prepared:
   fns: VmappedProgram
   data: dict            # probe.arrays as device arrays
   keys: jax.Array       # (num_seeds,) seed keys
-  order: jax.Array      # data-order key(s), see `order_keys`
+  order: jax.Array      # data-order key(s), see `data_order`
 
 
 def prepare(cfg: DynamicsConfig, dataset: Dataset) -> Prepared:
   """Model, probe sets, program, jitted functions, data and keys of `cfg` on `dataset` (no sharding)."""
   model = build_model(cfg, dataset)
   probe = make_probe_sets(cfg, dataset, model)
-  program = make_train(cfg, model, probe)
-  keys = seed_keys(cfg)
+  program = make_functions(cfg, model, probe)
+  keys = loop_keys(cfg)
   return Prepared(model=model, probe=probe, program=program, fns=vmapped(cfg, program),
-                  data=jax.tree.map(jnp.asarray, probe.arrays), keys=keys, order=order_keys(cfg, keys))
+                  data=jax.tree.map(jnp.asarray, probe.arrays), keys=keys["init"], order=data_order(cfg, keys))
+
+
+def make_train(cfg: DynamicsConfig, prepared: "Prepared"):
+  """The whole run as one pure function of the seeds' keys (`loop.pure_train` of `make_program`): what
+  the run loop cuts into chunks."""
+  return loop.pure_train(make_program(cfg, prepared))

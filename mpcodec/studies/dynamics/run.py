@@ -11,7 +11,12 @@ from absl import logging
 from mpcodec.core import configuration, progress as progress_lib, sharding
 from mpcodec.core.errors import ConfigError, SweepError
 from mpcodec.data import registry
-from mpcodec.studies.dynamics import report as report_dynamics, results, shards, sweep as dynamics_sweep
+from mpcodec.studies.dynamics.grid import select_runs
+from mpcodec.studies.dynamics.config import SweepConfig
+from mpcodec.studies.dynamics.report import training as report_dynamics
+from mpcodec.studies.dynamics import series as results
+from mpcodec.studies.dynamics.train import shards
+from mpcodec.studies.dynamics.train import sweep as dynamics_sweep
 
 
 
@@ -31,10 +36,10 @@ def shard_from_environment(flag_value: str | None, environ=os.environ) -> str:
 
 
 def select(raw_config: Any, workdir: str, arch: str = "", dataset: str = "", shard: str | None = None
-           ) -> tuple[dynamics_sweep.SweepConfig, dynamics_sweep.SweepConfig, tuple[int, int]]:
+           ) -> tuple[SweepConfig, SweepConfig, tuple[int, int]]:
   """(the selected grid, the part this process trains, (shard index, count)); errors name the flag."""
-  grid = configuration.parse(dynamics_sweep.SweepConfig, raw_config)
-  runs = dynamics_sweep.select_runs(grid.runs, arch, dataset)
+  grid = configuration.parse(SweepConfig, raw_config)
+  runs = select_runs(grid.runs, arch, dataset)
   if not runs:
     raise ConfigError(f"--arch={arch!r} --dataset={dataset!r} select no run of the config; its runs are "
                       f"{list(grid.runs)}")
@@ -43,11 +48,11 @@ def select(raw_config: Any, workdir: str, arch: str = "", dataset: str = "", sha
     index, count = shards.parse_shard(shard_text)
   except ValueError as e:
     raise ConfigError(f"--shard: {e}") from e
-  grid = configuration.parse(dynamics_sweep.SweepConfig, {**configuration.to_dict(grid), "runs": list(runs)})
+  grid = configuration.parse(SweepConfig, {**configuration.to_dict(grid), "runs": list(runs)})
   mine = shards.sweep_shard(grid, index, count, workdir) if count > 1 else grid.runs
   if not mine:
     raise ConfigError(f"--shard={shard_text} gets no run: the selection has only {len(grid.runs)}")
-  part = configuration.parse(dynamics_sweep.SweepConfig, {**configuration.to_dict(grid), "runs": list(mine)})
+  part = configuration.parse(SweepConfig, {**configuration.to_dict(grid), "runs": list(mine)})
   return grid, part, (index, count)
 
 

@@ -17,19 +17,25 @@ from typing import Any
 
 import jax
 import numpy as np
+from absl import logging
 
 from mpcodec.core.checkpoint import CheckpointError, CheckpointStore
 from mpcodec.core.errors import IncompleteRunError
 from mpcodec.data.bars import COLOUR_NAMES, ORIENTATION_NAMES
 from mpcodec.metrics import selectivity, weights
+from mpcodec.studies.mono_poly import selectivity as mono_poly_selectivity
 from mpcodec.core import configuration, stats
 from mpcodec.core import io as report_io
+from mpcodec.studies.mono_poly import config as mono_poly_config
+from mpcodec.studies.mono_poly import curriculum, plots, program
+from mpcodec.studies.mono_poly import hypotheses as mono_poly_hypotheses
 from mpcodec.studies.mono_poly import report as mono_poly_report
-from mpcodec.studies.mono_poly import curriculum, experiment as mono_poly, hypotheses as mono_poly_hypotheses
 
 HISTORY_COLUMNS = ("seed", "phase", "step", "loss", "train_accuracy", "test_accuracy", "mean_entropy",
                    "mean_l2", "mean_angle", "num_polysemantic", "num_monosemantic", "num_dead")
 CRS_COLUMNS = ("seed", "layer", "neuron", "crs_orientation", "crs_colour", "crs_conjunction", "label")
+# A seed's final test accuracy within this many binomial standard errors of chance counts as at chance.
+CHANCE_STANDARD_ERRORS = 3.0
 CURVE_METRICS = ("loss", "train_accuracy", "test_accuracy", "mean_entropy", "mean_l2", "mean_angle",
                  "num_polysemantic")
 
@@ -39,11 +45,11 @@ def _incoming_weights(params: Any, layer: str) -> jax.Array:
 
 
 @functools.lru_cache(maxsize=8)
-def _seed_metrics_fn(cfg: mono_poly.MonoPolyConfig, phase: str):
+def _seed_metrics_fn(cfg: mono_poly_config.MonoPolyConfig, phase: str):
   """jit(vmap) of every per-seed metric of one checkpoint (first hidden layer drives the summary)."""
-  model = mono_poly.make_model(cfg)
-  steps = mono_poly.phase_steps(cfg, phase)
-  layers = mono_poly.layer_names(cfg)
+  model = program.make_model(cfg)
+  steps = program.phase_steps(cfg, phase)
+  layers = program.layer_names(cfg)
   threshold = cfg.analysis.poly_threshold
 
   def one_seed(params, train, test):
@@ -52,7 +58,7 @@ def _seed_metrics_fn(cfg: mono_poly.MonoPolyConfig, phase: str):
     _, acts = model.apply({"params": params}, test["x"])
     per_layer = {}
     for layer in layers:
-      crs = selectivity.mono_poly_selectivity(acts[layer], test["orientation"], test["colour"])
+      crs = mono_poly_selectivity.mono_poly_selectivity(acts[layer], test["orientation"], test["colour"])
       labels = selectivity.label_neurons(crs["crs_orientation"], crs["crs_colour"], crs["alive"], threshold)
       w = _incoming_weights(params, layer)
       per_layer[layer] = dict(
@@ -62,7 +68,7 @@ def _seed_metrics_fn(cfg: mono_poly.MonoPolyConfig, phase: str):
           mean_angle=weights.mean_pairwise_angle_degrees(w))
     return dict(loss=loss, train_accuracy=train_acc, test_accuracy=test_acc, layers=per_layer)
 
-  axis = mono_poly.data_axis(cfg)
+  axis = program.data_axis(cfg)
   return jax.jit(jax.vmap(one_seed, in_axes=(0, axis, axis)))
 
 
@@ -72,17 +78,17 @@ _ADDED_KEYS = {"data_per_seed": False, "control_arm": False}
 _REMOVED_ANALYSIS_KEYS = ("bootstrap_resamples", "bootstrap_seed")
 
 
-def saved_config(metadata: dict, analysis: mono_poly.AnalysisConfig | None = None) -> mono_poly.MonoPolyConfig:
+def saved_config(metadata: dict, analysis: mono_poly_config.AnalysisConfig | None = None) -> mono_poly_config.MonoPolyConfig:
   """The run's config from a checkpoint's metadata, with `analysis` settings in place of the saved ones."""
   saved = dict(metadata.get("full_config", metadata["config"]))
   saved = {**{k: v for k, v in _ADDED_KEYS.items() if k not in saved}, **saved}
   if isinstance(saved.get("analysis"), dict):
     saved["analysis"] = {k: v for k, v in saved["analysis"].items() if k not in _REMOVED_ANALYSIS_KEYS}
-  cfg = mono_poly.parse_config(saved)
+  cfg = mono_poly_config.parse_config(saved)
   return cfg if analysis is None else dataclasses.replace(cfg, analysis=analysis)
 
 
-def analyze_checkpoints(workdir: str, analysis: mono_poly.AnalysisConfig | None = None,
+def analyze_checkpoints(workdir: str, analysis: mono_poly_config.AnalysisConfig | None = None,
                         allow_incomplete: bool = False) -> dict[str, Any]:
   """Computes every metric at every checkpoint of every phase; returns host-side results.
 
@@ -92,12 +98,12 @@ def analyze_checkpoints(workdir: str, analysis: mono_poly.AnalysisConfig | None 
   """
   results = {"phases": {}, "incomplete": {}}
   cfg = None
-  phases = list(mono_poly.PHASES)
+  phases = list(mono_poly_config.PHASES)
   while phases:
     phase = phases.pop(0)
-    store = CheckpointStore(mono_poly.checkpoint_dir(workdir, phase))
+    store = CheckpointStore(program.checkpoint_dir(workdir, phase))
     steps = store.all_steps()
-    if not steps and phase == mono_poly.CONTROL and allow_incomplete:
+    if not steps and phase == mono_poly_config.CONTROL and allow_incomplete:
       results["incomplete"][phase] = {"reached_step": None, "configured_steps": cfg.phase(phase).steps}
       continue
     if not steps:
@@ -105,9 +111,9 @@ def analyze_checkpoints(workdir: str, analysis: mono_poly.AnalysisConfig | None 
     phase_cfg = saved_config(store.restore_metadata(steps[-1]), analysis)
     if cfg is None:
       cfg = phase_cfg
-      phases = [p for p in mono_poly.phase_names(cfg) if p != phase]
-      train_set, test_set = mono_poly.run_datasets(cfg)
-    elif mono_poly.training_config(phase_cfg) != mono_poly.training_config(cfg):
+      phases = [p for p in mono_poly_config.phase_names(cfg) if p != phase]
+      train_set, test_set = program.run_datasets(cfg)
+    elif mono_poly_config.training_config(phase_cfg) != mono_poly_config.training_config(cfg):
       raise CheckpointError(f"{store.directory}: config differs from phase1's; the workdir mixes two runs")
     if steps[-1] != cfg.phase(phase).steps:
       if not allow_incomplete:
@@ -115,15 +121,16 @@ def analyze_checkpoints(workdir: str, analysis: mono_poly.AnalysisConfig | None 
             f"{workdir}: {phase} reached step {steps[-1]} of {cfg.phase(phase).steps}; finish training (run "
             f"the same launch.mono_poly command again) or pass --allow_incomplete to label the report incomplete")
       results["incomplete"][phase] = {"reached_step": steps[-1], "configured_steps": cfg.phase(phase).steps}
-    template = mono_poly.abstract_carry(cfg, phase)
+    template = program.abstract_carry(cfg, phase)
     metrics_fn = _seed_metrics_fn(cfg, phase)
     per_step = {}
     for step in steps:
-      params = mono_poly.restore_state(cfg, store, step, phase, template)["params"]
+      params = program.restore_state(cfg, store, step, phase, template)["params"]
       per_step[step] = jax.tree.map(np.asarray, metrics_fn(params, train_set, test_set))
       if step == steps[-1]:
         final_params = jax.tree.map(np.asarray, params)
-    results["phases"][phase] = {"steps": steps, "metrics": per_step, "final_params": final_params}
+    results["phases"][phase] = {"steps": steps, "metrics": per_step, "final_params": final_params,
+                                "chance_accuracy": chance_accuracy(test_set[f"y_{phase}"], cfg.num_seeds)}
   results["config"] = cfg
   # The sample images are the first seed's with per-seed data.
   first = (lambda x: x[0]) if cfg.data_per_seed else (lambda x: x)
@@ -136,7 +143,7 @@ def analyze_checkpoints(workdir: str, analysis: mono_poly.AnalysisConfig | None 
 
 def history_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
   cfg = results["config"]
-  first_layer = mono_poly.layer_names(cfg)[0]
+  first_layer = program.layer_names(cfg)[0]
   rows = []
   for phase, data in results["phases"].items():
     for step, m in data["metrics"].items():
@@ -168,13 +175,44 @@ def crs_rows(results: dict[str, Any], phase: str) -> list[dict[str, Any]]:
   return rows
 
 
+def chance_accuracy(labels, num_seeds: int) -> np.ndarray:
+  """(S,) accuracy of always answering a seed's majority class on its test labels ((S, N) or shared (N,))."""
+  labels_SxN = np.broadcast_to(np.atleast_2d(np.asarray(labels)), (num_seeds, np.shape(labels)[-1]))
+  positive_S = labels_SxN.mean(axis=1)
+  return np.maximum(positive_S, 1.0 - positive_S)
+
+
+def chance_warnings(results: dict[str, Any]) -> list[str]:
+  """One line per phase whose final test accuracy is at chance on some seed: within
+  CHANCE_STANDARD_ERRORS binomial standard errors (sqrt(c (1 - c) / N_test)) of the majority-class rate c.
+
+  A network at chance did not learn its task: its neurons' labels and the hypotheses built on them
+  describe an untrained-like network.
+  """
+  cfg = results["config"]
+  num_test = cfg.data.num_test
+  lines = []
+  for phase, data in results["phases"].items():
+    accuracy_S = np.asarray(data["metrics"][data["steps"][-1]]["test_accuracy"], np.float64)
+    chance_S = np.asarray(data["chance_accuracy"], np.float64)
+    bound_S = chance_S + CHANCE_STANDARD_ERRORS * np.sqrt(chance_S * (1.0 - chance_S) / num_test)
+    at_chance_S = accuracy_S <= bound_S
+    if at_chance_S.any():
+      lines.append(
+          f"{phase} ({cfg.phase(phase).task}) ends at chance on {int(at_chance_S.sum())} of {len(accuracy_S)} seeds: "
+          f"final test accuracy {accuracy_S.mean():.3f} (mean over seeds), chance {chance_S.mean():.3f} (the majority "
+          f"class), at chance meaning at most {bound_S.mean():.3f} ({CHANCE_STANDARD_ERRORS:g} binomial standard "
+          f"errors above it on {num_test} test images); those networks did not learn the task")
+  return lines
+
+
 def _end_of(results: dict[str, Any], phase: str) -> dict[str, Any]:
   cfg = results["config"]
   data = results["phases"][phase]
-  return data["metrics"][data["steps"][-1]]["layers"][mono_poly.layer_names(cfg)[0]]
+  return data["metrics"][data["steps"][-1]]["layers"][program.layer_names(cfg)[0]]
 
 
-def no_verdict_reason(cfg: mono_poly.MonoPolyConfig) -> str | None:
+def no_verdict_reason(cfg: mono_poly_config.MonoPolyConfig) -> str | None:
   """Why the whole run gives no verdict (the smoke preset, too few seeds), or None."""
   if cfg.smoke:
     return (f"smoke run (the :smoke preset: {cfg.num_seeds} seeds, {cfg.phase1.steps} + {cfg.phase2.steps} "
@@ -187,7 +225,7 @@ def no_verdict_reason(cfg: mono_poly.MonoPolyConfig) -> str | None:
 def design(results: dict[str, Any]) -> dict[str, Any]:
   """What the report says about how the run was designed: data, control arm, verdict rules."""
   cfg = results["config"]
-  has_control = mono_poly.CONTROL in results["phases"]
+  has_control = mono_poly_config.CONTROL in results["phases"]
   if has_control:
     control = (f"control arm: after phase 1, the same seeds train {cfg.phase2.steps} more steps on the phase-1 "
                f"task ({cfg.phase1.task}) with phase 2's optimizer and minibatches, from the same end-of-phase-1 "
@@ -197,7 +235,7 @@ def design(results: dict[str, Any]) -> dict[str, Any]:
   else:
     control = "no control arm (control_arm=False): effects are the XOR arm's alone, not compared with a control"
   reason = no_verdict_reason(cfg)
-  return {"num_seeds": cfg.num_seeds, "data": mono_poly.data_description(cfg), "data_per_seed": cfg.data_per_seed,
+  return {"num_seeds": cfg.num_seeds, "data": program.data_description(cfg), "data_per_seed": cfg.data_per_seed,
           "shared_data_order": cfg.shared_data_order, "control": control, "control_arm": has_control,
           "smoke": reason is not None, "no_verdict_reason": reason}
 
@@ -209,15 +247,15 @@ def hypotheses(results: dict[str, Any]) -> dict[str, Any]:
   per_seed = dict(entropy=xor["entropy"], l2=xor["l2"], labels=xor["labels"],
                   mean_angle_phase1_end=start["mean_angle"], mean_angle_phase2_end=xor["mean_angle"])
   control = None
-  if mono_poly.CONTROL in results["phases"]:
-    end = _end_of(results, mono_poly.CONTROL)
+  if mono_poly_config.CONTROL in results["phases"]:
+    end = _end_of(results, mono_poly_config.CONTROL)
     control = dict(entropy=end["entropy"], l2=end["l2"], labels=end["labels"], mean_angle_end=end["mean_angle"])
   return mono_poly_hypotheses.test_hypotheses(per_seed, control, smoke=no_verdict_reason(cfg) is not None)
 
 
 def summary(results: dict[str, Any]) -> dict[str, Any]:
   cfg = results["config"]
-  first_layer = mono_poly.layer_names(cfg)[0]
+  first_layer = program.layer_names(cfg)[0]
   out = {"seeds": cfg.num_seeds, "label_counts": {}}
   for phase, where in results.get("incomplete", {}).items():
     reached = "no checkpoint" if where["reached_step"] is None else where["reached_step"]
@@ -235,34 +273,34 @@ def summary(results: dict[str, Any]) -> dict[str, Any]:
 def write_plots(results: dict[str, Any], workdir: str) -> None:
   cfg = results["config"]
   plot_dir = os.path.join(workdir, "plots")
-  first_layer = mono_poly.layer_names(cfg)[0]
+  first_layer = program.layer_names(cfg)[0]
   n = min(cfg.analysis.num_sample_images, len(results["train_set"]["images"]))
   images = results["train_set"]["images"][:n]
-  for phase in mono_poly.PHASES:
+  for phase in mono_poly_config.PHASES:
     task = cfg.phase(phase).task
     labels = np.asarray(curriculum.task_labels(
         task, results["train_set"]["orientation"][:n], results["train_set"]["colour"][:n]))
     titles = [f"{ORIENTATION_NAMES[o]} {COLOUR_NAMES[c]}\n{task} class {l}" for o, c, l in zip(
         results["train_set"]["orientation"][:n], results["train_set"]["colour"][:n], labels)]
-    mono_poly_report.plot_samples(np.clip(images, 0, 1), titles, os.path.join(plot_dir, f"{phase}_samples.png"))
+    plots.plot_samples(np.clip(images, 0, 1), titles, os.path.join(plot_dir, f"{phase}_samples.png"))
     w = results["phases"][phase]["final_params"][first_layer]["kernel"]
     image_shape = (cfg.data.image_size, cfg.data.image_size, 3)
     final = results["phases"][phase]["metrics"][results["phases"][phase]["steps"][-1]]
-    mono_poly_report.plot_weight_images(w, os.path.join(plot_dir, f"{phase}_weights.png"), image_shape=image_shape,
+    plots.plot_weight_images(w, os.path.join(plot_dir, f"{phase}_weights.png"), image_shape=image_shape,
                                         labels=final["layers"][first_layer]["labels"])
   # Phase 2's step 0 stays (the end-of-phase-1 network measured on the XOR task): the task switch shows.
-  offsets = {"phase1": 0, "phase2": cfg.phase1.steps, mono_poly.CONTROL: cfg.phase1.steps}
+  offsets = {"phase1": 0, "phase2": cfg.phase1.steps, mono_poly_config.CONTROL: cfg.phase1.steps}
   rows = history_rows(results)
-  steps_T, curves = mono_poly_report.curves_from_history(
-      [r for r in rows if r["phase"] != mono_poly.CONTROL], CURVE_METRICS, offsets)
+  steps_T, curves = plots.curves_from_history(
+      [r for r in rows if r["phase"] != mono_poly_config.CONTROL], CURVE_METRICS, offsets)
   control = None
-  if mono_poly.CONTROL in results["phases"]:
-    control = mono_poly_report.curves_from_history(
-        [r for r in rows if r["phase"] == mono_poly.CONTROL], CURVE_METRICS, offsets)
-  mono_poly_report.plot_metric_curves(steps_T, curves, cfg.phase1.steps, plot_dir, control=control)
+  if mono_poly_config.CONTROL in results["phases"]:
+    control = plots.curves_from_history(
+        [r for r in rows if r["phase"] == mono_poly_config.CONTROL], CURVE_METRICS, offsets)
+  plots.plot_metric_curves(steps_T, curves, cfg.phase1.steps, plot_dir, control=control)
 
 
-def analyze(workdir: str, analysis: mono_poly.AnalysisConfig | None = None,
+def analyze(workdir: str, analysis: mono_poly_config.AnalysisConfig | None = None,
             allow_incomplete: bool = False) -> dict[str, Any]:
   """Runs the whole analysis of `workdir`; returns the report dict that report.json holds.
 
@@ -275,11 +313,14 @@ def analyze(workdir: str, analysis: mono_poly.AnalysisConfig | None = None,
     report_io.write_csv(os.path.join(metrics_dir, f"crs_{phase}.csv"), crs_rows(results, phase), CRS_COLUMNS)
   write_plots(results, workdir)
   tests = hypotheses(results)
-  run_design = design(results)
+  run_design = {**design(results), "warnings": chance_warnings(results)}
+  for line in run_design["warnings"]:
+    logging.warning("mono->poly: %s", line)
   run_summary = summary(results)
   report_io.write_text(os.path.join(workdir, "report.md"),
                        mono_poly_report.render_report_markdown(tests, run_summary, run_design))
-  report = {"smoke": run_design["smoke"], "design": run_design, "summary": run_summary,
+  report = {"smoke": run_design["smoke"], "warnings": run_design["warnings"], "design": run_design,
+            "summary": run_summary,
             "analysis": configuration.to_dict(results["config"].analysis), **tests}
   report_io.write_json(os.path.join(workdir, "report.json"), report)
   return report
@@ -296,6 +337,7 @@ def summary_text(report: dict[str, Any]) -> str:
       lines.append(f"{key}: {mono_poly_report.format_number(value) if isinstance(value, float) else value}")
   if report.get("smoke"):
     lines.append(f"NO VERDICTS: {report['design']['no_verdict_reason']}")
+  lines += [f"WARNING: {line}" for line in report.get("warnings", [])]
   for name, result in report["hypotheses"].items():
     lines.append(f"{name}: {result['verdict_text']} ({result['statement']})")
   return "\n".join(lines)

@@ -167,8 +167,13 @@ def test_a_finished_analysis_is_read_back_not_recomputed(smoke):
   cfg, workdir = smoke
   path = os.path.join(workdir, "metrics", "analysis.json")
   before, mtime = open(path).read(), os.path.getmtime(path)
+  report = open(os.path.join(workdir, "report.md")).read()
   pipeline.run_codec(cfg, workdir)
   assert os.path.getmtime(path) == mtime and open(path).read() == before
+  # The re-run's report.md, written from the analysis read back from its file, is the first run's line
+  # for line (the first run's report used to list the themes' inputs in their computed order, a re-run's
+  # in the file's sorted order).
+  assert open(os.path.join(workdir, "report.md")).read() == report
 
 
 # ----------------------------------------------------------------------------- bad input

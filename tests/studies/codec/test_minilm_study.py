@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import shutil
 import types
 
 import jax
@@ -17,8 +18,8 @@ from mpcodec.core.errors import ActivationError, ConfigError
 from mpcodec.metrics import steering as steering_metrics
 from mpcodec.sae import autoencoder as sae
 from mpcodec.sae import saelens
-from mpcodec.studies.codec import (detection_study, minilm_passes, minilm_report, minilm_study, run,
-                                   steering_study)
+from mpcodec.studies.codec import (config as codec_config, detection_study, minilm_passes, pipeline, run,
+                                   steering_study, text_claims, text_stages)
 from tests.support import require_data
 
 OUTPUTS = ("report.md", "atlas.json", "metrics/sae.json", "metrics/squeezer.json", "metrics/analysis.json",
@@ -28,8 +29,8 @@ OUTPUTS = ("report.md", "atlas.json", "metrics/sae.json", "metrics/squeezer.json
 
 def _smoke_config(data_dir, **overrides):
   cfg = codec_minilm.get_config("smoke")
-  return configuration.override(cfg, {"text.data_dir": str(data_dir),
-                                      "text.model_dir": str(data_dir / "minilm"), **overrides})
+  return configuration.override(cfg, {"source.text.data_dir": str(data_dir),
+                                      "source.text.model_dir": str(data_dir / "minilm"), **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +52,11 @@ def test_smoke_launch_writes_every_output(smoke_run):
   assert not missing, missing
   cfg = codec_minilm.get_config("smoke")
   # Every SAE of the k sweep, in SAELens' format, labelled with the layer it was trained on.
-  names = [f"k{k}_seed{s}" for k in cfg.codec.sae.k_grid for s in range(cfg.codec.num_seeds)]
+  names = [f"k{k}_seed{s}" for k in cfg.sae.k_grid for s in range(cfg.num_seeds)]
   assert sorted(os.listdir(workdir / "saelens")) == sorted(names)
   for name in names:
     loaded = saelens.load(workdir / "saelens" / name)
-    assert loaded.metadata["hook_name"] == cfg.text.layer and loaded.d_sae == cfg.codec.sae.num_latents
+    assert loaded.metadata["hook_name"] == cfg.source.text.layer and loaded.d_sae == cfg.sae.num_latents
   for name in OUTPUTS:
     if name.endswith(".json"):
       _load(workdir, name)
@@ -82,7 +83,7 @@ def test_a_smoke_run_gives_no_verdict_and_says_so(smoke_run):
   for row in payload["claims"]:
     assert row["verdict"] == "cannot be tested", row
     assert row["reason"] == "smoke run", row
-    assert f"| {minilm_report.verdict_text(row)} |" in report
+    assert f"| {text_claims.verdict_text(row)} |" in report
   assert "| cannot be tested (smoke run) |" in report
   for name, found in payload["hypotheses"].items():
     assert found["verdict"] == "cannot be tested", name
@@ -126,47 +127,75 @@ def test_steering_and_detection_payloads_are_consistent(smoke_run):
   themes = _load(workdir, "metrics/themes_text.json")
   assert themes["num_themes"] >= 2 and len(themes["themes"]) == themes["num_themes"]
   assert all(len(t["mean_max_by_class"]) == 4 for t in themes["themes"])
-  assert sum(t["size"] for t in themes["themes"]) <= cfg.codec.sae.num_latents
+  assert sum(t["size"] for t in themes["themes"]) <= cfg.sae.num_latents
   recon = _load(workdir, "metrics/reconstruction.json")
-  assert len(recon["runs"]) == len(cfg.codec.sae.k_grid) * cfg.codec.num_seeds
+  assert len(recon["runs"]) == len(cfg.sae.k_grid) * cfg.num_seeds
   for row in recon["runs"]:
     assert -1.0 <= row["spliced_cosine"] <= 1.0 + 1e-6 and math.isfinite(row["fvu"])
+
+
+def test_a_subset_of_the_text_stages_runs_alone_and_the_report_says_which_did_not(smoke_run, tmp_path):
+  """The smoke run's workdir again with only themes_text and detection: the codec's stages and analyses are
+  finished (the downstream stages are no part of their fingerprints), the two stages give the full run's
+  figures, and the others write nothing and leave their claims and hypotheses "cannot be tested"."""
+  workdir, _ = smoke_run
+  copy = tmp_path / "partial"
+  shutil.copytree(workdir, copy)
+  for name in ("metrics/steering.json", "metrics/reconstruction.json", "metrics/detection.json",
+               "metrics/themes_text.json", "plots/steering.png"):
+    os.remove(copy / name)
+  data_dir = require_data("minilm", "ag_news", "shakespeare")
+  # The smoke preset shrinks every stage's knobs: the steering section goes back to its defaults here.
+  steering_defaults = configuration.to_dict(steering_study.SteeringConfig())
+  raw = _smoke_config(data_dir, stages=("themes_text", "detection"),
+                      **{f"steering.{key}": value for key, value in steering_defaults.items()})
+  payload = run.main(raw, str(copy))
+  assert not (copy / "metrics/steering.json").exists() and not (copy / "metrics/reconstruction.json").exists()
+  assert _load(copy, "metrics/themes_text.json") == _load(workdir, "metrics/themes_text.json")
+  assert _load(copy, "metrics/detection.json")["detectors"] == _load(workdir, "metrics/detection.json")["detectors"]
+  report = (copy / "report.md").read_text()
+  for stage in ("reconstruction", "steering"):
+    assert f"Not run (`{stage}` is not in `config.stages`)." in report, stage
+  rows = {row["key"]: row for row in payload["claims"]}
+  assert rows["doubling"]["verdict"] == "cannot be tested" and "steering stage" in rows["doubling"]["reason"]
+  assert payload["hypotheses"]["theme_above_random"]["verdict"] == "cannot be tested"
+  assert payload["steering"] is None and payload["reconstruction"] is None
 
 
 def test_bad_input_is_named_before_any_long_work(tmp_path):
   data_dir = require_data("minilm", "ag_news", "shakespeare")
   with pytest.raises(ActivationError, match="valid layer names"):
-    minilm_study.run(_smoke_config(data_dir, **{"text.layer": "block_9/ffn_hidden"}), str(tmp_path / "a"))
-  with pytest.raises(ConfigError, match="config.text.corpus"):
-    minilm_study.parse_config(_smoke_config(data_dir, **{"text.corpus": "shakespeare"}))
+    run.main(_smoke_config(data_dir, **{"source.text.layer": "block_9/ffn_hidden"}), str(tmp_path / "a"))
+  with pytest.raises(ConfigError, match="config.source.text.corpus"):
+    codec_config.parse_codec_config(_smoke_config(data_dir, **{"source.text.corpus": "shakespeare"}))
   with pytest.raises(ConfigError, match="config.data.chosen_k"):
-    minilm_study.parse_config(_smoke_config(data_dir, **{"data.chosen_k": 5}))
+    codec_config.parse_codec_config(_smoke_config(data_dir, **{"data.chosen_k": 5}))
   with pytest.raises(ConfigError, match="config.steering.reference_strength"):
-    minilm_study.parse_config(_smoke_config(data_dir, **{"steering.reference_strength": 2.5}))
+    codec_config.parse_codec_config(_smoke_config(data_dir, **{"steering.reference_strength": 2.5}))
   with pytest.raises(ConfigError, match="config.steering.random_directions"):
-    minilm_study.parse_config(_smoke_config(data_dir, **{"steering.random_directions": 0}))
+    codec_config.parse_codec_config(_smoke_config(data_dir, **{"steering.random_directions": 0}))
   assert not os.path.exists(tmp_path / "a" / "checkpoints")
 
 
 def test_the_progress_bar_counts_every_codec_stage_that_trains():
-  smoke = minilm_study.parse_config(codec_minilm.get_config("smoke"))
+  smoke = codec_config.parse_codec_config(codec_minilm.get_config("smoke"))
   # SAE 30 steps; the main Squeezer and its shuffled-latent null, 20 steps each; no tax sweep.
-  assert minilm_study.training_steps(smoke, 1536) == 30 + 2 * 20
-  full = minilm_study.parse_config(codec_minilm.get_config())
+  assert pipeline.training_steps(smoke, 1536) == 30 + 2 * 20
+  full = codec_config.parse_codec_config(codec_minilm.get_config())
   # The tax sweep adds M = 384 and 768 (K = 64 fits both).
-  assert minilm_study.training_steps(full, 1536) == full.codec.sae_loop.steps + 4 * full.codec.squeezer_loop.steps
-  unshuffled = minilm_study.parse_config(configuration.override(codec_minilm.get_config("smoke"), {
-      "codec.shuffled_latent_squeezer": False, "codec.tax_width_factors": (0.01, 0.5)}))
+  assert pipeline.training_steps(full, 1536) == full.sae_loop.steps + 4 * full.squeezer_loop.steps
+  unshuffled = codec_config.parse_codec_config(configuration.override(codec_minilm.get_config("smoke"), {
+      "shuffled_latent_squeezer": False, "tax_width_factors": (0.01, 0.5)}))
   # Without the null: the main Squeezer and the tax width M = 150; M = round(0.01 * 300) = 3 fits no K = 8
   # and is skipped.
-  assert minilm_study.training_steps(unshuffled, 300) == 30 + 2 * 20
+  assert pipeline.training_steps(unshuffled, 300) == 30 + 2 * 20
 
 
 def test_stratified_train_split_keeps_the_class_balance():
   labels = np.repeat(np.arange(4), 50)
-  train = minilm_study.train_split(labels, 0.5, 0)
+  train = text_stages.train_split(labels, 0.5, 0)
   assert np.bincount(labels[train]).tolist() == [25, 25, 25, 25]
-  np.testing.assert_array_equal(train, minilm_study.train_split(labels, 0.5, 0))
+  np.testing.assert_array_equal(train, text_stages.train_split(labels, 0.5, 0))
 
 
 def test_detection_parts_are_disjoint_stratified_and_reproducible():
@@ -234,7 +263,7 @@ def _planted_steering(num_seeds, gain=8.0, dim=1024, num_random=16):
 
 def test_the_theme_beats_a_same_norm_random_control_only_where_planted():
   result = _planted_steering(6)
-  summary = minilm_report.steering_summary(result, 1.0, [])
+  summary = text_claims.steering_summary(result, 1.0, [])
   per_seed = summary["per_seed"]
   # The random directions move p(target) by almost nothing; the planted theme raises it well above them.
   assert np.all(np.abs(per_seed["log_ratio"]["random"]) < 0.2)
@@ -245,15 +274,15 @@ def test_the_theme_beats_a_same_norm_random_control_only_where_planted():
   assert np.all(ratio[:, 1] > ratio[:, 0])
   np.testing.assert_allclose(per_seed["log_ratio"]["theme"], np.log(ratio[:, 0]), rtol=1e-6)
   detection = {"per_seed": {"theme_minus_probe_auroc": [0.01, -0.02, 0.0, 0.02, -0.01, 0.0]}}
-  found = minilm_report.hypotheses(summary, detection, smoke=False)
+  found = text_claims.hypotheses(summary, detection, smoke=False)
   assert found["theme_above_random"]["verdict"] == "supported"
   assert found["theme_above_random"]["family_size"] == 3
   assert found["theme_detector_above_probe"]["verdict"] == "inconclusive"
   # Below 5 seeds, or in a smoke run, no verdict.
-  few = minilm_report.steering_summary(_planted_steering(3), 1.0, [])
-  assert minilm_report.hypotheses(few, detection, smoke=False)["theme_above_random"]["verdict"] == (
+  few = text_claims.steering_summary(_planted_steering(3), 1.0, [])
+  assert text_claims.hypotheses(few, detection, smoke=False)["theme_above_random"]["verdict"] == (
       "cannot be tested")
-  smoke = minilm_report.hypotheses(summary, detection, smoke=True)
+  smoke = text_claims.hypotheses(summary, detection, smoke=True)
   assert {h["verdict"] for h in smoke.values()} == {"cannot be tested"}
   assert smoke["theme_above_random"]["reason"] == "smoke run"
 
@@ -284,30 +313,30 @@ def _snr_exponents(num_seeds, law, dim=2000, counts=(1, 2, 4, 8, 16, 32, 64)):
 
 
 def test_snr_exponent_replicates_on_planted_sqrt_n_and_not_on_linear_scaling():
-  spec = minilm_report.CLAIMS["snr"]
-  sqrt_n = minilm_report.replication_table([minilm_report.test_claim(spec, _snr_exponents(6, "sqrt"), False)])
+  spec = text_claims.CLAIMS["snr"]
+  sqrt_n = text_claims.replication_table([text_claims.test_claim(spec, _snr_exponents(6, "sqrt"), False)])
   assert sqrt_n[0]["verdict"] == "replicates", sqrt_n[0]["reason"]
-  linear = minilm_report.replication_table([minilm_report.test_claim(spec, _snr_exponents(6, "linear"), False)])
+  linear = text_claims.replication_table([text_claims.test_claim(spec, _snr_exponents(6, "linear"), False)])
   assert linear[0]["verdict"] == "does not replicate", linear[0]["reason"]
   assert abs(linear[0]["estimate"] - 1.0) < 0.1
   # The same planted law gives no verdict in a smoke run, nor with 4 seeds.
   for values, smoke, why in ((_snr_exponents(6, "sqrt"), True, "smoke run"),
                              (_snr_exponents(4, "sqrt"), False, "4 seeds, at least 5 needed")):
-    row = minilm_report.replication_table([minilm_report.test_claim(spec, values, smoke)])[0]
+    row = text_claims.replication_table([text_claims.test_claim(spec, values, smoke)])[0]
     assert row["verdict"] == "cannot be tested" and row["reason"] == why
-    assert minilm_report.verdict_text(row) == f"cannot be tested ({why})"
+    assert text_claims.verdict_text(row) == f"cannot be tested ({why})"
   # A seed whose SNR was not positive has no exponent: it is left out and counted.
-  row = minilm_report.replication_table([minilm_report.test_claim(spec, _snr_exponents(6, "sqrt") + [math.nan],
+  row = text_claims.replication_table([text_claims.test_claim(spec, _snr_exponents(6, "sqrt") + [math.nan],
                                                                    False, dropped_reason="no logarithm")])[0]
   assert row["num_seeds"] == 6 and row["note"] == "1 of 7 seeds left out (no logarithm)"
 
 
 def test_the_replication_table_is_one_holm_family():
-  spec = minilm_report.CLAIMS["snr"]
-  tests = [minilm_report.test_claim(spec, _snr_exponents(6, "sqrt"), False),
-           minilm_report.test_claim(minilm_report.CLAIMS["detection"], [0.98, 0.985, 0.979, 0.983, 0.981], False),
-           minilm_report.test_claim(minilm_report.CLAIMS["doubling"], [], False, why_missing="not run")]
-  rows = minilm_report.replication_table(tests)
+  spec = text_claims.CLAIMS["snr"]
+  tests = [text_claims.test_claim(spec, _snr_exponents(6, "sqrt"), False),
+           text_claims.test_claim(text_claims.CLAIMS["detection"], [0.98, 0.985, 0.979, 0.983, 0.981], False),
+           text_claims.test_claim(text_claims.CLAIMS["doubling"], [], False, why_missing="not run")]
+  rows = text_claims.replication_table(tests)
   assert [r["family_size"] for r in rows] == [2, 2, 0]
   assert rows[2]["verdict"] == "cannot be tested" and rows[2]["reason"] == "not run"
   assert all(r["p_for_adjusted"] >= r["p_for"] for r in rows[:2])

@@ -124,10 +124,17 @@ def test_another_config_is_refused_unless_overwrite(finished, tmp_path):
   workdir = str(tmp_path / "copy")
   shutil.copytree(full_dir, workdir)
   other = tiny_config(**{"sae.k": 4})
+  # Outputs derived from the discarded checkpoints (this run writes no atlas: its analyses are off).
+  stale = [os.path.join(workdir, name) for name in ("atlas.json", "metrics/analysis.json", "plots/stale.png")]
+  for path in stale:
+    with open(path, "w") as f:
+      f.write("{}")
   with pytest.raises(WorkdirError, match=r"config\.sae\.k.*--overwrite"):
     pipeline.run_codec(other, workdir)
+  assert all(os.path.exists(path) for path in stale)   # a refused run removes nothing
   pipeline.run_codec(other, workdir, overwrite=True)
   assert read_metrics(workdir)["sae.json"]["runs"][0]["k"] == 4
+  assert not [path for path in stale if os.path.exists(path)]
   # Changing only the Squeezer keeps the SAE stage's checkpoints.
   sae_steps = sorted(os.listdir(os.path.join(workdir, "checkpoints", "sae")))
   squeezed = tiny_config(**{"sae.k": 4, "squeezer.k": 3})

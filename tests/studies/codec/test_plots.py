@@ -6,7 +6,7 @@ import types
 import numpy as np
 import pytest
 
-from mpcodec.studies.codec import minilm_report, plots
+from mpcodec.studies.codec import plots, text_plots, text_report
 from tests.studies import figure_checks
 
 RUNS = [{"k": 4, "seed_index": 0}, {"k": 4, "seed_index": 1}, {"k": 8, "seed_index": 0}]
@@ -99,11 +99,11 @@ def _steering_summary():
 def test_minilm_figures_are_readable_and_the_roc_is_titled_with_its_auroc(monkeypatch, tmp_path):
   saved = figure_checks.capture(monkeypatch)
   summary = _steering_summary()
-  minilm_report.plot_steering(summary, str(tmp_path / "steering.png"))
-  minilm_report.plot_snr(summary, str(tmp_path / "snr.png"))
+  text_plots.plot_steering(summary, str(tmp_path / "steering.png"))
+  text_plots.plot_snr(summary, str(tmp_path / "snr.png"))
   roc = {"theme": {"fpr": np.array([0.0, 0.0, 1.0]), "tpr": np.array([0.0, 1.0, 1.0]), "auroc": 1.0},
          "probe": {"fpr": np.array([0.0, 0.5, 1.0]), "tpr": np.array([0.0, 0.5, 1.0])}}
-  minilm_report.plot_roc(roc, 0.01, str(tmp_path / "roc.png"))
+  text_plots.plot_roc(roc, 0.01, str(tmp_path / "roc.png"))
   figure_checks.assert_readable(saved)
   by_name = {path.rsplit("/", 1)[-1]: fig for path, fig, _ in saved}
   roc_ax = by_name["roc.png"].axes[0]
@@ -124,7 +124,7 @@ def test_minilm_figures_are_readable_and_the_roc_is_titled_with_its_auroc(monkey
 def test_an_snr_plot_with_nothing_positive_says_no_data(monkeypatch, tmp_path, snr):
   saved = figure_checks.capture(monkeypatch)
   summary = dict(_steering_summary(), snr=[{"seed_index": 0, "atoms": [1, 2][:len(snr)], "snr": snr}])
-  minilm_report.plot_snr(summary, str(tmp_path / "snr.png"))
+  text_plots.plot_snr(summary, str(tmp_path / "snr.png"))
   figure_checks.assert_readable(saved)
   assert any(t.get_text().startswith("no data: ") for t in saved[0][1].axes[0].texts)
 
@@ -132,12 +132,12 @@ def test_an_snr_plot_with_nothing_positive_says_no_data(monkeypatch, tmp_path, s
 def test_minilm_theme_count_says_which_clustering_chose_it_and_names_the_other():
   themes = {"num_themes": 4, "criterion": "silhouette", "scores": {8: 0.03, 4: 0.05}, "method": "spectral",
             "vectors": "decoder", "k": 4}
-  text = minilm_report._theme_count_text(themes, None)  # pylint: disable=protected-access
+  text = text_report._theme_count_text(themes, None)  # pylint: disable=protected-access
   assert text.startswith("4 themes: the number the silhouette chose among 4, 8 (`themes.k_range`)")
   assert "metrics/analysis.json (themes.recovery)" in text
   analysis_themes = {"recovery": [{"input": "decoder", "sae_k": 4, "num_themes": [2, 2]},
                                   {"input": "decoder", "sae_k": 8, "num_themes": [3, 5]}]}
-  text = minilm_report._theme_count_text(dict(themes, scores={"4": 0.05}), analysis_themes)  # pylint: disable=protected-access
+  text = text_report._theme_count_text(dict(themes, scores={"4": 0.05}), analysis_themes)  # pylint: disable=protected-access
   assert "among 4 (`themes.k_range`)" in text
   assert "separate clustering of the same rows over `codec.analysis.theme_k_range` on the analysis window: 2, 2 " \
          "theme(s) for SAE k=4 (per seed)" in text

@@ -12,8 +12,11 @@ import pytest
 
 from mpcodec.core import configuration, loop
 from mpcodec.core.checkpoint import CheckpointStore
+from mpcodec.core.errors import WorkdirError
 from mpcodec.sae import autoencoder as sae
+from mpcodec.sae import saelens
 from mpcodec.studies.codec import pipeline as train
+from mpcodec.studies.codec import program, streams
 from mpcodec.studies.codec.sources import (ActivationError, CheckpointSource, GroundTruthConfig, GroundTruthSource,
                                    SourceConfig)
 from tests import support
@@ -77,7 +80,7 @@ def test_nan_activations_stop_training_naming_the_batch_index(source_cls, tmp_pa
              seed_labels=train.run_names(keys["k"], 1), config={})
   # The init sample is named as such, not by its internal stream offset.
   with pytest.raises(ActivationError, match=r"NaN/Inf in the init sample, batch 0 "):
-    train.init_batch(source_cls(nan_step=train.INIT_SAMPLE_START), loop_cfg)
+    program.init_batch(source_cls(nan_step=streams.INIT_SAMPLE_START), loop_cfg)
 
 
 def test_squeezer_k_above_its_neurons_is_a_config_error_naming_the_key():
@@ -181,7 +184,7 @@ def test_codec_runs_on_a_mono_poly_hidden_layer(mono_poly_workdir, tmp_path):
   from configs import codec as codec_config  # pylint: disable=g-import-not-at-top
   raw = codec_config.get_config("smoke,source=mono_poly")
   raw.source.workdir = mono_poly_workdir
-  payload = train.run_codec(train.parse_codec_config(raw), str(tmp_path))
+  payload = train.run_codec(train.parse_codec_config(raw), str(tmp_path)).outputs
   assert payload["squeezer"]["num_neurons"] == 10
   assert "layer hidden_0" in payload["sae"]["source"]
   for name in EXPECTED_FILES:
@@ -195,3 +198,30 @@ def test_codec_runs_on_a_mono_poly_hidden_layer(mono_poly_workdir, tmp_path):
   assert any(r.get("matched_similarity") is not None for r in records)
   with open(os.path.join(tmp_path, "atlas.json")) as f:
     assert any("top_input_images" in atom for atom in json.load(f)["atoms"])
+
+
+def test_codec_runs_on_a_users_array_and_its_contents_define_the_run(tmp_path):
+  """The one flow on an (N, D) .npy (here ground-truth activations written to a file): the SAEs carry the
+  declared layer name; a file with other contents at the same path is another run's (refused before
+  training), a copy of the same contents elsewhere is the same run."""
+  sys.path.insert(0, REPO_ROOT)
+  from configs import codec as codec_config  # pylint: disable=g-import-not-at-top
+  truth = GroundTruthSource(GroundTruthConfig(num_atoms=64, dim=16, k_true=3))
+  acts = np.concatenate([np.asarray(truth.sample(s, 256)[0]) for s in range(8)])
+  np.save(tmp_path / "acts.npy", acts)
+  raw = configuration.override(codec_config.get_config("source=array,smoke"), {
+      "source.array.path": str(tmp_path / "acts.npy"), "source.array.layer": "blocks.0.hook_mlp_out",
+      "sae.num_latents": 64, "sae.k": 3, "sae.aux_k": 8, "squeezer.k": 4, "squeezer.aux_k": 4,
+      "squeezer_k_grid": (2, 4), "analysis.enabled": False, "tax_width_factors": ()})
+  cfg = train.parse_codec_config(raw)
+  workdir = str(tmp_path / "run")
+  result = train.run_codec(cfg, workdir)
+  assert result.source.width == 16 and "array acts.npy: 2048 rows x 16 units" in result.outputs["sae"]["source"]
+  assert saelens.load(os.path.join(workdir, "saelens", "k3_seed0")).metadata["hook_name"] == "blocks.0.hook_mlp_out"
+  np.save(tmp_path / "moved.npy", acts)
+  moved = train.parse_codec_config(configuration.override(raw, {"source.array.path": str(tmp_path / "moved.npy")}))
+  assert train.sae_training_config(moved, train.make_source(moved.source).identity) == train.sae_training_config(
+      cfg, result.source.identity)
+  np.save(tmp_path / "acts.npy", acts[::-1].copy())
+  with pytest.raises(WorkdirError, match="source_identity"):
+    train.run_codec(cfg, workdir)

@@ -17,10 +17,16 @@ from mpcodec.core import configuration
 from mpcodec.core.checkpoint import CheckpointStore
 from mpcodec.core.errors import DataError, SweepError
 from mpcodec.metrics import changepoint_validity, changepoints
-from mpcodec.studies.dynamics import analysis, analysis_report, checkpoint_plan, critical_analysis
-from mpcodec.studies.dynamics import jump_analysis
-from mpcodec.studies.dynamics import jump_types, replication, results, stabilisation_analysis
-from mpcodec.studies.dynamics import sweep as dynamics_sweep, sweep_series
+from mpcodec.studies.dynamics import analysis
+from mpcodec.studies.dynamics.report import analysis as analysis_report
+from mpcodec.studies.dynamics.analyze import critical as critical_analysis
+from mpcodec.studies.dynamics.analyze import jumps as jump_analysis
+from mpcodec.studies.dynamics.analyze import jump_types
+from mpcodec.studies.dynamics.analyze import replication
+from mpcodec.studies.dynamics import series as results
+from mpcodec.studies.dynamics.analyze import stabilisation as stabilisation_analysis
+from mpcodec.studies.dynamics.train import rerun, sweep as dynamics_sweep
+from mpcodec.studies.dynamics import series as sweep_series
 from tests import support
 
 MNIST_RUN, TEXT_RUN = "mlp_128_64@mnist", "mlp_128_64@ag_news"
@@ -124,11 +130,11 @@ def test_the_rerun_reproduces_the_saved_series_bit_for_bit(analysed):
   assert plan["windows"] and plan["extra_checkpoints"]
   assert set(report["rerun"]) == {MNIST_RUN} and report["rerun"][MNIST_RUN]["identical"]
   saved = results.load_series(results.result_paths(workdir, MNIST_RUN)[0])
-  again = results.load_series(results.result_paths(checkpoint_plan.rerun_workdir(workdir), MNIST_RUN)[0])
+  again = results.load_series(results.result_paths(rerun.rerun_workdir(workdir), MNIST_RUN)[0])
   assert sorted(saved) == sorted(again)
   for name in saved:
     assert saved[name].dtype == again[name].dtype and saved[name].tobytes() == again[name].tobytes(), name
-  rerun_dir = checkpoint_plan.rerun_workdir(workdir)
+  rerun_dir = rerun.rerun_workdir(workdir)
   store = CheckpointStore(os.path.join(results.checkpoint_dir(rerun_dir, MNIST_RUN),
                                        "train"))
   try:

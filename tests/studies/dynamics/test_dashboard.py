@@ -6,7 +6,8 @@ import types
 import numpy as np
 
 from mpcodec.core import io
-from mpcodec.studies.dynamics import analysis_report, dashboard
+from mpcodec.studies.dynamics.report import analysis as analysis_report
+from mpcodec.studies.dynamics.report import dashboard
 from tests.studies import figure_checks
 
 MEASURE = "participation_ratio"

@@ -1,6 +1,7 @@
 """Tests of the dynamics runs: in-scan measurement, seeds vmapped, the sweep's files, resume, bad input."""
 
 import dataclasses
+import functools
 import json
 import os
 
@@ -15,10 +16,11 @@ from mpcodec.core.checkpoint import CheckpointStore
 from mpcodec.core.errors import SweepError
 from mpcodec.data.dataset import Dataset
 from mpcodec.metrics import dimensionality
-from mpcodec.studies.dynamics import program as dynamics, sweep as dynamics_sweep
-from mpcodec.studies.dynamics import shards as dynamics_shards
-from mpcodec.studies.dynamics import results as dynamics_results
-from mpcodec.studies.dynamics import flops as dynamics_flops
+from mpcodec.studies.dynamics import program as dynamics
+from mpcodec.studies.dynamics.train import sweep as dynamics_sweep
+from mpcodec.studies.dynamics.train import shards as dynamics_shards
+from mpcodec.studies.dynamics import series as dynamics_results
+from mpcodec.studies.dynamics.train import flops as dynamics_flops
 from tests import support
 
 DATA_DIR = str(support.DATA_DIR)   # also imported by tests/core/test_sharding.py
@@ -30,20 +32,7 @@ def smoke_data_dir() -> str:
   return str(support.require_data("mnist", "ag_news/test.csv"))
 
 
-def _toy_images(num_train=96, num_test=40, seed=0):
-  """A learnable 3-class image set: the class sets which third of the image is bright."""
-  rng = np.random.default_rng(seed)
-
-  def split(n):
-    labels = rng.integers(0, 3, n).astype(np.int32)
-    images = rng.uniform(0, 0.3, (n, 28, 28, 1)).astype(np.float32)
-    for i, label in enumerate(labels):
-      images[i, :, 9 * label:9 * label + 9] += 0.6
-    return images, labels
-
-  train_x, train_y = split(num_train)
-  test_x, test_y = split(num_test)
-  return Dataset("toy", "image", train_x, train_y, test_x, test_y, num_classes=3)
+_toy_images = support.toy_images
 
 
 def _toy_config(**overrides):
@@ -54,6 +43,19 @@ def _toy_config(**overrides):
   cfg = dynamics.DynamicsConfig(**values)
   configuration.check_values(cfg)
   return cfg
+
+
+def _train_one_seed(cfg, program, seed_key, order_key, data):
+  """One seed's whole run from the single-seed program: every chunk, then the final measurement."""
+  state = program.init(seed_key)
+  chunks = []
+  for chunk_index in range(cfg.num_steps // cfg.measure_every // program.chunk_blocks):
+    state, out = program.run_chunk(state, order_key, data, chunk_index * program.chunk_blocks)
+    chunks.append(out)
+  series = {k: jnp.concatenate([c[k] for c in chunks], axis=0) for k in chunks[0]}
+  for k, v in program.measure(state["params"], data).items():
+    series[k] = jnp.concatenate([series[k], v[None]])
+  return state, series
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +76,7 @@ def toy_run():
   final = jax.device_get(fns.measure(state["params"], data))
   for k, v in final.items():
     series[k] = np.concatenate([series[k], v[:, None]], axis=1)
-  single_state, single_series = jax.jit(program.train)(keys[1], order[1], data)
+  single_state, single_series = jax.jit(functools.partial(_train_one_seed, cfg, program))(keys[1], order[1], data)
   return dict(cfg=cfg, dataset=dataset, model=model, probe=probe, data=data, params=state["params"],
               series=series, single_params=single_state["params"], single_series=single_series)
 
@@ -338,7 +340,7 @@ def test_flop_budget_matches_the_closed_form():
   # Already within the limit: nothing changes.
   assert dynamics_flops.flops_within_overhead(sweep, 0.5) == pytest.approx(train + measure, rel=1e-6)
   # The benchmark prints the same figures; it needs no data for --flops alone.
-  out = subprocess.run([sys.executable, "-m", "launch.benchmark_dynamics", "--archs=", "--flops",
+  out = subprocess.run([sys.executable, "-m", "benchmarks.dynamics", "--archs=", "--flops",
                         "--config_arg=smoke"], cwd=support.REPO_ROOT, capture_output=True,
                        text=True, timeout=600, check=False, env={**os.environ, "MPCODEC_DATA_DIR": ""})
   assert out.returncode == 0, out.stderr[-2000:]
@@ -383,7 +385,7 @@ def test_diverged_run_is_recorded_for_the_table_and_tried_again(tmp_path):
   with open(dynamics_results.result_paths(workdir, "mlp_128_64@mnist")[1]) as f:
     on_disk = json.load(f)
   assert on_disk["status"] == "diverged" and "loss is" in on_disk["message"]
-  from mpcodec.studies.dynamics import report as report_dynamics  # pylint: disable=g-import-not-at-top
+  from mpcodec.studies.dynamics.report import training as report_dynamics  # pylint: disable=g-import-not-at-top
   markdown = report_dynamics.write_accuracy_table(workdir, {}, sweep)   # as another shard sees it
   assert "| mlp_128_64 | mnist | diverged |" in markdown
   started = []
@@ -399,7 +401,7 @@ def test_benchmark_estimates_the_grid_from_short_runs(smoke_data_dir):
   import sys  # pylint: disable=g-import-not-at-top
   root = support.REPO_ROOT
   out = subprocess.run(
-      [sys.executable, "-m", "launch.benchmark_dynamics", "--archs=", "--estimate_grid", "--steps=10",
+      [sys.executable, "-m", "benchmarks.dynamics", "--archs=", "--estimate_grid", "--steps=10",
        "--repeats=1", "--config_arg=smoke,arch=mlp_128_64", f"--data_dir={smoke_data_dir}", "--shards=2"],
       cwd=root, capture_output=True, text=True, timeout=600, check=False)
   assert out.returncode == 0, out.stderr[-2000:]
@@ -423,7 +425,7 @@ def test_chunked_checkpointed_resumed_run_equals_one_pure_call_bit_for_bit(tmp_p
   checkpointed every 10 steps and resumed mid-run, equal the same program as one pure call."""
   cfg = _toy_config(num_steps=20, measurements_per_chunk=2, checkpoint_every=10, shared_data_order=True)
   prepared = dynamics.prepare(cfg, _toy_images())
-  program = dynamics.loop_program(cfg, prepared)
+  program = dynamics.make_program(cfg, prepared)
   keys = dynamics.loop_keys(cfg)
   pure_state, pure_history = jax.jit(loop.pure_sweep(program))(keys)
 
@@ -441,3 +443,17 @@ def test_chunked_checkpointed_resumed_run_equals_one_pure_call_bit_for_bit(tmp_p
       assert jax.tree.structure(got) == jax.tree.structure(want)
       for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_make_train_is_the_pure_train_of_make_program():
+  """make_train has one meaning in every study: loop.pure_train of make_program; vmapped over the seeds it
+  equals the sweep the run loop cuts into chunks."""
+  cfg = _toy_config(num_steps=10)
+  prepared = dynamics.prepare(cfg, _toy_images())
+  keys = dynamics.loop_keys(cfg)
+  state, history = jax.jit(jax.vmap(dynamics.make_train(cfg, prepared)))(keys)
+  sweep_state, sweep_history = jax.jit(loop.pure_sweep(dynamics.make_program(cfg, prepared)))(keys)
+  support.assert_trees_equal(state, sweep_state)
+  # The measurements are reductions that XLA may order differently under the extra vmap: float rounding.
+  for got, want in zip(jax.tree.leaves(history), jax.tree.leaves(sweep_history)):
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-6)

@@ -6,8 +6,8 @@ import os
 
 import numpy as np
 
-from mpcodec.studies.dynamics import report as report_dynamics
-from mpcodec.studies.dynamics.sweep import SweepConfig
+from mpcodec.studies.dynamics.report import training as report_dynamics
+from mpcodec.studies.dynamics.config import SweepConfig
 
 MEASURES = ("participation_ratio", "effective_rank", "stable_rank", "num_components_90", "twonn_dimension")
 
@@ -124,3 +124,25 @@ def test_accuracy_table_lists_every_run_including_missing(tmp_path):
   assert float(rows[("mlp_128_64", "mnist")]["minutes"]) == 1.0   # (1.5 + 58.5) s
   assert "2 of 3 runs finished; the wall times of 2 of them" in markdown and "add up to 2.0 min" in markdown
   assert (tmp_path / "dynamics" / "accuracy_table.md").read_text().endswith(markdown)
+
+
+def test_a_truncated_record_on_disk_is_named_and_reported_missing(tmp_path, caplog):
+  """A shard's run record cut short (a crash mid-write by hand, a full disk) is skipped with one log line
+  naming it: the table lists that run as not run, and the other records still count."""
+  workdir = str(tmp_path)
+  _write_run(workdir, "mlp_128_64", "mnist", [0.9, 0.9])
+  _write_run(workdir, "cnn_32_64", "mnist", [0.8, 0.8])
+  truncated = tmp_path / "dynamics" / "cnn_32_64__mnist.json"
+  truncated.write_text(truncated.read_text()[:40])
+  (tmp_path / "dynamics" / "cnn_32_64__kmnist.json").write_text("[1, 2]")   # JSON, not a record
+  sweep = SweepConfig(runs=("mlp_128_64@mnist", "cnn_32_64@mnist"))
+  with caplog.at_level("WARNING"):
+    report_dynamics.write_accuracy_table(workdir, {}, sweep)
+  with open(tmp_path / "dynamics" / "accuracy_table.csv") as f:
+    rows = {(r["arch"], r["dataset"]): r for r in csv.DictReader(f)}
+  assert set(rows) == {("mlp_128_64", "mnist"), ("cnn_32_64", "mnist")}
+  assert rows[("mlp_128_64", "mnist")]["status"] == "ok"
+  assert rows[("cnn_32_64", "mnist")]["status"] == "not run"
+  named = [r.getMessage() for r in caplog.records if "cnn_32_64__mnist.json" in r.getMessage()]
+  assert len(named) == 1 and "does not parse" in named[0]
+  assert any("cnn_32_64__kmnist.json" in r.getMessage() for r in caplog.records)

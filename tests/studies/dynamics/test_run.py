@@ -10,7 +10,10 @@ import pytest
 
 from mpcodec.core import configuration
 from mpcodec.core.errors import ConfigError, DataError, SweepError
-from mpcodec.studies.dynamics import results, run, sweep as dynamics_sweep, sweep_series
+from mpcodec.studies.dynamics import series as results
+from mpcodec.studies.dynamics import run
+from mpcodec.studies.dynamics.train import sweep as dynamics_sweep
+from mpcodec.studies.dynamics import series as sweep_series
 
 
 @pytest.mark.parametrize("environ,expected", [
@@ -77,3 +80,33 @@ def test_shards_of_another_config_are_refused_naming_the_keys(tmp_path):
     results.check_grid_config(str(tmp_path), other)
   results.check_grid_config(str(tmp_path), other, overwrite=True)   # --overwrite records the new one
   results.check_grid_config(str(tmp_path), other)
+
+
+def test_overwrite_removes_a_runs_derived_files_before_its_checkpoints(tmp_path, monkeypatch):
+  """--overwrite with another config removes the run's series, record, plots and the grid's accuracy table
+  before its checkpoints, so a crash right after never leaves the old results beside new checkpoints; the
+  list of derived files covers every file the run wrote outside its checkpoints."""
+  from mpcodec.core import resume  # pylint: disable=g-import-not-at-top
+  from mpcodec.studies.dynamics.report import training as report_training  # pylint: disable=g-import-not-at-top
+  from tests import support  # pylint: disable=g-import-not-at-top
+  from tests.studies.dynamics.test_program import _toy_config  # pylint: disable=g-import-not-at-top
+  workdir, run_name, dataset = str(tmp_path), "mlp_32x4@mnist", support.toy_images()
+  sweep = configuration.parse(dynamics_sweep.SweepConfig, {})
+  result, failure = dynamics_sweep._train_run(_toy_config(), dataset, workdir, run_name, None, None, {}, False)
+  dynamics_sweep._write_run(sweep, workdir, run_name, _toy_config(), dataset, result, failure)
+  report_training.write_accuracy_table(workdir, {}, sweep)
+  derived = report_training.derived_outputs(workdir, run_name)
+  checkpoints = results.checkpoint_dir(workdir, run_name)
+  written = {os.path.join(root, name) for root, _, names in os.walk(os.path.join(workdir, "dynamics"))
+             for name in names if not root.startswith(checkpoints)}
+  assert written and written <= set(derived), sorted(written - set(derived))
+
+  original = resume.check_checkpoints
+
+  def check_then_crash(*args, **kwargs):
+    original(*args, **kwargs)
+    raise RuntimeError("crash after the overwrite")
+  monkeypatch.setattr(resume, "check_checkpoints", check_then_crash)
+  with pytest.raises(RuntimeError, match="crash after the overwrite"):
+    dynamics_sweep._train_run(_toy_config(num_steps=20), dataset, workdir, run_name, None, None, {}, True)
+  assert [path for path in derived if os.path.exists(path)] == []

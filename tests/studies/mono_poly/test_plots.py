@@ -4,7 +4,7 @@ a ±1 SD band never leaves the range its quantity can take (a count below 0, an 
 import numpy as np
 
 from mpcodec.metrics.selectivity import DEAD, MONOSEMANTIC, POLYSEMANTIC
-from mpcodec.studies.mono_poly import report as mono_poly
+from mpcodec.studies.mono_poly import plots as mono_poly_plots
 from tests.studies import figure_checks
 
 
@@ -21,7 +21,7 @@ def test_metric_curves_have_units_and_bands_inside_the_possible_range(monkeypatc
                                        [0.5, 0.5, 0.9, 1.0, 1.0, 1.0]]),
             "mean_angle": np.array([[80.0, 79, 78, 70, 65, 60], [82, 80, 77, 71, 66, 61], [81, 80, 79, 72, 64, 62]]),
             "some new metric": np.array([[1.0, 2, 3, 4, 5, 6]] * 3)}
-  mono_poly.plot_metric_curves(steps, curves, phase_boundary_step=25, plot_dir=tmp_path)
+  mono_poly_plots.plot_metric_curves(steps, curves, phase_boundary_step=25, plot_dir=tmp_path)
   figure_checks.assert_readable(saved)
   axes = {path.rsplit("/", 1)[-1]: fig.axes[0] for path, fig, _ in saved}
   count = axes["metrics_num_polysemantic.png"]
@@ -38,8 +38,8 @@ def test_metric_curves_have_units_and_bands_inside_the_possible_range(monkeypatc
 def test_image_figures_are_readable(monkeypatch, tmp_path):
   saved = figure_checks.capture(monkeypatch)
   rng = np.random.default_rng(0)
-  mono_poly.plot_samples(rng.uniform(size=(5, 32, 32, 3)), [f"img {i}" for i in range(5)],
+  mono_poly_plots.plot_samples(rng.uniform(size=(5, 32, 32, 3)), [f"img {i}" for i in range(5)],
                          tmp_path / "samples.png", num_columns=3)
   labels = np.array([[MONOSEMANTIC, POLYSEMANTIC, DEAD], [POLYSEMANTIC, MONOSEMANTIC, MONOSEMANTIC]])
-  mono_poly.plot_weight_images(rng.normal(size=(2, 32 * 32 * 3, 3)), tmp_path / "weights.png", labels=labels)
+  mono_poly_plots.plot_weight_images(rng.normal(size=(2, 32 * 32 * 3, 3)), tmp_path / "weights.png", labels=labels)
   figure_checks.assert_readable(saved)

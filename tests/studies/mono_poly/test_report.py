@@ -12,7 +12,8 @@ import scipy.stats
 
 from mpcodec.core import stats
 from mpcodec.metrics.selectivity import DEAD, MONOSEMANTIC, POLYSEMANTIC
-from mpcodec.studies.mono_poly import hypotheses
+from mpcodec.studies.mono_poly import analysis as mono_poly_analysis, config as mono_poly_config_lib, hypotheses
+from mpcodec.studies.mono_poly import plots as mono_poly_plots
 from mpcodec.studies.mono_poly import report as mono_poly
 
 NUM_SEEDS = 8
@@ -265,34 +266,34 @@ def test_report_numbers_equal_computed_ones():
 
 def test_plots_write_non_empty_pngs(tmp_path):
   rng = np.random.default_rng(0)
-  mono_poly.plot_samples(rng.uniform(size=(5, 32, 32, 3)), [f"img {i}" for i in range(5)],
+  mono_poly_plots.plot_samples(rng.uniform(size=(5, 32, 32, 3)), [f"img {i}" for i in range(5)],
                          tmp_path / "samples.png", num_columns=3)
   w_in = rng.normal(size=(3, 32 * 32 * 3, 4))
   w_in[0, :, 1] = 0.0  # a zero neuron must still draw (mid-grey)
-  mono_poly.plot_weight_images(w_in, tmp_path / "weights.png", max_seeds=2)
+  mono_poly_plots.plot_weight_images(w_in, tmp_path / "weights.png", max_seeds=2)
   rows = [{"seed": s, "phase": phase, "step": step, "loss": 1.0 / (1 + step + s), "mean angle": 80.0 - step - phase}
           for s in range(3) for phase in (1, 2) for step in (0, 10, 20)]
-  steps, curves = mono_poly.curves_from_history(rows, ["loss", "mean angle"], step_offsets={2: 30})
+  steps, curves = mono_poly_plots.curves_from_history(rows, ["loss", "mean angle"], step_offsets={2: 30})
   np.testing.assert_array_equal(steps, [0, 10, 20, 30, 40, 50])
   assert curves["loss"].shape == (3, 6)
   assert curves["mean angle"][1, 3] == 78.0  # phase 2, step 0 of seed 1
   # Phase 2 starting where phase 1 ends keeps both points at that step, phase 1's first: the switch shows.
-  steps, curves = mono_poly.curves_from_history(rows, ["loss", "mean angle"], step_offsets={2: 20})
+  steps, curves = mono_poly_plots.curves_from_history(rows, ["loss", "mean angle"], step_offsets={2: 20})
   np.testing.assert_array_equal(steps, [0, 10, 20, 20, 30, 40])
   np.testing.assert_array_equal(curves["mean angle"][0, 2:4], [59.0, 78.0])
   with pytest.raises(ValueError, match="overlap"):
-    mono_poly.curves_from_history(rows, ["loss"], step_offsets={2: 10})
+    mono_poly_plots.curves_from_history(rows, ["loss"], step_offsets={2: 10})
   with pytest.raises(ValueError, match="two rows"):
-    mono_poly.curves_from_history(rows + rows[:1], ["loss"], step_offsets={2: 30})
-  control = mono_poly.curves_from_history([r for r in rows if r["phase"] == 2], ["loss", "mean angle"], {2: 20})
-  paths = mono_poly.plot_metric_curves(steps, curves, phase_boundary_step=20, plot_dir=tmp_path / "plots",
+    mono_poly_plots.curves_from_history(rows + rows[:1], ["loss"], step_offsets={2: 30})
+  control = mono_poly_plots.curves_from_history([r for r in rows if r["phase"] == 2], ["loss", "mean angle"], {2: 20})
+  paths = mono_poly_plots.plot_metric_curves(steps, curves, phase_boundary_step=20, plot_dir=tmp_path / "plots",
                                        band="minmax", control=control)
   assert sorted(p.split("/")[-1] for p in paths) == ["metrics_loss.png", "metrics_mean_angle.png"]
   for path in [tmp_path / "samples.png", tmp_path / "weights.png", *paths]:
     data = open(path, "rb").read()
     assert len(data) > 1000 and data.startswith(PNG_MAGIC)
   with pytest.raises(ValueError, match="titles"):
-    mono_poly.plot_samples(rng.uniform(size=(2, 32, 32, 3)), ["one"], tmp_path / "bad.png")
+    mono_poly_plots.plot_samples(rng.uniform(size=(2, 32, 32, 3)), ["one"], tmp_path / "bad.png")
 
 
 def test_weight_images_mark_each_neurons_label_and_show_the_colour_scale(tmp_path):
@@ -301,7 +302,7 @@ def test_weight_images_mark_each_neurons_label_and_show_the_colour_scale(tmp_pat
   w_in = rng.normal(size=(3, 32 * 32 * 3, 3))
   labels = np.array([[MONOSEMANTIC, POLYSEMANTIC, DEAD], [POLYSEMANTIC, MONOSEMANTIC, MONOSEMANTIC],
                      [DEAD, DEAD, DEAD]])
-  fig = mono_poly.weight_images_figure(w_in, labels, max_seeds=2)
+  fig = mono_poly_plots.weight_images_figure(w_in, labels, max_seeds=2)
   panels, colourbar_ax = fig.axes[:6], fig.axes[6]
   assert len(fig.axes) == 7   # 2 seeds x 3 neurons, and the colourbar
   short = {MONOSEMANTIC: "mono", POLYSEMANTIC: "poly", DEAD: "dead"}
@@ -310,22 +311,61 @@ def test_weight_images_mark_each_neurons_label_and_show_the_colour_scale(tmp_pat
     code = labels[s, h]
     scale = np.max(np.abs(w_in[s, :, h]))
     assert ax.get_title() == f"n{h} {short[code]}\nmax|w| {scale:.2g}", (s, h)
-    assert colors.same_color(ax.spines["left"].get_edgecolor(), mono_poly.LABEL_COLOURS[code]), (s, h)
+    assert colors.same_color(ax.spines["left"].get_edgecolor(), mono_poly_plots.LABEL_COLOURS[code]), (s, h)
     np.testing.assert_allclose(ax.images[0].get_array(),
                                (0.5 + w_in[s, :, h] / (2 * scale)).reshape(32, 32, 3), atol=1e-6)   # float32
   # The three label colours differ, so the frames tell the labels apart.
-  assert len({colors.to_hex(c) for c in mono_poly.LABEL_COLOURS.values()}) == 3
-  assert colourbar_ax.get_ylabel() == mono_poly.WEIGHT_COLOURBAR_LABEL
+  assert len({colors.to_hex(c) for c in mono_poly_plots.LABEL_COLOURS.values()}) == 3
+  assert colourbar_ax.get_ylabel() == mono_poly_plots.WEIGHT_COLOURBAR_LABEL
   assert "symmetric scale" in colourbar_ax.get_ylabel()
   assert [t.get_text() for t in colourbar_ax.get_yticklabels()] == ["-max", "0", "+max"]
   assert [t.get_text() for t in fig.legends[0].get_texts()] == ["monosemantic", "polysemantic", "dead"]
   # One seed's (H,) labels work too; labels that do not match w_in are refused, naming both shapes.
-  single = mono_poly.weight_images_figure(w_in[0], labels[0])
+  single = mono_poly_plots.weight_images_figure(w_in[0], labels[0])
   assert single.axes[2].get_title().startswith("n2 dead")
   with pytest.raises(ValueError, match=r"labels of shape \(3, 2\) do not match .* \(3, 3\)"):
-    mono_poly.weight_images_figure(w_in, labels[:, :2])
+    mono_poly_plots.weight_images_figure(w_in, labels[:, :2])
   with pytest.raises(ValueError, match="unknown label codes \\[7\\]"):
-    mono_poly.weight_images_figure(w_in, np.full((3, 3), 7))
-  mono_poly.plot_weight_images(w_in, tmp_path / "labelled.png", labels=labels)
+    mono_poly_plots.weight_images_figure(w_in, np.full((3, 3), 7))
+  mono_poly_plots.plot_weight_images(w_in, tmp_path / "labelled.png", labels=labels)
   data = (tmp_path / "labelled.png").read_bytes()
   assert len(data) > 1000 and data.startswith(PNG_MAGIC)
+
+
+def _results_with_final_accuracy(accuracy_by_phase, labels_by_phase, num_test):
+  """A planted analysis result: each phase's last checkpoint with these per-seed test accuracies."""
+  from configs import mono_poly as mono_poly_config  # pylint: disable=g-import-not-at-top
+  from mpcodec.core import configuration  # pylint: disable=g-import-not-at-top
+  cfg = mono_poly_config_lib.parse_config(configuration.override(mono_poly_config.get_config(), {
+      "data.num_test": num_test}))
+  phases = {phase: {"steps": [0, 10], "metrics": {10: {"test_accuracy": np.asarray(accuracy, np.float32)}},
+                    "chance_accuracy": mono_poly_analysis.chance_accuracy(labels_by_phase[phase], len(accuracy))}
+            for phase, accuracy in accuracy_by_phase.items()}
+  return {"config": cfg, "phases": phases}
+
+
+def test_a_phase_that_ends_at_chance_is_warned_about():
+  """Chance: the majority class (0.75 of planted labels, 0.5 of balanced ones); at chance: within 3 binomial
+  standard errors above it (0.75 + 3 sqrt(0.75 * 0.25 / 400) = 0.815; 0.5 + 3 * 0.025 = 0.575)."""
+  num_test = 400
+  balanced = np.tile([0, 1], (4, num_test // 2))
+  skewed = np.tile([1, 1, 1, 0], num_test // 4)        # shared by all seeds: (N,)
+  np.testing.assert_allclose(mono_poly_analysis.chance_accuracy(skewed, 4), [0.75] * 4)
+  results = _results_with_final_accuracy(
+      {"phase1": [0.99, 0.98, 0.97, 0.99], "phase2": [0.51, 0.57, 0.58, 0.9], "control": [0.8, 0.81, 0.82, 0.95]},
+      {"phase1": balanced, "phase2": balanced, "control": skewed}, num_test)
+  warnings = mono_poly_analysis.chance_warnings(results)
+  assert len(warnings) == 2
+  assert warnings[0].startswith("phase2 (xor) ends at chance on 2 of 4 seeds: final test accuracy 0.640")
+  assert "chance 0.500" in warnings[0] and "at most 0.575" in warnings[0]
+  assert warnings[1].startswith("control (orientation) ends at chance on 2 of 4 seeds") and "chance 0.750" in warnings[1]
+  assert not mono_poly_analysis.chance_warnings(_results_with_final_accuracy(
+      {"phase1": [0.9] * 4}, {"phase1": balanced}, num_test))
+  # The warning opens report.md, and is in the terminal summary.
+  per_seed, control = _planted(np.full(NUM_SEEDS, 1.0))
+  result = hypotheses.test_hypotheses(per_seed, control)
+  design = {"num_seeds": NUM_SEEDS, "data": "per-seed data", "control": "control arm", "warnings": warnings}
+  lines = mono_poly.render_report_markdown(result, {"seeds": NUM_SEEDS}, design).splitlines()
+  assert lines[2] == f"> **Warning:** {warnings[0]}." and lines[4] == f"> **Warning:** {warnings[1]}."
+  text = mono_poly_analysis.summary_text({"summary": {}, "warnings": warnings, "hypotheses": {}})
+  assert text.splitlines() == [f"WARNING: {line}" for line in warnings]

@@ -1,10 +1,11 @@
-"""Tests of the toy-superposition privileged-basis summary, plot and report section (no training)."""
+"""Tests of the toy-superposition privileged-basis summary, plots and report section (no training)."""
 
 import numpy as np
 
 from mpcodec.core.configuration import parse
-from mpcodec.studies.toy_superposition import report as toy_report
-from mpcodec.studies.toy_superposition import experiment as toy_train
+from mpcodec.metrics import superposition
+from mpcodec.studies.toy_superposition import analysis as toy_analysis, plots as toy_plots, report as toy_report
+from mpcodec.studies.toy_superposition.config import ToySuperpositionConfig
 from tests.studies import figure_checks
 
 
@@ -15,7 +16,7 @@ def _participation_ratio_of_positive_weights(weights_MxN):
 
 
 def _config():
-  return parse(toy_train.ToySuperpositionConfig, dict(
+  return parse(ToySuperpositionConfig, dict(
       num_seeds=2, privileged_basis=dict(sparsities=(0.9, 0.0), importance_decay=0.8, train=dict(
           num_features=4, hidden_dim=2, variant="relu_hidden", num_steps=10, history_every=5))))
 
@@ -32,7 +33,7 @@ WEIGHTS_GxSxMxN = np.array([
 def test_summary_matches_numpy_reference():
   cfg = _config()
   loss_GxSxH = np.arange(8, dtype=np.float32).reshape(2, 2, 2)
-  summary = toy_report.summarize_privileged_basis(cfg, {"W": WEIGHTS_GxSxMxN}, {"loss": loss_GxSxH})
+  summary = toy_analysis.summarize_privileged_basis(cfg, {"W": WEIGHTS_GxSxMxN}, {"loss": loss_GxSxH})
   per_neuron = _participation_ratio_of_positive_weights(WEIGHTS_GxSxMxN.astype(np.float64))
   np.testing.assert_allclose(summary["features_per_neuron_by_neuron"], per_neuron, rtol=1e-5)
   np.testing.assert_allclose(per_neuron[0], [[2.0, 2.0], [3.0, 1.0]], rtol=1e-6)
@@ -61,7 +62,7 @@ def test_summary_matches_numpy_reference():
 
 
 def test_trend_detects_a_non_monotone_peak_and_per_seed_reversals():
-  trend = toy_report.compare_densest_and_sparsest(
+  trend = toy_analysis.compare_densest_and_sparsest(
       (0.5, 0.0, 0.9), np.array([[3.0, 3.5], [1.0, 2.5], [2.0, 2.0]]))
   assert trend["densest_sparsity"] == 0.0 and trend["sparsest_sparsity"] == 0.9
   np.testing.assert_array_equal(trend["densest_per_seed"], [1.0, 2.5])
@@ -72,10 +73,10 @@ def test_trend_detects_a_non_monotone_peak_and_per_seed_reversals():
 
 def test_plot_and_report_section_state_the_computed_values(tmp_path):
   cfg = _config()
-  summary = toy_report.summarize_privileged_basis(cfg, {"W": WEIGHTS_GxSxMxN},
+  summary = toy_analysis.summarize_privileged_basis(cfg, {"W": WEIGHTS_GxSxMxN},
                                                   {"loss": np.ones((2, 2, 2), np.float32)})
   path = tmp_path / "features_per_neuron.png"
-  toy_report.plot_features_per_neuron(cfg, summary, str(path))
+  toy_plots.plot_features_per_neuron(cfg, summary, str(path))
   assert path.stat().st_size > 0
   text = "\n".join(toy_report._privileged_basis_markdown(cfg, summary))  # pylint: disable=protected-access
   assert "| 0.9 | 0.1 | 2.00 (2.00..2.00) | 4.00 (4.00..4.00) |" in text
@@ -87,13 +88,13 @@ def test_plot_and_report_section_state_the_computed_values(tmp_path):
 def test_figures_are_readable(monkeypatch, tmp_path):
   saved = figure_checks.capture(monkeypatch)
   cfg = _config()
-  summary = toy_report.summarize_privileged_basis(cfg, {"W": WEIGHTS_GxSxMxN},
+  summary = toy_analysis.summarize_privileged_basis(cfg, {"W": WEIGHTS_GxSxMxN},
                                                   {"loss": np.ones((2, 2, 2), np.float32)})
-  toy_report.plot_features_per_neuron(cfg, summary, str(tmp_path / "features_per_neuron.png"))
+  toy_plots.plot_features_per_neuron(cfg, summary, str(tmp_path / "features_per_neuron.png"))
   phase = cfg.phase_diagram
   majority = np.arange(len(phase.feature_densities) * len(phase.relative_importances)).reshape(
       len(phase.feature_densities), len(phase.relative_importances)) % 4
-  toy_report.plot_phase_diagram(cfg, majority, str(tmp_path / "phase_diagram.png"))
+  toy_plots.plot_phase_diagram(cfg, majority, str(tmp_path / "phase_diagram.png"))
   figure_checks.assert_readable(saved)
   legend = [t.get_text() for t in saved[1][1].axes[0].get_legend().get_texts()]
-  assert legend == list(toy_report.superposition.SOLUTION_NAMES)   # what each colour of the grid means
+  assert legend == list(superposition.SOLUTION_NAMES)   # what each colour of the grid means

@@ -12,8 +12,8 @@ import pytest
 from mpcodec.core import workdir as workdir_lib
 from mpcodec.core.configuration import parse
 from mpcodec.core.errors import WorkdirError
-from mpcodec.studies.toy_superposition import experiment as toy_train
-from mpcodec.studies.toy_superposition import report as toy_report
+from mpcodec.studies.toy_superposition import run as toy_run
+from mpcodec.studies.toy_superposition.config import ToySuperpositionConfig
 from tests import support
 from tests.launch.test_faults import assert_error, in_use_message, launch, read_lock, write_lock
 
@@ -23,9 +23,9 @@ TOY = ("launch.toy_superposition", "--config=configs/toy_superposition.py:smoke"
 def test_run_experiment_refuses_a_workdir_another_live_process_holds(tmp_path):
   workdir = str(tmp_path / "run")
   holder = write_lock(workdir, os.getppid(), command="python -m launch.toy_superposition (a test's lock)")
-  cfg = parse(toy_train.ToySuperpositionConfig, dict(num_seeds=1))
+  cfg = parse(ToySuperpositionConfig, dict(num_seeds=1))
   with pytest.raises(WorkdirError) as e:
-    toy_report.run_experiment(cfg, workdir)
+    toy_run.run_experiment(cfg, workdir)
   assert str(e.value) == in_use_message(workdir, holder)
   assert read_lock(workdir) == holder
   assert not os.path.exists(os.path.join(workdir, "metrics"))  # Refused before anything trained.

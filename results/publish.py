@@ -1,0 +1,269 @@
+"""Copies a finished run's report, report.json, key plots and small metric files into results/<study>/, and
+writes results/<study>/run.json (the command, the config it resolved to, the git commit, the machine and the
+wall time).
+
+Run from the repository root whose code produced the run (its commit is recorded and its configs resolve
+the command's --config):
+
+  /usr/bin/time -v -o runs/mono_poly.time python -m launch.mono_poly --config=configs/mono_poly.py \
+      --workdir=runs/mono_poly
+  python -m results.publish --study=mono_poly --workdir=runs/mono_poly --time_log=runs/mono_poly.time -- \
+      python -m launch.mono_poly --config=configs/mono_poly.py --workdir=runs/mono_poly
+
+`--wall_time_s=SECONDS` stands in for `--time_log` where the run was timed otherwise. Then
+`python -m results.findings` rewrites results/README.md from the published JSON.
+
+`--cost_only` records what a part of a study not yet run whole costs (e.g. one configuration of the
+dynamics grid): it writes results/<study>/cost.json (command, commit, machine, wall time, resolved config)
+and copies nothing else, so the study stays "not yet run" on the findings page, with that cost beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import fnmatch
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+
+RESULTS_DIR = os.path.dirname(os.path.abspath(__file__))
+MAX_FILE_BYTES = 1_500_000   # nothing bulky: a published file above this is refused (checkpoints, caches)
+
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+  """What a study's workdir contributes to results/<study>/: `report_json` is copied as report.json."""
+  launch: str                      # the launch module whose command produced the run
+  report_json: str                 # path inside the workdir of the JSON the findings page reads
+  files: tuple[str, ...]           # globs inside the workdir, copied keeping their relative paths
+
+
+STUDIES = {
+    "mono_poly": Study(
+        "launch.mono_poly", "report.json",
+        ("report.md", "metrics/crs_*.csv", "metrics/training_history.csv", "plots/metrics_test_accuracy.png",
+         "plots/metrics_num_polysemantic.png", "plots/metrics_mean_entropy.png", "plots/metrics_mean_l2.png",
+         "plots/metrics_mean_angle.png")),
+    "toy_superposition": Study(
+        "launch.toy_superposition", "metrics/toy_superposition.json",
+        ("report.md", "metrics/phase_diagram.csv", "metrics/privileged_basis.csv", "plots/*.png")),
+    "codec_ground_truth": Study(
+        "launch.codec", "report.json",
+        ("report.md", "metrics/analysis.json", "metrics/sae.json", "metrics/squeezer.json",
+         "metrics/analysis_timing.json", "plots/or_prevalence.png", "plots/lift_distributions.png",
+         "plots/truth_tables.png", "plots/atoms_by_theme.png", "plots/features_per_neuron.png")),
+    "dynamics": Study(
+        "launch.dynamics", "report.json", ("report.md", "metrics/*.json", "plots/*.png")),
+    "codec_minilm": Study(
+        "launch.codec", "report.json", ("report.md", "metrics/*.json", "plots/*.png")),
+    "codec_smollm2": Study(
+        "launch.codec", "report.json", ("report.md", "metrics/*.json", "plots/*.png")),
+}
+
+
+def fail(message: str):
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(1)
+
+
+def machine() -> dict:
+  """The CPU model (from /proc/cpuinfo, else platform), the logical cores, the OS and Python."""
+  model = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.lower().startswith("model name"):
+          model = line.split(":", 1)[1].strip()
+          break
+  except OSError:
+    pass
+  return {"cpu_model": model, "logical_cores": os.cpu_count(), "system": platform.system(),
+          "python": platform.python_version()}
+
+
+def git_commit(repo: str) -> dict:
+  """HEAD of `repo` and whether its tracked files differ from it (a dirty tree is recorded, not hidden)."""
+  def git(*args):
+    return subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True, check=True).stdout.strip()
+  try:
+    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+  except (OSError, subprocess.CalledProcessError) as e:
+    fail(f"--repo {repo}: cannot read its git commit ({e})")
+
+
+_TIME_FIELDS = {   # /usr/bin/time -v lines -> run.json keys
+    "Elapsed (wall clock) time": "wall_time_s", "User time (seconds)": "user_cpu_s",
+    "System time (seconds)": "system_cpu_s", "Maximum resident set size (kbytes)": "peak_rss_mb",
+    "Percent of CPU this job got": "cpu_percent", "Exit status": "exit_status"}
+
+
+def parse_time_log(text: str, path: str = "--time_log") -> dict:
+  """The wall time, CPU seconds, peak memory and exit status from GNU time's `-v` output."""
+  out = {}
+  for line in text.splitlines():
+    name, _, value = line.strip().rpartition(": ")
+    key = _TIME_FIELDS.get(name.split(" (h:mm:ss")[0] if name.startswith("Elapsed") else name)
+    if key is None:
+      continue
+    value = value.strip()
+    if key == "wall_time_s":
+      seconds = 0.0
+      for part in value.split(":"):
+        seconds = seconds * 60 + float(part)
+      out[key] = round(seconds, 2)
+    elif key == "peak_rss_mb":
+      out[key] = round(int(value) / 1024, 1)
+    elif key == "cpu_percent":
+      out[key] = int(value.rstrip("%"))
+    elif key == "exit_status":
+      out[key] = int(value)
+    else:
+      out[key] = float(value)
+  if "wall_time_s" not in out:
+    fail(f"{path}: no 'Elapsed (wall clock) time' line (write it with /usr/bin/time -v -o FILE)")
+  if out.get("exit_status", 0) != 0:
+    fail(f"{path}: the run exited with status {out['exit_status']}; publish finished runs only")
+  return out
+
+
+def public_command(command: list[str], study: str) -> str:
+  """The launch command as run, with its --workdir (a machine path) written as runs/<study>."""
+  words = [re.sub(r"^--workdir=.*", f"--workdir=runs/{study}", word) for word in command]
+  words = ["python" if re.search(r"python[0-9.]*$", words[0]) else words[0]] + words[1:] if words else words
+  return " ".join(shlex.quote(word) for word in words)
+
+
+def resolve_config(command: list[str], launch: str) -> dict:
+  """The config the command's --config and --config.* flags resolve to, as the launch resolves it."""
+  if launch not in command:
+    fail(f"the command does not run {launch} (got: {' '.join(command)})")
+  from absl import flags
+  from ml_collections import config_flags
+  values = flags.FlagValues()
+  argv = ["launch"] + [word for word in command if word.startswith("--config")]
+  if len(argv) == 1:
+    fail("the command has no --config flag")
+  # sys_argv: the --config.* override flags are defined from this list, not from this process' argv.
+  config_flags.DEFINE_config_file("config", None, "config file", flag_values=values, lock_config=False,
+                                  sys_argv=argv)
+  values(argv)
+  return json.loads(values.config.to_json_best_effort())
+
+
+def selected_files(workdir: str, study: Study) -> list[str]:
+  """Paths relative to `workdir` matched by the study's globs (sorted, each once)."""
+  found = []
+  for root, _, names in os.walk(workdir):
+    for name in names:
+      rel = os.path.relpath(os.path.join(root, name), workdir)
+      if any(fnmatch.fnmatch(rel, pattern) for pattern in study.files) and rel not in found:
+        found.append(rel)
+  return sorted(found)
+
+
+def publish(study_name: str, workdir: str, command: list[str], timing: dict, repo: str,
+            results_dir: str = RESULTS_DIR, note: str = "") -> str:
+  """Copies the run into results_dir/<study> (replacing what was there); returns that folder."""
+  if study_name not in STUDIES:
+    fail(f"--study {study_name!r}: not one of {', '.join(STUDIES)}")
+  study = STUDIES[study_name]
+  report = os.path.join(workdir, study.report_json)
+  if not os.path.isfile(report):
+    fail(f"--workdir {workdir}: no {study.report_json} (has the run finished its analysis?)")
+  with open(report) as f:
+    json.load(f)
+  config = resolve_config(command, study.launch)
+  files = selected_files(workdir, study)
+  for rel in files:
+    size = os.path.getsize(os.path.join(workdir, rel))
+    if size > MAX_FILE_BYTES:
+      fail(f"{rel}: {size} bytes, over the {MAX_FILE_BYTES} allowed in results/ (keep bulky files out)")
+  out_dir = os.path.join(results_dir, study_name)
+  if os.path.isdir(out_dir):
+    shutil.rmtree(out_dir)
+  os.makedirs(out_dir)
+  shutil.copyfile(report, os.path.join(out_dir, "report.json"))
+  for rel in files:
+    os.makedirs(os.path.dirname(os.path.join(out_dir, rel)), exist_ok=True)
+    shutil.copyfile(os.path.join(workdir, rel), os.path.join(out_dir, rel))
+  run = {"study": study_name, "command": public_command(command, study_name), **git_commit(repo),
+         "machine": machine(), **timing,
+         "published_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+         "files": ["report.json", "config.json", *files]}
+  if note:
+    run["note"] = note
+  with open(os.path.join(out_dir, "config.json"), "w") as f:
+    json.dump(config, f, indent=1, sort_keys=True)
+    f.write("\n")
+  with open(os.path.join(out_dir, "run.json"), "w") as f:
+    json.dump(run, f, indent=1)
+    f.write("\n")
+  return out_dir
+
+
+def publish_cost(study_name: str, command: list[str], timing: dict, repo: str,
+                 results_dir: str = RESULTS_DIR) -> str:
+  """Adds a timed part of a study to results_dir/<study>/cost.json ({"parts": [...]}, one entry per command:
+  a part timed again replaces its entry); returns the file's path."""
+  if study_name not in STUDIES:
+    fail(f"--study {study_name!r}: not one of {', '.join(STUDIES)}")
+  config = resolve_config(command, STUDIES[study_name].launch)
+  out_dir = os.path.join(results_dir, study_name)
+  os.makedirs(out_dir, exist_ok=True)
+  part = {"command": public_command(command, study_name), **git_commit(repo), "machine": machine(), **timing,
+          "config": config}
+  path = os.path.join(out_dir, "cost.json")
+  parts = []
+  if os.path.isfile(path):
+    with open(path) as f:
+      parts = [p for p in json.load(f)["parts"] if p["command"] != part["command"]]
+  with open(path, "w") as f:
+    json.dump({"study": study_name, "parts": parts + [part]}, f, indent=1, sort_keys=True)
+    f.write("\n")
+  return path
+
+
+def main(argv: list[str] | None = None) -> None:
+  argv = sys.argv[1:] if argv is None else argv
+  if "--" not in argv:
+    fail("give the launch command after '--' (python -m results.publish --study=... --workdir=... -- python -m ...)")
+  split = argv.index("--")
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--study", required=True, choices=sorted(STUDIES))
+  parser.add_argument("--workdir", help="the finished run (not needed with --cost_only)")
+  parser.add_argument("--time_log", help="the run's /usr/bin/time -v output")
+  parser.add_argument("--wall_time_s", type=float)
+  parser.add_argument("--repo", default=os.getcwd(), help="repository whose code ran (default: here)")
+  parser.add_argument("--earlier_wall_time_s", type=float, default=0.0,
+                      help="wall time of stages an earlier launch of the same command and workdir finished "
+                           "(reused, not retrained); recorded apart and added to the cost")
+  parser.add_argument("--note", default="", help="what a reader must know about how the run was made")
+  parser.add_argument("--cost_only", action="store_true", help="write only cost.json (a timed part of a study)")
+  args = parser.parse_args(argv[:split])
+  if (args.time_log is None) == (args.wall_time_s is None):
+    fail("give exactly one of --time_log and --wall_time_s")
+  if args.time_log:
+    with open(args.time_log) as f:
+      timing = parse_time_log(f.read(), args.time_log)
+  else:
+    timing = {"wall_time_s": args.wall_time_s}
+  if args.earlier_wall_time_s:
+    timing["earlier_stages_wall_time_s"] = args.earlier_wall_time_s
+  if args.cost_only:
+    print(f"wrote {publish_cost(args.study, argv[split + 1:], timing, args.repo)}")
+    return
+  if not args.workdir:
+    fail("--workdir is required (the finished run to publish)")
+  out_dir = publish(args.study, args.workdir, argv[split + 1:], timing, args.repo, note=args.note)
+  print(f"published {args.study} to {out_dir}")
+
+
+if __name__ == "__main__":
+  main()

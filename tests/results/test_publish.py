@@ -1,0 +1,112 @@
+"""results.publish: GNU time's log read, the command's workdir hidden, the config resolved as the launch
+resolves it, bulky files refused, and the published folder's run.json."""
+
+import json
+import os
+
+import pytest
+
+from configs import mono_poly as mono_poly_config
+from results import publish
+
+TIME_LOG = """\tCommand being timed: "python -m launch.mono_poly"
+\tUser time (seconds): 116.96
+\tSystem time (seconds): 6.36
+\tPercent of CPU this job got: 64%
+\tElapsed (wall clock) time (h:mm:ss or m:ss): 1:03:11.84
+\tMaximum resident set size (kbytes): 2599252
+\tExit status: 0
+"""
+COMMAND = ["python", "-m", "launch.mono_poly", "--config=configs/mono_poly.py:smoke", "--workdir=/somewhere/run",
+           "--config.num_seeds=6"]
+
+
+def test_time_log_is_read():
+  timing = publish.parse_time_log(TIME_LOG)
+  assert timing == {"user_cpu_s": 116.96, "system_cpu_s": 6.36, "cpu_percent": 64,
+                    "wall_time_s": 3600 + 3 * 60 + 11.84, "peak_rss_mb": round(2599252 / 1024, 1), "exit_status": 0}
+
+
+def test_a_failed_or_unreadable_run_is_refused(capsys):
+  with pytest.raises(SystemExit):
+    publish.parse_time_log(TIME_LOG.replace("Exit status: 0", "Exit status: 1"), "mono.time")
+  assert "error: mono.time: the run exited with status 1" in capsys.readouterr().err
+  with pytest.raises(SystemExit):
+    publish.parse_time_log("nothing here", "mono.time")
+  assert "no 'Elapsed (wall clock) time' line" in capsys.readouterr().err
+
+
+def test_public_command_names_no_machine_path():
+  text = publish.public_command(["/opt/env/bin/python3.11"] + COMMAND[1:], "mono_poly")
+  assert text == ("python -m launch.mono_poly --config=configs/mono_poly.py:smoke --workdir=runs/mono_poly "
+                  "--config.num_seeds=6")
+  quoted = publish.public_command(["python", "-m", "launch.codec", "--config.squeezer_k_grid=(128,)"], "codec")
+  assert quoted == "python -m launch.codec '--config.squeezer_k_grid=(128,)'"
+
+
+def test_config_is_resolved_as_the_launch_resolves_it(monkeypatch):
+  monkeypatch.chdir(os.path.dirname(publish.RESULTS_DIR))
+  expected = mono_poly_config.get_config("smoke")
+  expected.num_seeds = 6
+  assert publish.resolve_config(COMMAND, "launch.mono_poly") == json.loads(expected.to_json_best_effort())
+
+
+def _workdir(tmp_path):
+  workdir = tmp_path / "run"
+  (workdir / "plots").mkdir(parents=True)
+  (workdir / "metrics").mkdir()
+  (workdir / "checkpoints").mkdir()
+  (workdir / "report.json").write_text(json.dumps({"smoke": True}))
+  (workdir / "report.md").write_text("# report\n")
+  (workdir / "plots" / "metrics_mean_angle.png").write_bytes(b"png")
+  (workdir / "plots" / "phase1_samples.png").write_bytes(b"not a key plot")
+  (workdir / "metrics" / "crs_phase2.csv").write_text("seed\n0\n")
+  (workdir / "checkpoints" / "state").write_bytes(b"x")
+  return workdir
+
+
+def test_publish_copies_the_selected_files_and_writes_run_json(tmp_path, monkeypatch):
+  monkeypatch.chdir(os.path.dirname(publish.RESULTS_DIR))
+  workdir, out = _workdir(tmp_path), tmp_path / "results"
+  out.mkdir()
+  folder = publish.publish("mono_poly", str(workdir), COMMAND, {"wall_time_s": 12.5},
+                           repo=os.path.dirname(publish.RESULTS_DIR), results_dir=str(out))
+  names = sorted(os.path.relpath(os.path.join(root, n), folder) for root, _, ns in os.walk(folder) for n in ns)
+  assert names == ["config.json", "metrics/crs_phase2.csv", "plots/metrics_mean_angle.png", "report.json",
+                   "report.md", "run.json"]
+  run = json.loads((out / "mono_poly" / "run.json").read_text())
+  assert run["wall_time_s"] == 12.5 and len(run["commit"]) == 40 and run["machine"]["logical_cores"] >= 1
+  assert run["command"].endswith("--workdir=runs/mono_poly --config.num_seeds=6")
+  assert json.loads((out / "mono_poly" / "config.json").read_text())["num_seeds"] == 6
+
+
+def test_bulky_files_and_unfinished_runs_are_refused(tmp_path, monkeypatch, capsys):
+  monkeypatch.chdir(os.path.dirname(publish.RESULTS_DIR))
+  workdir = _workdir(tmp_path)
+  (workdir / "metrics" / "crs_phase1.csv").write_bytes(b"0" * (publish.MAX_FILE_BYTES + 1))
+  repo = os.path.dirname(publish.RESULTS_DIR)
+  with pytest.raises(SystemExit):
+    publish.publish("mono_poly", str(workdir), COMMAND, {"wall_time_s": 1.0}, repo, str(tmp_path / "out"))
+  assert "error: metrics/crs_phase1.csv" in capsys.readouterr().err
+  os.remove(workdir / "report.json")
+  with pytest.raises(SystemExit):
+    publish.publish("mono_poly", str(workdir), COMMAND, {"wall_time_s": 1.0}, repo, str(tmp_path / "out"))
+  assert "no report.json (has the run finished its analysis?)" in capsys.readouterr().err
+  assert not (tmp_path / "out").exists()
+
+
+def test_cost_only_writes_cost_json_and_nothing_else(tmp_path, monkeypatch):
+  monkeypatch.chdir(os.path.dirname(publish.RESULTS_DIR))
+  command = ["python", "-m", "launch.dynamics", "--config=configs/dynamics.py:smoke,dataset=mnist",
+             "--workdir=/elsewhere/dyn", "--config.base.num_seeds=3"]
+  path = publish.publish_cost("dynamics", command, {"wall_time_s": 3.0}, os.path.dirname(publish.RESULTS_DIR),
+                              str(tmp_path))
+  assert os.listdir(tmp_path / "dynamics") == ["cost.json"]
+  part, = json.loads(open(path).read())["parts"]
+  assert part["config"]["runs"] == ["mlp_128_64@mnist"] and part["config"]["base"]["num_seeds"] == 3
+  assert part["command"].endswith("--workdir=runs/dynamics --config.base.num_seeds=3")
+  other = command[:3] + ["--config=configs/dynamics.py:smoke,dataset=ag_news"]
+  publish.publish_cost("dynamics", other, {"wall_time_s": 5.0}, os.path.dirname(publish.RESULTS_DIR), str(tmp_path))
+  publish.publish_cost("dynamics", command, {"wall_time_s": 4.0}, os.path.dirname(publish.RESULTS_DIR), str(tmp_path))
+  parts = json.loads(open(path).read())["parts"]
+  assert [p["wall_time_s"] for p in parts] == [5.0, 4.0]   # the same command timed again replaces its entry
