@@ -16,6 +16,12 @@ the command's --config):
 `--cost_only` records what a part of a study not yet run whole costs (e.g. one configuration of the
 dynamics grid): it writes results/<study>/cost.json (command, commit, machine, wall time, resolved config)
 and copies nothing else, so the study stays "not yet run" on the findings page, with that cost beside it.
+For the dynamics grid trained in shards, `--cost_only --workdir=runs/dynamics` after each shard also adds the
+series of every finished run to results/dynamics/dynamics/ (float16 where that keeps every value within
+1e-3 relative). A later shard, on another machine or in another session, continues from them: copy
+results/dynamics/dynamics/ into runs/dynamics/dynamics/ (the grid's config and shard plan come with it) and
+launch.dynamics counts those runs as finished. Once every run is there, `python -m launch.dynamics_analysis --workdir=results/dynamics`
+reproduces the analysis from the committed series alone.
 """
 
 from __future__ import annotations
@@ -59,8 +65,12 @@ STUDIES = {
         ("report.md", "metrics/analysis.json", "metrics/sae.json", "metrics/squeezer.json",
          "metrics/analysis_timing.json", "plots/or_prevalence.png", "plots/lift_distributions.png",
          "plots/truth_tables.png", "plots/atoms_by_theme.png", "plots/features_per_neuron.png")),
+    # The grid's analysis (launch.dynamics_analysis writes it under analysis/) and, by `publish_series`, every
+    # run's series, so that `launch.dynamics_analysis --workdir=results/dynamics` reproduces the analysis.
     "dynamics": Study(
-        "launch.dynamics", "report.json", ("report.md", "metrics/*.json", "plots/*.png")),
+        "launch.dynamics", "analysis/report.json",
+        ("analysis/report.md", "analysis/*.csv", "analysis/*.json", "analysis/plots/*.png",
+         "dynamics/accuracy_table.md")),
     "codec_minilm": Study(
         "launch.codec", "report.json", ("report.md", "metrics/*.json", "plots/*.png")),
     "codec_smollm2": Study(
@@ -168,6 +178,45 @@ def selected_files(workdir: str, study: Study) -> list[str]:
   return sorted(found)
 
 
+SERIES_FOLDER = "dynamics"   # inside a dynamics workdir and inside results/dynamics alike
+
+
+def publish_series(workdir: str, out_dir: str) -> list[str]:
+  """Copies every finished run of the dynamics workdir into out_dir/dynamics/ (added to the runs already
+  there): its JSON record as written and its series file with `write_compact_series` (float16 where that
+  keeps every value within 1e-3 relative), with the grid's config and shard plans, so that later shards
+  and `launch.dynamics_analysis --workdir=<out_dir>` read them as launch.dynamics wrote them. Returns the
+  written paths relative to out_dir; refuses (one line) a workdir without a finished run."""
+  from mpcodec.studies.dynamics import series   # pylint: disable=g-import-not-at-top
+  source = os.path.join(workdir, SERIES_FOLDER)
+  finished = []
+  for name in sorted(os.listdir(source)) if os.path.isdir(source) else []:
+    if name.endswith(".json") and "__" in name:
+      record = series.read_record(os.path.join(source, name))
+      if record and record.get("status") == "finished" and os.path.isfile(os.path.join(source, record["npz"])):
+        finished.append((name, record["npz"]))
+  if not finished:
+    fail(f"--workdir {workdir}: no finished dynamics run under {SERIES_FOLDER}/ (has a shard finished a run?)")
+  target = os.path.join(out_dir, SERIES_FOLDER)
+  os.makedirs(os.path.join(target, "shard_plans"), exist_ok=True)
+  written = []
+  for record_name, npz_name in finished:
+    series.write_compact_series(os.path.join(source, npz_name), os.path.join(target, npz_name))
+    shutil.copyfile(os.path.join(source, record_name), os.path.join(target, record_name))
+    written += [npz_name, record_name]
+  extras = [series.GRID_CONFIG_NAME] + [os.path.join("shard_plans", n) for n in sorted(
+      os.listdir(os.path.join(source, "shard_plans")) if os.path.isdir(os.path.join(source, "shard_plans")) else [])]
+  for rel in extras:
+    if os.path.isfile(os.path.join(source, rel)):
+      shutil.copyfile(os.path.join(source, rel), os.path.join(target, rel))
+      written.append(rel)
+  for rel in written:
+    size = os.path.getsize(os.path.join(target, rel))
+    if size > MAX_FILE_BYTES:
+      fail(f"{SERIES_FOLDER}/{rel}: {size} bytes, over the {MAX_FILE_BYTES} allowed in results/")
+  return [os.path.join(SERIES_FOLDER, rel) for rel in written]
+
+
 def publish(study_name: str, workdir: str, command: list[str], timing: dict, repo: str,
             results_dir: str = RESULTS_DIR, note: str = "") -> str:
   """Copies the run into results_dir/<study> (replacing what was there); returns that folder."""
@@ -193,6 +242,8 @@ def publish(study_name: str, workdir: str, command: list[str], timing: dict, rep
   for rel in files:
     os.makedirs(os.path.dirname(os.path.join(out_dir, rel)), exist_ok=True)
     shutil.copyfile(os.path.join(workdir, rel), os.path.join(out_dir, rel))
+  if study_name == "dynamics":
+    files = files + publish_series(workdir, out_dir)
   run = {"study": study_name, "command": public_command(command, study_name), **git_commit(repo),
          "machine": machine(), **timing,
          "published_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -208,10 +259,27 @@ def publish(study_name: str, workdir: str, command: list[str], timing: dict, rep
   return out_dir
 
 
+def shard_of(command: list[str], workdir: str, config: dict) -> dict | None:
+  """{"index", "count", "runs"} of a dynamics command with --shard=I/N, its runs read from the plan the shard
+  followed (under the workdir); None without --shard."""
+  given = [word.split("=", 1)[1] for word in command if word.startswith("--shard=")]
+  if not given:
+    return None
+  from mpcodec.studies.dynamics.train import shards   # pylint: disable=g-import-not-at-top
+  index, count = shards.parse_shard(given[-1])
+  path = shards.shard_plan_path(workdir, config["runs"], count)
+  if not os.path.isfile(path):
+    fail(f"--workdir {workdir}: no plan of {count} shards ({path}); did --shard={given[-1]} run there?")
+  with open(path) as f:
+    plan = json.load(f)
+  return {"index": index, "count": count, "runs": plan["shards"][index - 1]}
+
+
 def publish_cost(study_name: str, command: list[str], timing: dict, repo: str,
-                 results_dir: str = RESULTS_DIR) -> str:
+                 results_dir: str = RESULTS_DIR, workdir: str | None = None) -> str:
   """Adds a timed part of a study to results_dir/<study>/cost.json ({"parts": [...]}, one entry per command:
-  a part timed again replaces its entry); returns the file's path."""
+  a part timed again replaces its entry); returns the file's path. For the dynamics grid with a workdir
+  (a shard that finished), also the series of every finished run there (`publish_series`)."""
   if study_name not in STUDIES:
     fail(f"--study {study_name!r}: not one of {', '.join(STUDIES)}")
   config = resolve_config(command, STUDIES[study_name].launch)
@@ -219,6 +287,11 @@ def publish_cost(study_name: str, command: list[str], timing: dict, repo: str,
   os.makedirs(out_dir, exist_ok=True)
   part = {"command": public_command(command, study_name), **git_commit(repo), "machine": machine(), **timing,
           "config": config}
+  if workdir is not None and study_name == "dynamics":
+    part["series"] = publish_series(workdir, out_dir)
+    shard = shard_of(command, workdir, config)
+    if shard:
+      part["shard"] = shard
   path = os.path.join(out_dir, "cost.json")
   parts = []
   if os.path.isfile(path):
@@ -237,7 +310,8 @@ def main(argv: list[str] | None = None) -> None:
   split = argv.index("--")
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--study", required=True, choices=sorted(STUDIES))
-  parser.add_argument("--workdir", help="the finished run (not needed with --cost_only)")
+  parser.add_argument("--workdir", help="the finished run (with --cost_only: a dynamics shard whose finished "
+                      "runs' series are published too)")
   parser.add_argument("--time_log", help="the run's /usr/bin/time -v output")
   parser.add_argument("--wall_time_s", type=float)
   parser.add_argument("--repo", default=os.getcwd(), help="repository whose code ran (default: here)")
@@ -257,7 +331,7 @@ def main(argv: list[str] | None = None) -> None:
   if args.earlier_wall_time_s:
     timing["earlier_stages_wall_time_s"] = args.earlier_wall_time_s
   if args.cost_only:
-    print(f"wrote {publish_cost(args.study, argv[split + 1:], timing, args.repo)}")
+    print(f"wrote {publish_cost(args.study, argv[split + 1:], timing, args.repo, workdir=args.workdir)}")
     return
   if not args.workdir:
     fail("--workdir is required (the finished run to publish)")

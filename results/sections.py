@@ -270,9 +270,15 @@ def codec_text_section(report: Mapping[str, Any], run: Mapping[str, Any], config
 def dynamics_cost_note(cost: Mapping[str, Any]) -> str:
   """What the timed part of the dynamics grid was, read from its resolved config."""
   base = cost["config"]["base"]
-  runs = cost["config"]["runs"]
-  return (f"- That part: {len(runs)} configuration{'s' if len(runs) != 1 else ''} ({', '.join(runs)}), "
+  runs = cost["shard"]["runs"] if cost.get("shard") else cost["config"]["runs"]
+  shard = f" (shard {cost['shard']['index']}/{cost['shard']['count']})" if cost.get("shard") else ""
+  text = (f"- That part{shard}: {len(runs)} configuration{'s' if len(runs) != 1 else ''} ({', '.join(runs)}), "
           f"{base['num_seeds']} seeds x {base['num_steps']:,} steps.")
+  published = [path for path in cost.get("series", []) if path.endswith(".npz")]
+  if published:
+    text += (f" The measured series of the {len(published)} configuration{'s' if len(published) != 1 else ''} "
+             "it finished are committed in `results/dynamics/dynamics/`, where later parts continue.")
+  return text
 
 
 

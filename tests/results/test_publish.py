@@ -4,6 +4,7 @@ resolves it, bulky files refused, and the published folder's run.json."""
 import json
 import os
 
+import numpy as np
 import pytest
 
 from configs import mono_poly as mono_poly_config
@@ -110,3 +111,30 @@ def test_cost_only_writes_cost_json_and_nothing_else(tmp_path, monkeypatch):
   publish.publish_cost("dynamics", command, {"wall_time_s": 4.0}, os.path.dirname(publish.RESULTS_DIR), str(tmp_path))
   parts = json.loads(open(path).read())["parts"]
   assert [p["wall_time_s"] for p in parts] == [5.0, 4.0]   # the same command timed again replaces its entry
+
+
+def test_cost_of_a_dynamics_shard_names_its_runs_and_publishes_the_finished_series(tmp_path, monkeypatch):
+  from mpcodec.studies.dynamics.train import shards   # pylint: disable=g-import-not-at-top
+  monkeypatch.chdir(os.path.dirname(publish.RESULTS_DIR))
+  command = ["python", "-m", "launch.dynamics", "--config=configs/dynamics.py:smoke", "--workdir=/w/dyn",
+             "--shard=2/2"]
+  runs = publish.resolve_config(command, "launch.dynamics")["runs"]
+  workdir = tmp_path / "dyn"
+  plan_path = shards.shard_plan_path(str(workdir), runs, 2)
+  os.makedirs(os.path.dirname(plan_path))
+  with open(plan_path, "w") as f:
+    json.dump({"runs": sorted(runs), "count": 2, "shards": [[runs[0]], [runs[1]]]}, f)
+  values = np.linspace(0.1, 9.0, 12, dtype=np.float32).reshape(2, 3, 2)
+  np.savez(workdir / "dynamics" / "a__mnist.npz", steps=np.arange(3), participation_ratio=values,
+           final_test_accuracy=np.array([0.91234567, 0.8]))
+  (workdir / "dynamics" / "a__mnist.json").write_text(json.dumps({"status": "finished", "npz": "a__mnist.npz"}))
+  (workdir / "dynamics" / "b__mnist.json").write_text(json.dumps({"status": "running", "npz": "b__mnist.npz"}))
+  path = publish.publish_cost("dynamics", command, {"wall_time_s": 3.0}, os.path.dirname(publish.RESULTS_DIR),
+                              str(tmp_path / "results"), workdir=str(workdir))
+  part, = json.loads(open(path).read())["parts"]
+  assert part["shard"] == {"index": 2, "count": 2, "runs": [runs[1]]}
+  assert sorted(part["series"]) == sorted(["dynamics/a__mnist.npz", "dynamics/a__mnist.json",
+                                           os.path.join("dynamics", os.path.relpath(plan_path, workdir / "dynamics"))])
+  stored = np.load(tmp_path / "results" / "dynamics" / "dynamics" / "a__mnist.npz")
+  assert stored["participation_ratio"].dtype == np.float16 and stored["final_test_accuracy"][0] == 0.91234567
+  assert np.allclose(stored["participation_ratio"], values, rtol=1e-3, atol=0)
