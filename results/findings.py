@@ -150,10 +150,13 @@ ENTRIES = (
           "How does each layer's effective dimensionality evolve over training across an MLP / CNN / "
           "Transformer zoo on four datasets: when do layers settle, how many jumps, are there critical "
           "periods, and do the earlier repository's figures replicate?",
-          "python -m launch.dynamics --config=configs/dynamics.py --workdir=runs/dynamics --shard=I/N "
+          "python -m launch.dynamics --config=configs/dynamics.py --workdir=runs/dynamics --shard=I/8 "
           "--data_dir=../shared/data", None,
-          pending="Run it for I = 1..N, one part at a time (the series are deterministic, so the parts fit "
-                  "together), then `python -m launch.dynamics_analysis --workdir=runs/dynamics`. The grid's "
+          pending="Run it for I = 1..8, one part at a time (the series are deterministic, so the parts fit "
+                  "together): copy `results/dynamics/dynamics/` (the finished parts' series, the grid's config "
+                  "and its shard plan) into `runs/dynamics/dynamics/` first, and publish each part with "
+                  "`python -m results.publish --study=dynamics --cost_only --workdir=runs/dynamics ...`; "
+                  "then `python -m launch.dynamics_analysis --workdir=runs/dynamics`. The grid's "
                   "configurations differ in size (its larger Transformers cost far more per step than its MLPs), "
                   "so a timed part below does not scale to the grid by the number of configurations.",
           cost_note=dynamics_cost_note),
