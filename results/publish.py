@@ -39,6 +39,8 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
+
 RESULTS_DIR = os.path.dirname(os.path.abspath(__file__))
 MAX_FILE_BYTES = 1_500_000   # nothing bulky: a published file above this is refused (checkpoints, caches)
 
@@ -178,6 +180,41 @@ def selected_files(workdir: str, study: Study) -> list[str]:
   return sorted(found)
 
 
+# Published series (results/dynamics) hold each float array as float16 where that keeps every value within
+# this relative error of the run's float32 (zeros exact, NaN/Inf kept), else as written.
+COMPACT_RELATIVE_ERROR = 1e-3
+_NOT_COMPACTED = ("final_test_accuracy",)   # a few values the record holds exactly anyway
+
+
+def compact_array(values: np.ndarray, relative_error: float = COMPACT_RELATIVE_ERROR) -> np.ndarray:
+  """`values` as float16 if every finite value survives within `relative_error` (relative to itself: zeros
+  stay zero, values below float16's normal range fail) and no finite value overflows; else unchanged."""
+  if values.dtype not in (np.float32, np.float64):
+    return values
+  with np.errstate(over="ignore"):   # an overflow is found below and keeps the array as it is
+    half = values.astype(np.float16)
+  finite = np.isfinite(values)
+  if not np.array_equal(np.isfinite(half), finite):
+    return values
+  if not np.array_equal(values[~finite], half[~finite].astype(values.dtype), equal_nan=True):
+    return values
+  exact = values[finite].astype(np.float64)
+  if np.all(np.abs(half[finite].astype(np.float64) - exact) <= relative_error * np.abs(exact)):
+    return half
+  return values
+
+
+def write_compact_series(npz_path: str, out_path: str) -> dict[str, str]:
+  """Writes the run's series file `npz_path` to `out_path` with `compact_array` on every float series;
+  returns each array's stored dtype. `load_sweep` reads either file alike (measures and losses as float32)."""
+  from mpcodec.studies.dynamics import series   # pylint: disable=g-import-not-at-top
+  arrays = series.load_series(npz_path)
+  stored = {k: (v if k in _NOT_COMPACTED else compact_array(v)) for k, v in arrays.items()}
+  with open(out_path, "wb") as f:   # A file object: np.savez would append ".npz" to a path.
+    np.savez_compressed(f, **stored)
+  return {k: str(v.dtype) for k, v in stored.items()}
+
+
 SERIES_FOLDER = "dynamics"   # inside a dynamics workdir and inside results/dynamics alike
 
 
@@ -201,7 +238,7 @@ def publish_series(workdir: str, out_dir: str) -> list[str]:
   os.makedirs(os.path.join(target, "shard_plans"), exist_ok=True)
   written = []
   for record_name, npz_name in finished:
-    series.write_compact_series(os.path.join(source, npz_name), os.path.join(target, npz_name))
+    write_compact_series(os.path.join(source, npz_name), os.path.join(target, npz_name))
     shutil.copyfile(os.path.join(source, record_name), os.path.join(target, record_name))
     written += [npz_name, record_name]
   extras = [series.GRID_CONFIG_NAME] + [os.path.join("shard_plans", n) for n in sorted(

@@ -138,3 +138,21 @@ def test_cost_of_a_dynamics_shard_names_its_runs_and_publishes_the_finished_seri
   stored = np.load(tmp_path / "results" / "dynamics" / "dynamics" / "a__mnist.npz")
   assert stored["participation_ratio"].dtype == np.float16 and stored["final_test_accuracy"][0] == 0.91234567
   assert np.allclose(stored["participation_ratio"], values, rtol=1e-3, atol=0)
+
+
+def test_compact_array_keeps_float16_only_where_every_value_stays_within_the_tolerance():
+  rng = np.random.default_rng(0)
+  normal = rng.uniform(0.5, 400.0, size=(3, 50)).astype(np.float32)
+  normal[0, 0], normal[1, 1] = 0.0, np.nan
+  compact = publish.compact_array(normal)
+  assert compact.dtype == np.float16 and compact[0, 0] == 0 and np.isnan(compact[1, 1])
+  finite = np.isfinite(normal)
+  relative = np.abs(compact[finite].astype(np.float64) - normal[finite]) / np.maximum(np.abs(normal[finite]), 1e-30)
+  assert relative.max() <= publish.COMPACT_RELATIVE_ERROR
+  tiny = normal.copy()
+  tiny[2, 3] = 3e-7               # below float16's normal range: its relative error would be large
+  assert publish.compact_array(tiny).dtype == np.float32
+  huge = normal.copy()
+  huge[2, 3] = 1e5                # overflows float16
+  assert publish.compact_array(huge).dtype == np.float32
+  assert publish.compact_array(np.arange(5, dtype=np.int32)).dtype == np.int32

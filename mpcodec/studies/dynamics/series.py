@@ -216,41 +216,6 @@ def load_series(npz_path: str) -> dict[str, np.ndarray]:
     return {k: data[k] for k in data.files}
 
 
-# Published series (results/dynamics) hold each float array as float16 where that keeps every value within
-# this relative error of the run's float32 (zeros exact, NaN/Inf kept), else as written.
-COMPACT_RELATIVE_ERROR = 1e-3
-_NOT_COMPACTED = ("final_test_accuracy",)   # a few values the record holds exactly anyway
-
-
-def compact_array(values: np.ndarray, relative_error: float = COMPACT_RELATIVE_ERROR) -> np.ndarray:
-  """`values` as float16 if every finite value survives within `relative_error` (relative to itself: zeros
-  stay zero, values below float16's normal range fail) and no finite value overflows; else unchanged."""
-  if values.dtype not in (np.float32, np.float64):
-    return values
-  with np.errstate(over="ignore"):   # an overflow is found below and keeps the array as it is
-    half = values.astype(np.float16)
-  finite = np.isfinite(values)
-  if not np.array_equal(np.isfinite(half), finite):
-    return values
-  if not np.array_equal(values[~finite], half[~finite].astype(values.dtype), equal_nan=True):
-    return values
-  exact = values[finite].astype(np.float64)
-  if np.all(np.abs(half[finite].astype(np.float64) - exact) <= relative_error * np.abs(exact)):
-    return half
-  return values
-
-
-def write_compact_series(npz_path: str, out_path: str) -> dict[str, str]:
-  """Writes the run's series file `npz_path` to `out_path` with `compact_array` on every float series;
-  returns each array's stored dtype. `load_sweep` reads either file alike (measures and losses as float32)."""
-  arrays = load_series(npz_path)
-  stored = {k: (v if k in _NOT_COMPACTED else compact_array(v)) for k, v in arrays.items()}
-  with io.atomic_path(out_path) as tmp:
-    with open(tmp, "wb") as f:
-      np.savez_compressed(f, **stored)
-  return {k: str(v.dtype) for k, v in stored.items()}
-
-
 # The layout `write_series` writes; a record without "format_version" was written by the first
 # version of the writer, which is this layout.
 SERIES_FORMAT_VERSION = FORMAT_VERSION

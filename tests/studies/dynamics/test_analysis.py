@@ -213,24 +213,6 @@ def test_diverged_and_failed_seeds_are_left_out_and_counted(smoke_workdir, tmp_p
     assert effect["verdict"] == "cannot be tested" and effect["reason"]
 
 
-def test_compact_array_keeps_float16_only_where_every_value_stays_within_the_tolerance():
-  rng = np.random.default_rng(0)
-  normal = rng.uniform(0.5, 400.0, size=(3, 50)).astype(np.float32)
-  normal[0, 0], normal[1, 1] = 0.0, np.nan
-  compact = results.compact_array(normal)
-  assert compact.dtype == np.float16 and compact[0, 0] == 0 and np.isnan(compact[1, 1])
-  finite = np.isfinite(normal)
-  relative = np.abs(compact[finite].astype(np.float64) - normal[finite]) / np.maximum(np.abs(normal[finite]), 1e-30)
-  assert relative.max() <= results.COMPACT_RELATIVE_ERROR
-  tiny = normal.copy()
-  tiny[2, 3] = 3e-7               # below float16's normal range: its relative error would be large
-  assert results.compact_array(tiny).dtype == np.float32
-  huge = normal.copy()
-  huge[2, 3] = 1e5                # overflows float16
-  assert results.compact_array(huge).dtype == np.float32
-  assert results.compact_array(np.arange(5, dtype=np.int32)).dtype == np.int32
-
-
 def test_published_series_read_back_as_the_run_and_count_as_finished(smoke_workdir, tmp_path):
   from results import publish   # pylint: disable=g-import-not-at-top
   workdir = smoke_workdir[0]
@@ -246,7 +228,7 @@ def test_published_series_read_back_as_the_run_and_count_as_finished(smoke_workd
     assert mine.seeds.tolist() == theirs.seeds.tolist() and mine.steps_M.tolist() == theirs.steps_M.tolist()
     for name in list(theirs.measures) + list(theirs.losses):
       exact = (theirs.measures | theirs.losses)[name].astype(np.float64)
-      assert np.allclose((mine.measures | mine.losses)[name], exact, rtol=results.COMPACT_RELATIVE_ERROR, atol=0)
+      assert np.allclose((mine.measures | mine.losses)[name], exact, rtol=publish.COMPACT_RELATIVE_ERROR, atol=0)
   # The published folder is a workdir launch.dynamics continues: its runs count as finished.
   sweep = configuration.parse(dynamics_sweep.SweepConfig, dynamics_config.get_config("smoke,steps=100,seeds=3"))
   for run in (MNIST_RUN, TEXT_RUN):
