@@ -261,6 +261,13 @@ def codec_text_section(report: Mapping[str, Any], run: Mapping[str, Any], config
             f"{len(report['replication'])} claims."]
   if untestable:
     lines.append("- Not testable in this run: " + "; ".join(untestable) + ".")
+  converged = report["codec"].get("training_converged")
+  if converged:   # runs published before the check existed do not say
+    unsettled = [stage for stage, settled in converged.items() if settled is False]
+    lines.append("- **Training**: " + (f"the {' and the '.join(s.upper() if s == 'sae' else s.capitalize() for s in unsettled)} "
+                 "had not converged in every run (FVU or dead fraction still moving over the last 20% of steps; "
+                 "see report.md), so the findings describe codes that were still changing." if unsettled else
+                 "converged in every run (FVU and dead fraction settled over the last 20% of steps)."))
   lines += ["- **Limits**: one layer of one model, over one corpus, at the settings above (see the config); the "
             "earlier work's claims were made on GPT-2 Small, so a claim that does not replicate here may hold "
             "there.", *cost_lines(run)]

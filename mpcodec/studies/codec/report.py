@@ -66,6 +66,49 @@ def squeezer_summary(metrics: Mapping[str, np.ndarray], run_labels: Sequence[dic
   }
 
 
+# A training stage has converged when, in every run, its training FVU over the last CONVERGENCE_WINDOW of the
+# steps differs from the window before by at most FVU_TOLERANCE (relative) and its dead fraction moved by at
+# most DEAD_TOLERANCE over the last window.
+CONVERGENCE_WINDOW = 0.2
+FVU_TOLERANCE = 0.02
+DEAD_TOLERANCE = 0.02
+
+
+def convergence(history: Mapping[str, np.ndarray] | None, run_labels: Sequence[dict]) -> dict[str, Any] | None:
+  """Whether a stage's training had settled, per run, from its (steps, runs) history of `fvu` and
+  `dead_fraction` (None without a history or with fewer than 10 steps)."""
+  if history is None or "fvu" not in history or np.asarray(history["fvu"]).shape[0] < 10:
+    return None
+  fvu_TxR = np.asarray(history["fvu"], np.float64)
+  dead_TxR = np.asarray(history.get("dead_fraction", np.zeros_like(fvu_TxR)), np.float64)
+  steps = fvu_TxR.shape[0]
+  width = max(1, int(round(CONVERGENCE_WINDOW * steps)))
+  last, before = fvu_TxR[-width:].mean(axis=0), fvu_TxR[-2 * width:-width].mean(axis=0)
+  fvu_change = (last - before) / np.where(before > 0, before, 1.0)
+  dead_change = dead_TxR[-1] - dead_TxR[-width - 1]
+  rows = []
+  for r, label in enumerate(run_labels):
+    settled = bool(abs(fvu_change[r]) <= FVU_TOLERANCE and abs(dead_change[r]) <= DEAD_TOLERANCE)
+    rows.append({**label, "fvu_last_window": float(last[r]), "fvu_relative_change": float(fvu_change[r]),
+                 "dead_fraction_change": float(dead_change[r]), "converged": settled})
+  return {"rule": (f"training FVU over the last {CONVERGENCE_WINDOW:.0%} of {steps} steps within "
+                   f"{FVU_TOLERANCE:.0%} (relative) of the {CONVERGENCE_WINDOW:.0%} before, and the dead "
+                   f"fraction moved by at most {DEAD_TOLERANCE} over the last {CONVERGENCE_WINDOW:.0%}"),
+          "runs": rows, "converged_in_every_run": all(row["converged"] for row in rows)}
+
+
+def _convergence_line(stage: str, payload: Mapping[str, Any] | None) -> list[str]:
+  if payload is None:
+    return []
+  unsettled = [row for row in payload["runs"] if not row["converged"]]
+  if not unsettled:
+    return [f"Training had converged in every run ({payload['rule']}).", ""]
+  worst = max(unsettled, key=lambda row: abs(row["fvu_relative_change"]))
+  return [f"**{stage} training had not converged in {len(unsettled)} of {len(payload['runs'])} runs** "
+          f"({payload['rule']}); e.g. {plots_lib.run_name(worst)}: FVU changed by "
+          f"{worst['fvu_relative_change']:+.1%}, dead fraction by {worst['dead_fraction_change']:+.3f}.", ""]
+
+
 def _markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
   columns = list(rows[0].keys())
   def cell(v):
@@ -101,9 +144,10 @@ def write_codec_outputs(workdir: str, result: Any, text_part: Any = None) -> dic
   sae_metrics, sae_history, analysis_payload = result.sae_metrics, result.sae_history, result.analysis
   squeezer_metrics, squeezer_history, squeezer_labels = result.squeezer_metrics, main.history, list(main.labels)
   sae_payload = dict(sae_summary(sae_metrics, run_labels), source=source_description,
-                     config=configuration.to_dict(cfg))
+                     config=configuration.to_dict(cfg), convergence=convergence(sae_history, run_labels))
   squeezer_payload = dict(squeezer_summary(squeezer_metrics, squeezer_labels), source=source_description,
-                          num_neurons=main.num_neurons)
+                          num_neurons=main.num_neurons,
+                          convergence=convergence(squeezer_history, squeezer_labels))
   io.write_json(os.path.join(workdir, "metrics", "sae.json"), sae_payload)
   io.write_json(os.path.join(workdir, "metrics", "squeezer.json"), squeezer_payload)
   plots = os.path.join(workdir, "plots")
@@ -124,6 +168,9 @@ def write_codec_outputs(workdir: str, result: Any, text_part: Any = None) -> dic
   if analysis_payload is not None:
     text += "\n" + replication.analysis_markdown(analysis_payload)
   report = report_json(analysis_payload, num_seeds, bool(cfg.smoke), no_verdict)
+  report["training_converged"] = {stage: (None if payload["convergence"] is None
+                                          else payload["convergence"]["converged_in_every_run"])
+                                  for stage, payload in (("sae", sae_payload), ("squeezer", squeezer_payload))}
   if text_part is not None:
     text = with_banner(text + "\n" + text_part.markdown, text_part.no_verdict)
     report = dict(text_part.report, codec=report)
@@ -170,7 +217,7 @@ def report_markdown(sae_payload: Mapping[str, Any], squeezer_payload: Mapping[st
             ("The SAE was loaded from a saved checkpoint (no training curves)." if sae_loaded else
              "Training curves: `plots/sae_training.png`; latent density: `plots/latent_density.png`."),
             f"Evaluated on {sae_payload['num_eval_tokens']} held-out tokens.", "",
-            _markdown_table(sae_payload["runs"]), ""]
+            _markdown_table(sae_payload["runs"]), "", *_convergence_line("SAE", sae_payload.get("convergence"))]
   dead_neuron_runs = [row for row in squeezer_payload["runs"] if row["all_neurons_dead"]]
   lines += ["## Squeezer", "",
             f"{squeezer_payload['num_neurons']} synthetic neurons. Faithfulness ratio = sum squared error "
@@ -179,5 +226,6 @@ def report_markdown(sae_payload: Mapping[str, Any], squeezer_payload: Mapping[st
             "(`plots/features_per_neuron.png`).", ""]
   if dead_neuron_runs:
     lines += [f"**Warning: every synthetic neuron died in {len(dead_neuron_runs)} runs.**", ""]
-  lines += [_markdown_table(squeezer_payload["runs"]), ""]
+  lines += [_markdown_table(squeezer_payload["runs"]), "",
+            *_convergence_line("Squeezer", squeezer_payload.get("convergence"))]
   return "\n".join(lines)
