@@ -40,7 +40,7 @@ setup(
     extras_require={
         # Pretrained models (MiniLM): tokenisation from tokenizer.json (weights are safetensors files).
         "lm": ["tokenizers>=0.15", "gguf>=0.10"],
-        "test": ["pytest>=8", "pytest-timeout>=2.2", "pyflakes>=3.0", "import-linter>=2.17",
+        "test": ["pytest>=8", "pytest-timeout>=2.2", "pytest-xdist>=3.5", "pyflakes>=3.0", "import-linter>=2.17",
                  "tokenizers>=0.15", "gguf>=0.10", "pdoc>=14"],
         # Side-by-side baselines of the benchmark mains only; never imported by the library.
         "bench": ["torch", "sentence-transformers", "ruptures>=1.1"],
