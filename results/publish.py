@@ -101,11 +101,13 @@ def machine() -> dict:
 
 
 def git_commit(repo: str) -> dict:
-  """HEAD of `repo` and whether its tracked files differ from it (a dirty tree is recorded, not hidden)."""
+  """HEAD of `repo` and whether its tracked files differ from it (a dirty tree is recorded, not hidden). The
+  published studies' folders (results/<study>/) do not count: what an earlier part wrote there is not code."""
   def git(*args):
     return subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True, check=True).stdout.strip()
   try:
-    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    return {"commit": git("rev-parse", "HEAD"),
+            "dirty": bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude,glob)results/*/**"))}
   except (OSError, subprocess.CalledProcessError) as e:
     fail(f"--repo {repo}: cannot read its git commit ({e})")
 

@@ -156,3 +156,20 @@ def test_compact_array_keeps_float16_only_where_every_value_stays_within_the_tol
   huge[2, 3] = 1e5                # overflows float16
   assert publish.compact_array(huge).dtype == np.float32
   assert publish.compact_array(np.arange(5, dtype=np.int32)).dtype == np.int32
+
+
+def test_dirty_means_code_differs_not_what_earlier_parts_published(tmp_path):
+  import subprocess   # pylint: disable=g-import-not-at-top
+  def git(*args):
+    subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+  (tmp_path / "results" / "dynamics").mkdir(parents=True)
+  (tmp_path / "results" / "dynamics" / "cost.json").write_text("{}")
+  (tmp_path / "results" / "publish.py").write_text("code\n")
+  git("init", "-q")
+  git("-c", "user.name=t", "-c", "user.email=t@t", "add", ".")
+  git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "c")
+  assert publish.git_commit(str(tmp_path))["dirty"] is False
+  (tmp_path / "results" / "dynamics" / "cost.json").write_text('{"parts": []}')
+  assert publish.git_commit(str(tmp_path))["dirty"] is False
+  (tmp_path / "results" / "publish.py").write_text("changed code\n")
+  assert publish.git_commit(str(tmp_path))["dirty"] is True
