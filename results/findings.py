@@ -17,8 +17,8 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from results.sections import (codec_section, codec_text_section, cost_lines, dynamics_cost_note, minutes,
-                              mono_poly_section, toy_superposition_section, verdict_summary)
+from results.sections import (codec_section, codec_text_section, cost_lines, dynamics_cost_note, dynamics_section,
+                              minutes, mono_poly_section, toy_superposition_section, verdict_summary)
 
 RESULTS_DIR = os.path.dirname(os.path.abspath(__file__))
 PAGE = "README.md"
@@ -45,7 +45,10 @@ SCHEMA: dict[str, tuple[str, ...]] = {
             "num_seeds_higher_when_sparsest", "mean_is_monotone_in_sparsity", "peak_sparsity", "peak_mean"))),
     "codec_ground_truth": (
         "smoke", "num_seeds", "no_verdict_reason", "hypotheses", "replication", "themes_found", "atlas"),
-    "dynamics": (),
+    "dynamics": ("smoke", "runs", "primary_measure", "exclusions.num_diverged_runs", "exclusions.num_excluded_seeds",
+                 "hypotheses", "replication", *(f"detector_validity.bars.{key}" for key in (
+                     "passed", "false_positive_bar_per_1000", "false_positives_per_1000_max_on_nulls",
+                     "recall_white_min_at_2sd_and_more", "recall_bar"))),
     **{key: ("smoke", "num_seeds", "no_verdict_reason", "hypotheses", "replication", "codec.hypotheses",
              "codec.replication", "codec.themes_found", "codec.atlas") for key in ("codec_minilm", "codec_smollm2")},
 }
@@ -53,6 +56,10 @@ SCHEMA: dict[str, tuple[str, ...]] = {
 ROW_SCHEMA: dict[str, dict[str, tuple[str, ...]]] = {
     "codec_ground_truth": {"replication": ("key", "claim", "claimed", "ours", "margin", "verdict", "reason")},
     "toy_superposition": {"phase_diagram.rows": ("feature_density", "relative_importance", "majority_class")},
+    "dynamics": {"runs": ("run", "family"),
+                 "hypotheses": ("name", "estimate", "low", "high", "p_value", "p_adjusted", "verdict", "reason"),
+                 "replication": ("claim", "claimed", "result", "ci_low", "ci_high", "confidence", "num_seeds",
+                                 "margin", "margin_kind", "verdict", "reason")},
     **{key: {"replication": ("key", "claim", "claimed", "ours", "margin", "verdict", "reason"),
              "codec.replication": ("key", "claim", "claimed", "ours", "margin", "verdict", "reason")}
        for key in ("codec_minilm", "codec_smollm2")},
@@ -151,7 +158,7 @@ ENTRIES = (
           "Transformer zoo on four datasets: when do layers settle, how many jumps, are there critical "
           "periods, and do the earlier repository's figures replicate?",
           "python -m launch.dynamics --config=configs/dynamics.py --workdir=runs/dynamics --shard=I/8 "
-          "--data_dir=../shared/data", None,
+          "--data_dir=../shared/data", dynamics_section,
           pending="Run it for I = 1..8, one part at a time (the series are deterministic, so the parts fit "
                   "together): copy `results/dynamics/dynamics/` (the finished parts' series, the grid's config "
                   "and its shard plan) into `runs/dynamics/dynamics/` first, and publish each part with "

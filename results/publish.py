@@ -274,10 +274,22 @@ def publish(study_name: str, workdir: str, command: list[str], timing: dict, rep
     if size > MAX_FILE_BYTES:
       fail(f"{rel}: {size} bytes, over the {MAX_FILE_BYTES} allowed in results/ (keep bulky files out)")
   out_dir = os.path.join(results_dir, study_name)
+  cost = None   # what the parts of a study trained in parts cost, kept beside the whole
+  if os.path.isfile(os.path.join(out_dir, "cost.json")):
+    with open(os.path.join(out_dir, "cost.json")) as f:
+      cost = f.read()
   if os.path.isdir(out_dir):
     shutil.rmtree(out_dir)
   os.makedirs(out_dir)
+  if cost is not None:
+    with open(os.path.join(out_dir, "cost.json"), "w") as f:
+      f.write(cost)
   shutil.copyfile(report, os.path.join(out_dir, "report.json"))
+  beside = os.path.join(os.path.dirname(report), "report.md")   # a report kept in a subfolder (dynamics: analysis/)
+  top = ["report.json"]
+  if os.path.dirname(study.report_json) and os.path.isfile(beside):
+    shutil.copyfile(beside, os.path.join(out_dir, "report.md"))
+    top.append("report.md")
   for rel in files:
     os.makedirs(os.path.dirname(os.path.join(out_dir, rel)), exist_ok=True)
     shutil.copyfile(os.path.join(workdir, rel), os.path.join(out_dir, rel))
@@ -286,7 +298,7 @@ def publish(study_name: str, workdir: str, command: list[str], timing: dict, rep
   run = {"study": study_name, "command": public_command(command, study_name), **git_commit(repo),
          "machine": machine(), **timing,
          "published_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-         "files": ["report.json", "config.json", *files]}
+         "files": [*top, "config.json", *files]}
   if note:
     run["note"] = note
   with open(os.path.join(out_dir, "config.json"), "w") as f:

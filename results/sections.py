@@ -274,6 +274,56 @@ def codec_text_section(report: Mapping[str, Any], run: Mapping[str, Any], config
   return lines
 
 
+def _dynamics_replication_rows(rows: list[Mapping[str, Any]]) -> list[str]:
+  lines = ["| claim of the earlier work | claimed | ours | margin | verdict |", "|---|---|---|---|---|"]
+  for row in rows:
+    ours = num(row.get("result"))
+    if row.get("ci_low") is not None and row.get("ci_high") is not None:
+      ours += f" {interval(row['ci_low'], row['ci_high'])} ({row['confidence']:.0%} t interval, {row['num_seeds']} seeds)"
+    margin = f"+-{num(row['margin'])} ({row['margin_kind']})" if row.get("margin") is not None else "—"
+    verdict = f"**{row['verdict']}**" + (f" ({row['reason']})" if row["verdict"] == "cannot be tested" else "")
+    claimed = row["claimed"]
+    claimed = int(claimed) if isinstance(claimed, float) and claimed.is_integer() and claimed > 1 else claimed
+    lines.append(f"| {row['claim']} | {num(claimed)} | {ours} | {margin} | {verdict} |")
+  return lines
+
+
+def dynamics_section(report: Mapping[str, Any], run: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
+  """The dynamics grid: what was trained, the hypotheses against their nulls, the replication table."""
+  base, runs = config["base"], report["runs"]
+  families: dict[str, int] = {}
+  for entry in runs:
+    families[entry["family"]] = families.get(entry["family"], 0) + 1
+  excluded = report["exclusions"]
+  lines = [
+      f"{len(runs)} configurations ({', '.join(f'{n} {f}' for f, n in sorted(families.items()))}), "
+      f"{base['num_seeds']} seeds x {base['num_steps']:,} steps each; every {base['measure_every']} steps each "
+      f"layer's participation ratio, effective rank, stable rank, components for 90% and TwoNN dimension on "
+      f"held-out and training probes. Primary measure: {report['primary_measure']}. Left out: "
+      f"{excluded['num_diverged_runs']} run(s) that diverged or failed on every seed, "
+      f"{excluded['num_excluded_seeds']} seed(s) below chance + margin or non-finite.", "",
+      "| hypothesis | estimate [95% t CI] | p (Holm) | verdict |", "|---|---|---|---|"]
+  for h in report["hypotheses"]:
+    if h.get("p_value") is None:
+      lines.append(f"| {h['name']} | — | — | **{h['verdict']}** ({h.get('reason')}) |")
+      continue
+    lines.append(f"| {h['name']} | {num(h['estimate'])} {interval(h.get('low'), h.get('high'))} | "
+                 f"{p_text(h.get('p_value'))} ({p_text(h.get('p_adjusted'))}) | **{h['verdict']}** |")
+  lines += ["", "The earlier repository's figures (equivalence within the declared margins, Holm over the table):",
+            "", *_dynamics_replication_rows(report["replication"]), "",
+            "- **Replication**: " + _counts([row["verdict"] for row in report["replication"]]) + " of "
+            f"{len(report['replication'])} claims."]
+  bars = report["detector_validity"]["bars"]
+  lines.append(f"- **The jump detector** {'passed' if bars['passed'] else 'did not pass'} its validity bars "
+               f"(false positives at most {num(bars['false_positive_bar_per_1000'])} per 1,000 measurements on "
+               f"null series: {num(bars['false_positives_per_1000_max_on_nulls'])}; recall of 2-SD steps on "
+               f"white noise {num(bars['recall_white_min_at_2sd_and_more'])}, bar {num(bars['recall_bar'])}).")
+  lines += ["- **Limits**: small models on small inputs (MNIST-like images, AG News), 2,000 steps; the probes are a "
+            "few hundred examples, so rank-based measures of wide layers are capped by the probe size (flagged "
+            "per run in report.md).", *cost_lines(run)]
+  return lines
+
+
 def dynamics_cost_note(cost: Mapping[str, Any]) -> str:
   """What the timed part of the dynamics grid was, read from its resolved config."""
   base = cost["config"]["base"]
@@ -302,6 +352,9 @@ def verdict_summary(key: str, report: Mapping[str, Any]) -> str:
     return "; ".join(f"{name} {h['verdict']}" for name, h in report["hypotheses"].items())
   if key == "codec_ground_truth":
     return (f"hypotheses: {_counts([h['verdict'] for h in report['hypotheses'].values()])}; claims: "
+            f"{_counts([row['verdict'] for row in report['replication']])}")
+  if key == "dynamics":
+    return (f"hypotheses: {_counts([h['verdict'] for h in report['hypotheses']])}; claims: "
             f"{_counts([row['verdict'] for row in report['replication']])}")
   if key == "toy_superposition":
     return "geometry beside the published figures (no statistical verdicts)"

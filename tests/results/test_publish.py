@@ -173,3 +173,39 @@ def test_dirty_means_code_differs_not_what_earlier_parts_published(tmp_path):
   assert publish.git_commit(str(tmp_path))["dirty"] is False
   (tmp_path / "results" / "publish.py").write_text("changed code\n")
   assert publish.git_commit(str(tmp_path))["dirty"] is True
+
+
+def test_publishing_the_whole_study_keeps_what_its_parts_cost(tmp_path, monkeypatch):
+  monkeypatch.chdir(os.path.dirname(publish.RESULTS_DIR))
+  workdir, out = _workdir(tmp_path), tmp_path / "results"
+  (out / "mono_poly").mkdir(parents=True)
+  (out / "mono_poly" / "cost.json").write_text('{"parts": [1]}')
+  (out / "mono_poly" / "stale.md").write_text("from an earlier publication")
+  publish.publish("mono_poly", str(workdir), COMMAND, {"wall_time_s": 1.0}, repo=os.path.dirname(publish.RESULTS_DIR),
+                  results_dir=str(out))
+  assert (out / "mono_poly" / "cost.json").read_text() == '{"parts": [1]}'
+  assert not (out / "mono_poly" / "stale.md").exists()
+
+
+def test_a_dynamics_grid_is_published_with_its_analysis_and_every_run_series(tmp_path, monkeypatch):
+  monkeypatch.chdir(os.path.dirname(publish.RESULTS_DIR))
+  workdir = tmp_path / "dyn"
+  (workdir / "analysis" / "plots").mkdir(parents=True)
+  (workdir / "dynamics" / "checkpoints").mkdir(parents=True)
+  (workdir / "analysis" / "report.json").write_text(json.dumps({"smoke": False}))
+  (workdir / "analysis" / "report.md").write_text("# dynamics analysis\n")
+  (workdir / "analysis" / "jumps.csv").write_text("run\n")
+  (workdir / "analysis" / "plots" / "dashboard.png").write_bytes(b"png")
+  (workdir / "dynamics" / "checkpoints" / "state").write_bytes(b"x")
+  np.savez(workdir / "dynamics" / "a__mnist.npz", steps=np.arange(3), participation_ratio=np.ones((2, 3, 1), np.float32))
+  (workdir / "dynamics" / "a__mnist.json").write_text(json.dumps({"status": "finished", "npz": "a__mnist.npz"}))
+  out = tmp_path / "results"
+  command = ["python", "-m", "launch.dynamics", "--config=configs/dynamics.py:smoke", "--workdir=/w/dyn"]
+  folder = publish.publish("dynamics", str(workdir), command, {"wall_time_s": 9.0},
+                           repo=os.path.dirname(publish.RESULTS_DIR), results_dir=str(out))
+  names = sorted(os.path.relpath(os.path.join(root, n), folder) for root, _, ns in os.walk(folder) for n in ns)
+  assert names == ["analysis/jumps.csv", "analysis/plots/dashboard.png", "analysis/report.json", "analysis/report.md",
+                   "config.json",
+                   "dynamics/a__mnist.json", "dynamics/a__mnist.npz", "report.json", "report.md", "run.json"]
+  run = json.loads((out / "dynamics" / "run.json").read_text())
+  assert sorted(run["files"]) == sorted(n for n in names if n != "run.json")
