@@ -331,7 +331,8 @@ def dynamics_cost_note(cost: Mapping[str, Any]) -> str:
   shard = f" (shard {cost['shard']['index']}/{cost['shard']['count']})" if cost.get("shard") else ""
   text = (f"- That part{shard}: {len(runs)} configuration{'s' if len(runs) != 1 else ''} ({', '.join(runs)}), "
           f"{base['num_seeds']} seeds x {base['num_steps']:,} steps.")
-  published = [path for path in cost.get("series", []) if path.endswith(".npz")]
+  own = {"dynamics/" + run.replace("@", "__") + ".npz" for run in runs}
+  published = [path for path in cost.get("series", []) if path in own]
   if published:
     text += (f" The measured series of the {len(published)} configuration{'s' if len(published) != 1 else ''} "
              "it finished are committed in `results/dynamics/dynamics/`, where later parts continue.")
