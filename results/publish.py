@@ -274,6 +274,9 @@ def publish(study_name: str, workdir: str, command: list[str], timing: dict, rep
     if size > MAX_FILE_BYTES:
       fail(f"{rel}: {size} bytes, over the {MAX_FILE_BYTES} allowed in results/ (keep bulky files out)")
   out_dir = os.path.join(results_dir, study_name)
+  if os.path.realpath(workdir) == os.path.realpath(out_dir):
+    fail(f"--workdir {workdir} is the published folder itself; publish from the run's own workdir (for the "
+         f"dynamics grid: copy {out_dir}/dynamics/ into runs/dynamics/dynamics/ and analyse there)")
   cost = None   # what the parts of a study trained in parts cost, kept beside the whole
   if os.path.isfile(os.path.join(out_dir, "cost.json")):
     with open(os.path.join(out_dir, "cost.json")) as f:

@@ -209,3 +209,15 @@ def test_a_dynamics_grid_is_published_with_its_analysis_and_every_run_series(tmp
                    "dynamics/a__mnist.json", "dynamics/a__mnist.npz", "report.json", "report.md", "run.json"]
   run = json.loads((out / "dynamics" / "run.json").read_text())
   assert sorted(run["files"]) == sorted(n for n in names if n != "run.json")
+
+
+def test_publishing_a_published_folder_onto_itself_is_refused(tmp_path, monkeypatch, capsys):
+  monkeypatch.chdir(os.path.dirname(publish.RESULTS_DIR))
+  folder = tmp_path / "results" / "mono_poly"
+  folder.mkdir(parents=True)
+  (folder / "report.json").write_text("{}")
+  with pytest.raises(SystemExit):
+    publish.publish("mono_poly", str(folder), COMMAND, {"wall_time_s": 1.0}, os.path.dirname(publish.RESULTS_DIR),
+                    str(tmp_path / "results"))
+  assert "is the published folder itself" in capsys.readouterr().err
+  assert (folder / "report.json").exists()
