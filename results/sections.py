@@ -280,7 +280,10 @@ def _dynamics_replication_rows(rows: list[Mapping[str, Any]]) -> list[str]:
     ours = num(row.get("result"))
     if row.get("ci_low") is not None and row.get("ci_high") is not None:
       ours += f" {interval(row['ci_low'], row['ci_high'])} ({row['confidence']:.0%} t interval, {row['num_seeds']} seeds)"
-    margin = f"+-{num(row['margin'])} ({row['margin_kind']})" if row.get("margin") is not None else "—"
+    margin = "—"
+    if row.get("margin") is not None:   # a relative margin is stored as its width around the claimed value
+      margin = (f"+-{num(row['margin'])} ({row['margin'] / row['claimed']:.0%} of the claim)"
+                if row["margin_kind"] == "relative" and row.get("claimed") else f"+-{num(row['margin'])}")
     verdict = f"**{row['verdict']}**" + (f" ({row['reason']})" if row["verdict"] == "cannot be tested" else "")
     claimed = row["claimed"]
     claimed = int(claimed) if isinstance(claimed, float) and claimed.is_integer() and claimed > 1 else claimed
