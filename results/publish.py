@@ -69,10 +69,12 @@ STUDIES = {
          "plots/truth_tables.png", "plots/atoms_by_theme.png", "plots/features_per_neuron.png")),
     # The grid's analysis (launch.dynamics_analysis writes it under analysis/) and, by `publish_series`, every
     # run's series, so that `launch.dynamics_analysis --workdir=results/dynamics` reproduces the analysis.
+    # The per-jump and per-series tables (jumps.csv, jump_excess.csv, convergence.csv: megabytes for the whole
+    # grid) are left out: the analysis writes them again from the committed series.
     "dynamics": Study(
         "launch.dynamics", "analysis/report.json",
-        ("analysis/report.md", "analysis/*.csv", "analysis/*.json", "analysis/plots/*.png",
-         "dynamics/accuracy_table.md")),
+        ("analysis/report.md", "analysis/*.json", "analysis/critical_periods.csv", "analysis/mechanism*.csv",
+         "analysis/penalty_curve.csv", "analysis/plots/*.png", "dynamics/accuracy_table.md")),
     "codec_minilm": Study(
         "launch.codec", "report.json", ("report.md", "metrics/*.json", "plots/*.png")),
     "codec_smollm2": Study(

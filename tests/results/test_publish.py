@@ -194,7 +194,8 @@ def test_a_dynamics_grid_is_published_with_its_analysis_and_every_run_series(tmp
   (workdir / "dynamics" / "checkpoints").mkdir(parents=True)
   (workdir / "analysis" / "report.json").write_text(json.dumps({"smoke": False}))
   (workdir / "analysis" / "report.md").write_text("# dynamics analysis\n")
-  (workdir / "analysis" / "jumps.csv").write_text("run\n")
+  (workdir / "analysis" / "jumps.csv").write_text("run\n")              # per jump: rewritten by the analysis
+  (workdir / "analysis" / "critical_periods.csv").write_text("run\n")
   (workdir / "analysis" / "plots" / "dashboard.png").write_bytes(b"png")
   (workdir / "dynamics" / "checkpoints" / "state").write_bytes(b"x")
   np.savez(workdir / "dynamics" / "a__mnist.npz", steps=np.arange(3), participation_ratio=np.ones((2, 3, 1), np.float32))
@@ -204,7 +205,7 @@ def test_a_dynamics_grid_is_published_with_its_analysis_and_every_run_series(tmp
   folder = publish.publish("dynamics", str(workdir), command, {"wall_time_s": 9.0},
                            repo=os.path.dirname(publish.RESULTS_DIR), results_dir=str(out))
   names = sorted(os.path.relpath(os.path.join(root, n), folder) for root, _, ns in os.walk(folder) for n in ns)
-  assert names == ["analysis/jumps.csv", "analysis/plots/dashboard.png", "analysis/report.json", "analysis/report.md",
+  assert names == ["analysis/critical_periods.csv", "analysis/plots/dashboard.png", "analysis/report.json", "analysis/report.md",
                    "config.json",
                    "dynamics/a__mnist.json", "dynamics/a__mnist.npz", "report.json", "report.md", "run.json"]
   run = json.loads((out / "dynamics" / "run.json").read_text())
