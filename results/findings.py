@@ -217,7 +217,7 @@ def render_page(results_dir: str = RESULTS_DIR) -> str:
     data = loaded[entry.key]
     status = "not yet run" if data is None else (
         "smoke run (no verdicts)" if data[0].get("smoke") else
-        "reference run, reduced (see its section)" if data[1].get("note") else "reference run")
+        "reference run, reduced (see its section)" if "reduced" in data[1].get("note", "") else "reference run")
     wall = "—" if data is None else minutes(data[1]["wall_time_s"] + data[1].get("earlier_stages_wall_time_s", 0))
     found = "—" if data is None else verdict_summary(entry.key, data[0])
     lines.append(f"| [{entry.title}](#{anchor(entry.title)}) | {status} | {found} | {wall} |")
