@@ -71,6 +71,7 @@ SLOW_TESTS = (   # "file::test name" (every parametrisation of it)
     "tests/data/test_bars.py::test_noise_is_gaussian_with_configured_std",
     "tests/data/test_toy_features.py::test_cofiring_themes_keep_k_and_raise_within_theme_cofiring",
     "tests/test_api_docs.py::test_api_reference_builds_without_warnings",
+    "tests/results/test_dynamics_series.py::test_the_published_analysis_reproduces_from_the_committed_series",
 )
 
 

@@ -2,8 +2,10 @@
 reads back as launch.dynamics wrote it, was trained with the default grid's config for that run, and lies
 in the committed shard plan; its measures agree with its record."""
 
+import dataclasses
 import json
 import os
+import shutil
 
 import numpy as np
 
@@ -56,3 +58,28 @@ def test_committed_series_read_back_with_their_records():
     stored = series.load_series(run.npz_path)
     # The committed file holds the run's final accuracies exactly as its record does.
     assert stored["final_test_accuracy"].tolist() == run.record["final_test_accuracy"], run.run
+
+
+def test_the_published_analysis_reproduces_from_the_committed_series(tmp_path):
+  """launch.dynamics_analysis on a copy of the committed series (as `--workdir=results/dynamics` would, without
+  writing into the repository) gives the published hypotheses and replication table: the same verdicts, and
+  every number within 1% (the committed series are float16, and CPUs of another kind round float32 work
+  differently)."""
+  from configs import dynamics_analysis as analysis_config   # pylint: disable=g-import-not-at-top
+  from mpcodec.studies.dynamics import analysis   # pylint: disable=g-import-not-at-top
+  with open(os.path.join(PUBLISHED, "report.json")) as f:
+    published = json.load(f)
+  shutil.copytree(FOLDER, tmp_path / "dynamics")
+  cfg = configuration.parse(analysis.AnalysisConfig, analysis_config.get_config())
+  again = analysis.analyze(str(tmp_path), dataclasses.replace(cfg, plots=False))
+
+  def close(a, b):
+    return (a is None and b is None) or (a is not None and b is not None and abs(a - b) <= 0.01 * max(abs(b), 1e-2))
+  assert [h["verdict"] for h in again["hypotheses"]] == [h["verdict"] for h in published["hypotheses"]]
+  for mine, theirs in zip(again["hypotheses"], published["hypotheses"]):
+    assert close(mine["estimate"], theirs["estimate"]), (mine["name"], mine["estimate"], theirs["estimate"])
+  assert [r["key"] for r in again["replication"]] == [r["key"] for r in published["replication"]]
+  for mine, theirs in zip(again["replication"], published["replication"]):
+    assert mine["verdict"] == theirs["verdict"], (mine["key"], mine["verdict"], theirs["verdict"])
+    for key in ("result", "ci_low", "ci_high"):
+      assert close(mine.get(key), theirs.get(key)), (mine["key"], key, mine.get(key), theirs.get(key))
