@@ -21,11 +21,12 @@ How layers become matrices (`layer_matrix`): dense (N, D) as is; convolutions (N
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Sequence
 
 import jax
 import jax.numpy as jnp
 
+from mpcodec.metrics import host_lapack
 from mpcodec.metrics.shapes import check_axis, check_rank
 
 # Below this ratio of centred to uncentred Frobenius norm, float32 cannot tell variance from the
@@ -84,26 +85,52 @@ def singular_values(x_NxD: jax.Array, row_mask: jax.Array | None = None) -> jax.
 
   Chosen from static shapes, both float32-safe:
   - near-square (max(N, D) < GRAM_ASPECT_RATIO * min(N, D)): a direct SVD (values only), whose cost is
-    then like an eigendecomposition of the Gram matrix;
+    then like an eigendecomposition of the Gram matrix; on a CPU backend with several cores it runs in a
+    host callback over the cores (`host_lapack`, the same LAPACK routine: bit-identical values);
   - tall or wide: eigenvectors V of the small Gram matrix (D x D when N >> D, N x N when D >> N), then
     sigma_i = ||X v_i|| measured directly. Reading sigma from the Gram eigenvalues would square the
     condition number and leave noise of order sqrt(eps) * sigma_max on every small singular value;
     projecting keeps it near eps * sigma_max, at the price of one more (N x D x min) matmul.
   """
   _check_matrix("singular_values", x_NxD, row_mask)
-  centred_NxD = centre(x_NxD, row_mask)
-  num_rows, num_features = centred_NxD.shape
-  small, large = min(num_rows, num_features), max(num_rows, num_features)
-  if large < GRAM_ASPECT_RATIO * small:
-    sigma = jnp.linalg.svd(centred_NxD, compute_uv=False)
-  else:
-    # X and X^T share their singular values, so work on the side with the smaller Gram.
-    tall_NxD = centred_NxD if num_rows >= num_features else centred_NxD.T
-    gram_DxD = jnp.matmul(tall_NxD.T, tall_NxD, precision=jax.lax.Precision.HIGHEST)
-    _, eigvecs_DxD = jnp.linalg.eigh(gram_DxD)
-    projected_NxD = jnp.matmul(tall_NxD, eigvecs_DxD, precision=jax.lax.Precision.HIGHEST)
-    sigma = jnp.sort(jnp.linalg.norm(projected_NxD, axis=0))[::-1]
-  return jnp.where(_has_variance(x_NxD, centred_NxD, row_mask), sigma, 0.0)
+  return singular_values_many([x_NxD], [row_mask])[0]
+
+
+def _is_near_square(shape: tuple[int, ...]) -> bool:
+  return max(shape) < GRAM_ASPECT_RATIO * min(shape)
+
+
+def _gram_singular_values(centred_NxD: jax.Array) -> jax.Array:
+  # X and X^T share their singular values, so work on the side with the smaller Gram.
+  tall_NxD = centred_NxD if centred_NxD.shape[0] >= centred_NxD.shape[1] else centred_NxD.T
+  gram_DxD = jnp.matmul(tall_NxD.T, tall_NxD, precision=jax.lax.Precision.HIGHEST)
+  _, eigvecs_DxD = jnp.linalg.eigh(gram_DxD)
+  projected_NxD = jnp.matmul(tall_NxD, eigvecs_DxD, precision=jax.lax.Precision.HIGHEST)
+  return jnp.sort(jnp.linalg.norm(projected_NxD, axis=0))[::-1]
+
+
+def singular_values_many(matrices: Sequence[jax.Array],
+                         row_masks: Sequence[jax.Array | None] | None = None) -> list[jax.Array]:
+  """`singular_values` of several matrices (e.g. every layer of a network), the direct SVDs of all of them
+  in one call: on a CPU backend one host callback runs them over the cores (`host_lapack`), elsewhere
+  XLA's batched kernel. Values are the same as one `singular_values` call per matrix."""
+  row_masks = list(row_masks) if row_masks is not None else [None] * len(matrices)
+  if len(row_masks) != len(matrices):
+    raise ValueError(f"row_masks has {len(row_masks)} entries for {len(matrices)} matrices")
+  for x_NxD, row_mask in zip(matrices, row_masks):
+    _check_matrix("singular_values_many", x_NxD, row_mask)
+  centred = [centre(x_NxD, row_mask) for x_NxD, row_mask in zip(matrices, row_masks)]
+  direct = [i for i, c in enumerate(centred) if _is_near_square(c.shape)]
+  sigmas: list[jax.Array | None] = [None] * len(centred)
+  if direct and host_lapack.enabled():
+    for i, sigma in zip(direct, host_lapack.singular_values([centred[i] for i in direct])):
+      sigmas[i] = sigma
+  for i, centred_NxD in enumerate(centred):
+    if sigmas[i] is None:
+      sigmas[i] = (jnp.linalg.svd(centred_NxD, compute_uv=False) if i in direct
+                   else _gram_singular_values(centred_NxD))
+  return [jnp.where(_has_variance(x_NxD, c, row_mask), sigma, 0.0)
+          for x_NxD, c, row_mask, sigma in zip(matrices, centred, row_masks, sigmas)]
 
 
 def _safe_ratio(numerator: jax.Array, denominator: jax.Array) -> jax.Array:
@@ -301,14 +328,27 @@ def all_measures(
   num_components_90 is returned as float32 like the others, so the dict stacks into one array.
   """
   _check_matrix("all_measures", x_NxD, row_mask)
-  sigma = singular_values(x_NxD, row_mask)
-  return {
+  return all_measures_many([x_NxD], [key], twonn_samples, [row_mask])[0]
+
+
+def all_measures_many(
+    matrices: Sequence[jax.Array],
+    keys: Sequence[jax.Array],
+    twonn_samples: int | None,
+    row_masks: Sequence[jax.Array | None] | None = None,
+) -> list[dict[str, jax.Array]]:
+  """`all_measures` of several matrices (one key each), their spectra in one `singular_values_many` call."""
+  if len(keys) != len(matrices):
+    raise ValueError(f"keys has {len(keys)} entries for {len(matrices)} matrices")
+  row_masks = list(row_masks) if row_masks is not None else [None] * len(matrices)
+  sigmas = singular_values_many(matrices, row_masks)
+  return [{
       "participation_ratio": participation_ratio_from_sigma(sigma),
       "effective_rank": effective_rank_from_sigma(sigma),
       "stable_rank": stable_rank_from_sigma(sigma),
       "num_components_90": num_components_from_sigma(sigma, 0.9).astype(jnp.float32),
       "twonn_dimension": twonn_dimension(x_NxD, key, twonn_samples, row_mask),
-  }
+  } for x_NxD, key, row_mask, sigma in zip(matrices, keys, row_masks, sigmas)]
 
 
 def is_rank_capped(num_samples: int, num_features: int) -> bool:

@@ -195,15 +195,15 @@ def make_functions(cfg: DynamicsConfig, model, probe: ProbeSets) -> DynamicsProg
   def measure(params, data):
     logits, acts = model.apply(params, data["probe_x"])
     test_loss, test_accuracy = _loss_and_accuracy(logits, data["probe_y"])
-    per_layer = {name: [] for name in MEASURE_NAMES}
-    for index, (name, layout) in enumerate(zip(layer_names, layer_layouts)):
+    matrices = []
+    for name, layout in zip(layer_names, layer_layouts):
       matrix, _ = dimensionality.layer_matrix(acts[name], layout, cfg.conv_mode)
-      if name in data["rows"]:
-        matrix = matrix[data["rows"][name]]
-      values = dimensionality.all_measures(matrix, jax.random.fold_in(measure_key, index),
-                                           cfg.twonn_samples)
-      for measure_name in MEASURE_NAMES:
-        per_layer[measure_name].append(values[measure_name])
+      matrices.append(matrix[data["rows"][name]] if name in data["rows"] else matrix)
+    # Every layer's spectrum in one call (on a CPU backend, over the host's cores).
+    per_matrix = dimensionality.all_measures_many(
+        matrices, [jax.random.fold_in(measure_key, index) for index in range(len(matrices))],
+        cfg.twonn_samples)
+    per_layer = {name: [values[name] for values in per_matrix] for name in MEASURE_NAMES}
     train_logits, _ = model.apply(params, data["train_probe_x"])
     train_loss, train_accuracy = _loss_and_accuracy(train_logits, data["train_probe_y"])
     series = {name: jnp.stack(values) for name, values in per_layer.items()}
