@@ -100,20 +100,25 @@ def _is_near_square(shape: tuple[int, ...]) -> bool:
   return max(shape) < GRAM_ASPECT_RATIO * min(shape)
 
 
-def _gram_singular_values(centred_NxD: jax.Array) -> jax.Array:
+def _tall(centred_NxD: jax.Array) -> jax.Array:
   # X and X^T share their singular values, so work on the side with the smaller Gram.
-  tall_NxD = centred_NxD if centred_NxD.shape[0] >= centred_NxD.shape[1] else centred_NxD.T
-  gram_DxD = jnp.matmul(tall_NxD.T, tall_NxD, precision=jax.lax.Precision.HIGHEST)
-  _, eigvecs_DxD = jnp.linalg.eigh(gram_DxD)
+  return centred_NxD if centred_NxD.shape[0] >= centred_NxD.shape[1] else centred_NxD.T
+
+
+def _gram(tall_NxD: jax.Array) -> jax.Array:
+  return jnp.matmul(tall_NxD.T, tall_NxD, precision=jax.lax.Precision.HIGHEST)
+
+
+def _projected_singular_values(tall_NxD: jax.Array, eigvecs_DxD: jax.Array) -> jax.Array:
   projected_NxD = jnp.matmul(tall_NxD, eigvecs_DxD, precision=jax.lax.Precision.HIGHEST)
   return jnp.sort(jnp.linalg.norm(projected_NxD, axis=0))[::-1]
 
 
 def singular_values_many(matrices: Sequence[jax.Array],
                          row_masks: Sequence[jax.Array | None] | None = None) -> list[jax.Array]:
-  """`singular_values` of several matrices (e.g. every layer of a network), the direct SVDs of all of them
-  in one call: on a CPU backend one host callback runs them over the cores (`host_lapack`), elsewhere
-  XLA's batched kernel. Values are the same as one `singular_values` call per matrix."""
+  """`singular_values` of several matrices (e.g. every layer of a network), their decompositions in one
+  call: on a CPU backend with several cores one host callback runs them over the cores (`host_lapack`),
+  elsewhere XLA's kernels. Values are bit-identical to one `singular_values` call per matrix either way."""
   row_masks = list(row_masks) if row_masks is not None else [None] * len(matrices)
   if len(row_masks) != len(matrices):
     raise ValueError(f"row_masks has {len(row_masks)} entries for {len(matrices)} matrices")
@@ -121,16 +126,18 @@ def singular_values_many(matrices: Sequence[jax.Array],
     _check_matrix("singular_values_many", x_NxD, row_mask)
   centred = [centre(x_NxD, row_mask) for x_NxD, row_mask in zip(matrices, row_masks)]
   direct = [i for i, c in enumerate(centred) if _is_near_square(c.shape)]
-  sigmas: list[jax.Array | None] = [None] * len(centred)
-  if direct and host_lapack.enabled():
-    for i, sigma in zip(direct, host_lapack.singular_values([centred[i] for i in direct])):
-      sigmas[i] = sigma
-  for i, centred_NxD in enumerate(centred):
-    if sigmas[i] is None:
-      sigmas[i] = (jnp.linalg.svd(centred_NxD, compute_uv=False) if i in direct
-                   else _gram_singular_values(centred_NxD))
-  return [jnp.where(_has_variance(x_NxD, c, row_mask), sigma, 0.0)
-          for x_NxD, c, row_mask, sigma in zip(matrices, centred, row_masks, sigmas)]
+  gram = [i for i in range(len(centred)) if i not in direct]
+  talls = {i: _tall(centred[i]) for i in gram}
+  grams = [_gram(talls[i]) for i in gram]
+  if host_lapack.enabled() and centred:
+    direct_sigmas, eigvecs = host_lapack.decompose([centred[i] for i in direct], grams)
+  else:
+    direct_sigmas = [jnp.linalg.svd(centred[i], compute_uv=False) for i in direct]
+    eigvecs = [jnp.linalg.eigh(g)[1] for g in grams]
+  sigmas = dict(zip(direct, direct_sigmas))
+  sigmas.update({i: _projected_singular_values(talls[i], v) for i, v in zip(gram, eigvecs)})
+  return [jnp.where(_has_variance(x_NxD, centred[i], row_mask), sigmas[i], 0.0)
+          for i, (x_NxD, row_mask) in enumerate(zip(matrices, row_masks))]
 
 
 def _safe_ratio(numerator: jax.Array, denominator: jax.Array) -> jax.Array:

@@ -1,17 +1,18 @@
-"""Values-only SVDs of many float32 matrices at once, over the host's cores (for CPU backends).
+"""The decompositions of many float32 matrices at once, over the host's cores (for CPU backends).
 
 XLA's CPU backend runs the LAPACK call of each matrix in a batch one after another on one thread, so the
-decompositions of one dynamics measurement (seeds x layers) leave every other core idle. `singular_values`
-hands all of them to one host callback that runs them over a pool of threads, one matrix per task, largest
-first. Each task calls LAPACK's sgesdd (values only) through the function pointer scipy exports to Cython,
-the routine and library jaxlib's CPU kernels call, with the matrix in column-major order as jaxlib passes
-it: the values are bit-identical to `jnp.linalg.svd(x, compute_uv=False)` on the same machine (a test
-checks it), so switching between the two paths never changes a measured series. ctypes releases the GIL
-for each call, which scipy's own Python wrapper does not.
+decompositions of one dynamics measurement (every layer) leave every other core idle. `decompose` hands
+all of them to one host callback that runs them over a pool of threads, one matrix per task, largest
+first: values-only SVDs (LAPACK's sgesdd) and symmetric eigendecompositions with vectors (ssyevd, for the
+Gram route of tall matrices). Each task calls the routine through the function pointer scipy exports to
+Cython, the routine and library jaxlib's CPU kernels call, with the matrix in column-major order as jaxlib
+passes it: the results are bit-identical to `jnp.linalg.svd(x, compute_uv=False)` and `jnp.linalg.eigh` on
+the same machine (tests check it), so switching between the two paths never changes a measured series.
+ctypes releases the GIL for each call, which scipy's own Python wrappers do not.
 
 The callback path is taken only on a CPU backend with more than one usable core (`enabled`); set
 MPCODEC_HOST_LAPACK=0 to keep XLA's own kernels everywhere. A matrix with a non-finite entry, or one that
-LAPACK fails to converge on, gets NaN values, as `jnp.linalg.svd` gives.
+LAPACK fails to converge on, gets NaN results, as the XLA kernels give.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import concurrent.futures
 import ctypes
 import functools
 import os
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -45,16 +46,16 @@ def enabled() -> bool:
 
 
 @functools.cache
-def _sgesdd():
-  """ctypes function of scipy's Cython-level sgesdd (14 pointer arguments, C calling convention)."""
+def _lapack(name: str, num_args: int):
+  """ctypes function of scipy's Cython-level LAPACK routine `name` (pointer arguments, C calling convention)."""
   from scipy.linalg import cython_lapack  # pylint: disable=g-import-not-at-top
-  capsule = cython_lapack.__pyx_capi__["sgesdd"]
+  capsule = cython_lapack.__pyx_capi__[name]
   get_name = ctypes.pythonapi.PyCapsule_GetName
   get_name.restype, get_name.argtypes = ctypes.c_char_p, [ctypes.py_object]
   get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
   get_pointer.restype, get_pointer.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
   address = get_pointer(capsule, get_name(capsule))
-  return ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * 14))(address)
+  return ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * num_args))(address)
 
 
 def _call_sgesdd(a_fortran: np.ndarray, sigma: np.ndarray, work: np.ndarray, lwork: int,
@@ -65,7 +66,7 @@ def _call_sgesdd(a_fortran: np.ndarray, sigma: np.ndarray, work: np.ndarray, lwo
   jobz = ctypes.c_char(b"N")
   dummy = np.zeros(1, np.float32)
   ref = ctypes.addressof
-  _sgesdd()(ref(jobz), ref(m_), ref(n_), a_fortran.ctypes.data, ref(lda), sigma.ctypes.data,
+  _lapack("sgesdd", 14)(ref(jobz), ref(m_), ref(n_), a_fortran.ctypes.data, ref(lda), sigma.ctypes.data,
             dummy.ctypes.data, ref(ldu), dummy.ctypes.data, ref(ldvt), work.ctypes.data, ref(lwork_),
             iwork.ctypes.data, ref(info))
   return info.value
@@ -92,22 +93,55 @@ def svd_values(matrix_MxN: np.ndarray) -> np.ndarray:
   return sigma
 
 
+def _call_ssyevd(a_fortran: np.ndarray, w: np.ndarray, work: np.ndarray, lwork: int, iwork: np.ndarray,
+                 liwork: int) -> int:
+  n = a_fortran.shape[0]
+  n_, lda, lwork_, liwork_, info = (ctypes.c_int(v) for v in (n, max(1, n), lwork, liwork, 0))
+  jobz, uplo = ctypes.c_char(b"V"), ctypes.c_char(b"L")
+  ref = ctypes.addressof
+  _lapack("ssyevd", 11)(ref(jobz), ref(uplo), ref(n_), a_fortran.ctypes.data, ref(lda), w.ctypes.data,
+                        work.ctypes.data, ref(lwork_), iwork.ctypes.data, ref(liwork_), ref(info))
+  return info.value
+
+
+def eigh_vectors(symmetric_DxD: np.ndarray) -> np.ndarray:
+  """Eigenvectors (columns, eigenvalues ascending; float32) of a symmetric matrix by ssyevd from its lower
+  triangle, as `jnp.linalg.eigh` gives them on CPU; NaN where LAPACK cannot give them."""
+  a = np.array(symmetric_DxD, dtype=np.float32, order="F")   # overwritten by the eigenvectors
+  n = a.shape[0]
+  if n == 0:
+    return a
+  if not np.all(np.isfinite(a)):
+    return np.full(a.shape, np.nan, np.float32)
+  w = np.zeros(n, np.float32)
+  work, iwork = np.zeros(1, np.float32), np.zeros(1, np.int32)
+  if _call_ssyevd(a, w, work, -1, iwork, -1) != 0:
+    return np.full(a.shape, np.nan, np.float32)
+  lwork, liwork = int(np.nextafter(work[0], np.float32(np.inf))), int(iwork[0])
+  work, iwork = np.zeros(max(lwork, 1), np.float32), np.zeros(max(liwork, 1), np.int32)
+  if _call_ssyevd(a, w, work, lwork, iwork, liwork) != 0:
+    return np.full(a.shape, np.nan, np.float32)
+  return np.ascontiguousarray(a)
+
+
 @functools.cache
 def _pool(threads: int) -> concurrent.futures.ThreadPoolExecutor:
   return concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mpcodec-lapack")
 
 
-def svd_values_many(matrices: Sequence[np.ndarray], threads: int | None = None) -> list[np.ndarray]:
-  """Singular values of every matrix of `matrices` (each (..., M, N); leading axes are a batch), computed
-  over `threads` threads (default: the usable cores), largest matrices first."""
-  arrays = [np.asarray(m) for m in matrices]
-  outputs = [np.zeros(a.shape[:-2] + (min(a.shape[-2:]),), np.float32) for a in arrays]
+def _run_many(jobs: Sequence[tuple[Callable, np.ndarray, Callable]], threads: int | None = None
+              ) -> list[np.ndarray]:
+  """Each job (func, array (..., M, N), out_shape) applies `func` to every matrix of its array (leading axes
+  are a batch) into a float32 output of shape array.shape[:-2] + out_shape((M, N)); all matrices of all jobs
+  run over `threads` threads (default: the usable cores), the largest first."""
+  arrays = [np.asarray(array) for _, array, _ in jobs]
+  outputs = [np.zeros(a.shape[:-2] + out_shape(a.shape[-2:]), np.float32) for a, (_, _, out_shape) in zip(arrays, jobs)]
   tasks = [(i, index) for i, a in enumerate(arrays) for index in np.ndindex(a.shape[:-2])]
   tasks.sort(key=lambda task: -np.prod(arrays[task[0]].shape[-2:]) * min(arrays[task[0]].shape[-2:]))
 
   def run(task):
     i, index = task
-    outputs[i][index] = svd_values(arrays[i][index])
+    outputs[i][index] = jobs[i][0](arrays[i][index])
 
   threads = threads or usable_cores()
   if threads <= 1 or len(tasks) <= 1:
@@ -119,15 +153,42 @@ def svd_values_many(matrices: Sequence[np.ndarray], threads: int | None = None) 
   return outputs
 
 
+def _sigma_shape(shape):
+  return (min(shape),)
+
+
+def svd_values_many(matrices: Sequence[np.ndarray], threads: int | None = None) -> list[np.ndarray]:
+  """`svd_values` of every matrix (each (..., M, N); leading axes are a batch), over `threads` threads."""
+  return _run_many([(svd_values, m, _sigma_shape) for m in matrices], threads)
+
+
+def decompose(svd_inputs: Sequence[jax.Array], eigh_inputs: Sequence[jax.Array] = ()
+              ) -> tuple[list[jax.Array], list[jax.Array]]:
+  """Values-only SVDs of `svd_inputs` (each (..., M, N)) and eigenvectors of the symmetric `eigh_inputs`
+  (each (..., D, D)), all in one host callback over the cores; jit- and vmap-safe.
+
+  Bit-identical to `jnp.linalg.svd(x, compute_uv=False)` and to the eigenvectors of `jnp.linalg.eigh` of the
+  symmetrised matrix (x + x^T) / 2 on a CPU backend (see the module docstring).
+  """
+  svd_inputs = [jnp.asarray(m, jnp.float32) for m in svd_inputs]
+  eigh_inputs = [jnp.asarray(m, jnp.float32) for m in eigh_inputs]
+  eigh_inputs = [(m + jnp.swapaxes(m, -1, -2)) / 2 for m in eigh_inputs]
+  shapes = ([jax.ShapeDtypeStruct(m.shape[:-2] + _sigma_shape(m.shape[-2:]), jnp.float32) for m in svd_inputs]
+            + [jax.ShapeDtypeStruct(m.shape, jnp.float32) for m in eigh_inputs])
+  num_svd = len(svd_inputs)
+
+  def host(*arrays):
+    # One pool for both kinds, so a large SVD and small eigendecompositions share the cores.
+    return tuple(_run_many([(svd_values, a, _sigma_shape) for a in arrays[:num_svd]]
+                           + [(eigh_vectors, a, tuple) for a in arrays[num_svd:]]))
+
+  out = jax.pure_callback(host, tuple(shapes), *svd_inputs, *eigh_inputs, vmap_method="broadcast_all")
+  return list(out[:num_svd]), list(out[num_svd:])
+
+
 def singular_values(matrices: Sequence[jax.Array]) -> list[jax.Array]:
   """Values-only SVDs of float32 matrices (each (..., M, N)) in one host callback; jit- and vmap-safe.
 
   Bit-identical to `jnp.linalg.svd(x, compute_uv=False)` on a CPU backend (see the module docstring).
   """
-  matrices = [jnp.asarray(m, jnp.float32) for m in matrices]
-  shapes = [jax.ShapeDtypeStruct(m.shape[:-2] + (min(m.shape[-2:]),), jnp.float32) for m in matrices]
-
-  def host(*arrays):
-    return tuple(svd_values_many(arrays))
-
-  return list(jax.pure_callback(host, tuple(shapes), *matrices, vmap_method="broadcast_all"))
+  return decompose(matrices)[0]

@@ -67,22 +67,46 @@ def test_switch_off_by_environment(monkeypatch):
   assert host_lapack.enabled() == (jax.default_backend() == "cpu" and host_lapack.usable_cores() > 1)
 
 
-@pytest.mark.parametrize("switch", ["0", "1"])
-def test_measures_are_the_same_bits_with_the_host_path_on_and_off(monkeypatch, switch):
-  monkeypatch.setenv(host_lapack.ENV_SWITCH, switch)
+@pytest.mark.parametrize("name", ["gaussian(64, 64)", "rank_deficient_relu", "zeros"])
+def test_eigh_vectors_are_bit_identical_to_xla(name):
+  x = _matrices()[name]
+  gram = x.T @ x
+  np.testing.assert_array_equal(host_lapack.eigh_vectors(gram), np.asarray(jax.jit(jnp.linalg.eigh)(gram)[1]))
+
+
+def _layers():
   rng = np.random.default_rng(3)
-  layers = [rng.standard_normal((64, 48)).astype(np.float32),      # near-square: direct SVD
-            np.maximum(rng.standard_normal((64, 8)), 0).astype(np.float32),   # tall: Gram path
-            _matrices()["rank_deficient_relu"]]
+  return [rng.standard_normal((64, 48)).astype(np.float32),                 # near-square: direct SVD
+          np.maximum(rng.standard_normal((64, 8)), 0).astype(np.float32),   # tall: Gram route
+          rng.standard_normal((6, 40)).astype(np.float32),                  # wide: Gram route
+          _matrices()["rank_deficient_relu"]]
+
+
+def _measures(monkeypatch, switch):
+  monkeypatch.setenv(host_lapack.ENV_SWITCH, switch)
+  layers = _layers()
   keys = [jax.random.PRNGKey(i) for i in range(len(layers))]
   many = jax.jit(lambda *m: dimensionality.all_measures_many(list(m), keys, 16))(*layers)
-  for layer, key, got in zip(layers, keys, many):
-    one = jax.jit(lambda m, k=key: dimensionality.all_measures(m, k, 16))(layer)
-    sigma = np.asarray(jax.jit(lambda m: jnp.linalg.svd(dimensionality.centre(m), compute_uv=False))(layer))
-    for name in dimensionality.MEASURE_NAMES:
-      np.testing.assert_array_equal(np.asarray(got[name]), np.asarray(one[name]), err_msg=name)
-    if dimensionality._is_near_square(layer.shape):  # pylint: disable=protected-access
-      np.testing.assert_array_equal(np.asarray(jax.jit(dimensionality.singular_values)(layer)), sigma)
+  sigmas = jax.jit(lambda *m: dimensionality.singular_values_many(list(m)))(*layers)
+  ones = [jax.jit(lambda m, k=key: dimensionality.all_measures(m, k, 16))(layer)
+          for layer, key in zip(layers, keys)]
+  return many, sigmas, ones
+
+
+def test_measures_are_the_same_bits_with_the_host_path_on_and_off(monkeypatch):
+  on_many, on_sigmas, on_ones = _measures(monkeypatch, "1")
+  off_many, off_sigmas, off_ones = _measures(monkeypatch, "0")
+  for a, b in zip(on_sigmas, off_sigmas):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  for group in (on_ones, off_many, off_ones):
+    for got, want in zip(group, on_many):
+      for name in dimensionality.MEASURE_NAMES:
+        np.testing.assert_array_equal(np.asarray(got[name]), np.asarray(want[name]), err_msg=name)
+  # The spectra are the spectra: the direct route against numpy's float64 SVD of the centred matrix.
+  for layer, sigma in zip(_layers(), on_sigmas):
+    centred = layer - layer.mean(axis=0)
+    np.testing.assert_allclose(np.asarray(sigma), np.linalg.svd(centred.astype(np.float64), compute_uv=False),
+                               rtol=1e-4, atol=1e-4 * np.abs(centred).max())
 
 
 def test_many_checks_its_arguments():

@@ -173,6 +173,21 @@ class DynamicsProgram:
   chunk_blocks: int
 
 
+def layer_matrices(cfg: DynamicsConfig, probe: ProbeSets, acts: dict, rows: dict) -> list[jax.Array]:
+  """The measured layers' (rows x features) matrices of one seed's probe activations, in probe order
+  (a layer with a row subset in `rows` keeps those rows)."""
+  matrices = []
+  for name, layout in zip(probe.layer_names, probe.layer_layouts):
+    matrix, _ = dimensionality.layer_matrix(acts[name], layout, cfg.conv_mode)
+    matrices.append(matrix[rows[name]] if name in rows else matrix)
+  return matrices
+
+
+def measure_keys(cfg: DynamicsConfig, num_layers: int) -> list[jax.Array]:
+  """The TwoNN subsampling key of each measured layer (the same at every step and seed)."""
+  return [jax.random.fold_in(jax.random.PRNGKey(cfg.data_seed), index) for index in range(num_layers)]
+
+
 def make_functions(cfg: DynamicsConfig, model, probe: ProbeSets) -> DynamicsProgram:
   """Builds the pure functions of one configuration (one seed; `vmapped` adds the seed axis).
 
@@ -183,8 +198,6 @@ def make_functions(cfg: DynamicsConfig, model, probe: ProbeSets) -> DynamicsProg
   a leading step axis).
   """
   optimizer = make_optimizer(cfg.optim, cfg.num_steps)
-  layer_names, layer_layouts = probe.layer_names, probe.layer_layouts
-  measure_key = jax.random.PRNGKey(cfg.data_seed)
   chunk_blocks = cfg.chunk_blocks
   example_x = probe.arrays["probe_x"][:1]
 
@@ -195,14 +208,10 @@ def make_functions(cfg: DynamicsConfig, model, probe: ProbeSets) -> DynamicsProg
   def measure(params, data):
     logits, acts = model.apply(params, data["probe_x"])
     test_loss, test_accuracy = _loss_and_accuracy(logits, data["probe_y"])
-    matrices = []
-    for name, layout in zip(layer_names, layer_layouts):
-      matrix, _ = dimensionality.layer_matrix(acts[name], layout, cfg.conv_mode)
-      matrices.append(matrix[data["rows"][name]] if name in data["rows"] else matrix)
+    matrices = layer_matrices(cfg, probe, acts, data["rows"])
     # Every layer's spectrum in one call (on a CPU backend, over the host's cores).
-    per_matrix = dimensionality.all_measures_many(
-        matrices, [jax.random.fold_in(measure_key, index) for index in range(len(matrices))],
-        cfg.twonn_samples)
+    per_matrix = dimensionality.all_measures_many(matrices, measure_keys(cfg, len(matrices)),
+                                                  cfg.twonn_samples)
     per_layer = {name: [values[name] for values in per_matrix] for name in MEASURE_NAMES}
     train_logits, _ = model.apply(params, data["train_probe_x"])
     train_loss, train_accuracy = _loss_and_accuracy(train_logits, data["train_probe_y"])
