@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mpcodec.core.errors import ConfigError
-from mpcodec.metrics import changepoint_model, changepoints
+from mpcodec.metrics import changepoint_model, changepoint_validity, changepoints
 from mpcodec.metrics.shapes import check_axis, check_rank
 
 
@@ -89,20 +89,8 @@ def matched_surrogates(trend_NxM, ar_coefficient_N, residual_sd_N, keys_N, num_s
   if num_surrogates < 1:
     raise ConfigError(f"matched_surrogates: num_surrogates must be >= 1, got {num_surrogates}")
 
-  num_measurements = shape[1]
-
   def one(trend_M, phi, sd, key):
-    start_key, noise_key = jax.random.split(key)
-    start_K = jax.random.normal(start_key, (num_surrogates,))
-    innovations_MxK = jax.random.normal(noise_key, (num_measurements - 1, num_surrogates)) * jnp.sqrt(1 - phi**2)
-
-    def step(previous_K, innovation_K):
-      value = phi * previous_K + innovation_K
-      return value, value
-
-    _, rest_MxK = jax.lax.scan(step, start_K, innovations_MxK)
-    noise_KxM = jnp.concatenate([start_K[None], rest_MxK], axis=0).T
-    return trend_M[None] + sd * noise_KxM
+    return trend_M[None] + sd * changepoint_validity.stationary_ar1(key, num_surrogates, shape[1], phi)
 
   return jax.vmap(one)(jnp.asarray(trend_NxM, jnp.float32), jnp.asarray(ar_coefficient_N, jnp.float32),
                        jnp.asarray(residual_sd_N, jnp.float32), keys_N)

@@ -62,10 +62,15 @@ RECALL_FLOOR = 0.05
 
 
 def stationary_ar1(key, num_series: int, num_measurements: int, phi: float) -> jax.Array:
-  """AR(1) noise with unit stationary SD, (N, M): u_t = phi u_{t-1} + sqrt(1 - phi^2) eps_t."""
+  """AR(1) noise with unit stationary SD, (N, M): u_t = phi u_{t-1} + sqrt(1 - phi^2) eps_t.
+
+  `phi` is a Python number (its square root taken in float64) or a traced scalar (under vmap, as in
+  `changepoint_surrogates.matched_surrogates`).
+  """
   start_key, noise_key = jax.random.split(key)
   start_N = jax.random.normal(start_key, (num_series,))
-  innovations_MxN = jax.random.normal(noise_key, (num_measurements - 1, num_series)) * np.sqrt(1 - phi**2)
+  innovation_sd = np.sqrt(1 - phi**2) if isinstance(phi, (int, float)) else jnp.sqrt(1 - phi**2)
+  innovations_MxN = jax.random.normal(noise_key, (num_measurements - 1, num_series)) * innovation_sd
 
   def step(previous_N, innovation_N):
     value = phi * previous_N + innovation_N

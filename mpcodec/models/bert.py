@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from mpcodec.core.errors import ActivationError, CheckpointError
-from mpcodec.models.taps import Taps
+from mpcodec.models.taps import Taps, check_tap_names
 
 LAYER_KINDS = ("attention", "ffn_hidden", "residual")
 
@@ -100,11 +100,7 @@ def layer_names(config: BertConfig) -> tuple[str, ...]:
 
 def check_layer_names(config: BertConfig, names: Sequence[str], what: str = "layer") -> None:
   """Raises ActivationError naming each unknown layer and listing the valid ones."""
-  valid = layer_names(config)
-  unknown = [name for name in names if name not in valid]
-  if unknown:
-    raise ActivationError(f"unknown {what} name{'s' if len(unknown) > 1 else ''} {unknown}; valid layer "
-                          f"names: {list(valid)}")
+  check_tap_names(layer_names(config), names, what)
 
 
 def last_block_needed(names: Sequence[str]) -> int:

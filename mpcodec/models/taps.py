@@ -11,6 +11,14 @@ import jax.numpy as jnp
 from mpcodec.core.errors import ActivationError
 
 
+def check_tap_names(valid: Sequence[str], names: Sequence[str], what: str = "layer") -> None:
+  """Raises ActivationError naming each of `names` not in `valid` and listing the valid ones."""
+  unknown = [name for name in names if name not in valid]
+  if unknown:
+    raise ActivationError(f"unknown {what} name{'s' if len(unknown) > 1 else ''} {unknown}; valid layer "
+                          f"names: {list(valid)}")
+
+
 class Taps:
   """Applies replace / add at each tap and records the captured activations."""
 

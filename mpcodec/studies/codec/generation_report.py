@@ -9,18 +9,14 @@ from typing import Any
 import numpy as np
 
 from mpcodec.core import io
-from mpcodec.studies.codec import generation_stage
+from mpcodec.studies.codec import generation_stage, text_claims
 
 PANELS = (("p_target_steered", "target mass (neutral lines)"), ("kl", "KL(unsteered ‖ steered) (nats)"),
           ("continuation_perplexity", "perplexity of continuations\nunder the unsteered model"))
 
 
 def _ci(cell: Mapping[str, Any]) -> str:
-  if cell["mean"] is None:
-    return "n/a"
-  if cell["low"] is None:
-    return f"{cell['mean']:.4g}"
-  return f"{cell['mean']:.4g} [{cell['low']:.4g}, {cell['high']:.4g}]"
+  return text_claims.interval_text(cell, ".4g")
 
 
 def markdown(payload: Mapping[str, Any] | None) -> list[str]:

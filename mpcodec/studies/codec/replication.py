@@ -177,16 +177,32 @@ def result_text(result: stats.ReplicationResult, scale: str, member: str = "") -
   return text + (f"; {member}" if member else "")
 
 
-def _margin(claim: Claim) -> str:
+def _margin(claim: Any) -> str:
   if claim.margin is None:
     return f"none (a direction: {'above' if claim.expected_sign > 0 else 'below'} 0)"
   if claim.scale == "fraction":
     return f"+-{100 * claim.margin.value:g} points"
-  return f"+-{100 * (math.exp(claim.margin.value) - 1):.0f}% (log scale)"
+  if claim.scale == "log":
+    return f"+-{100 * (math.exp(claim.margin.value) - 1):.0f}% (log scale)"
+  return f"+-{claim.margin.value:g}"
 
 
 def _finite(x: float) -> float | None:
   return float(x) if x is not None and math.isfinite(x) else None
+
+
+def claim_row(claim: Any, result: stats.ReplicationResult, ours: str) -> dict[str, Any]:
+  """A replication table's row: a claim (a `Claim` here, a `text_claims.ClaimSpec` for the text stages),
+  its result after Holm over the table, and `ours`, our figure as the table shows it."""
+  return {
+      "key": claim.key, "claim": claim.claim, "claimed": claim.shown, "statistic": claim.statistic,
+      "ours": ours, "margin": _margin(claim),
+      "margin_reason": claim.margin.reason if claim.margin else None, "scale": claim.scale,
+      "estimate": _finite(result.estimate), "ci_low": _finite(result.low), "ci_high": _finite(result.high),
+      "confidence": result.confidence if result.n else None, "num_seeds": int(result.n),
+      "p_for": _finite(result.p_for), "p_against": _finite(result.p_against),
+      "p_for_adjusted": _finite(result.p_for_adjusted), "p_against_adjusted": _finite(result.p_against_adjusted),
+      "family_size": result.family_size, "verdict": result.verdict, "reason": result.reason}
 
 
 def replication_rows(payload: Mapping[str, Any], tolerance: float | None = None) -> list[dict[str, Any]]:
@@ -207,18 +223,8 @@ def replication_rows(payload: Mapping[str, Any], tolerance: float | None = None)
       values, reason = inputs[claim.key]
       result = _test(claim, values, reason, smoke)
     results.append(result)
-  rows = []
-  for claim, result in zip(CLAIMS, stats.replication_family(results)):
-    rows.append({
-        "key": claim.key, "claim": claim.claim, "claimed": claim.shown, "statistic": claim.statistic,
-        "ours": result_text(result, claim.scale, members.get(claim.key, "")), "margin": _margin(claim),
-        "margin_reason": claim.margin.reason if claim.margin else None, "scale": claim.scale,
-        "estimate": _finite(result.estimate), "ci_low": _finite(result.low), "ci_high": _finite(result.high),
-        "confidence": result.confidence if result.n else None, "num_seeds": int(result.n),
-        "p_for": _finite(result.p_for), "p_against": _finite(result.p_against),
-        "p_for_adjusted": _finite(result.p_for_adjusted), "p_against_adjusted": _finite(result.p_against_adjusted),
-        "family_size": result.family_size, "verdict": result.verdict, "reason": result.reason})
-  return rows
+  return [claim_row(claim, result, result_text(result, claim.scale, members.get(claim.key, "")))
+          for claim, result in zip(CLAIMS, stats.replication_family(results))]
 
 
 def atlas_claim(shape: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -39,11 +39,7 @@ def run(model: Any, layer: str, max_length: int, batch_size: int, sets: Mapping[
 
 
 def _ci(cell: Mapping[str, Any]) -> str:
-  if cell["mean"] is None:
-    return "n/a"
-  if cell["low"] is None:
-    return f"{cell['mean']:.3f}"
-  return f"{cell['mean']:.3f} [{cell['low']:.3f}, {cell['high']:.3f}]"
+  return text_claims.interval_text(cell, ".3f")
 
 
 def markdown(payload: Mapping[str, Any] | None) -> list[str]:

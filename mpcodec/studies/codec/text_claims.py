@@ -108,6 +108,16 @@ def interval(values: Sequence[float], confidence: float = 0.95) -> dict[str, Any
   return {"mean": found.estimate, "low": low, "high": high, "n": len(kept), "values": kept}
 
 
+def interval_text(cell: Mapping[str, Any], spec: str = ".3f") -> str:
+  """An `interval` cell as a report prints it: "mean [low, high]" in the format `spec`, the mean alone
+  without an interval, "n/a" without a mean."""
+  if cell["mean"] is None:
+    return "n/a"
+  if cell["low"] is None:
+    return format(cell["mean"], spec)
+  return f"{cell['mean']:{spec}} [{cell['low']:{spec}}, {cell['high']:{spec}}]"
+
+
 @dataclasses.dataclass(frozen=True)
 class ClaimTest:
   """A claim's declaration and its test before Holm; `note` says which seeds were left out and why."""
@@ -137,36 +147,11 @@ def test_claim(spec: ClaimSpec, values: Sequence[Any], smoke: bool, why_missing:
 test_claim.__test__ = False  # Not a pytest test, though its name starts with "test".
 
 
-def _margin_text(spec: ClaimSpec) -> str:
-  if spec.margin is None:
-    return f"none (a direction: {'above' if spec.expected_sign > 0 else 'below'} 0)"
-  if spec.scale == "fraction":
-    return f"+-{100 * spec.margin.value:g} points"
-  if spec.scale == "log":
-    return f"+-{100 * (math.exp(spec.margin.value) - 1):.0f}% (log scale)"
-  return f"+-{spec.margin.value:g}"
-
-
-def _num(x: float) -> float | None:
-  return float(x) if x is not None and math.isfinite(x) else None
-
-
 def replication_table(tests: Sequence[ClaimTest]) -> list[dict[str, Any]]:
   """The table's rows: each claim re-decided after Holm over the table's tested claims."""
-  rows = []
-  for test, result in zip(tests, stats.replication_family([t.result for t in tests])):
-    spec = test.spec
-    rows.append({
-        "key": spec.key, "claim": spec.claim, "claimed": spec.shown, "statistic": spec.statistic,
-        "ours": replication.result_text(result, spec.scale), "margin": _margin_text(spec),
-        "margin_reason": spec.margin.reason if spec.margin else None, "scale": spec.scale,
-        "estimate": _num(result.estimate), "ci_low": _num(result.low), "ci_high": _num(result.high),
-        "confidence": result.confidence if result.n else None, "num_seeds": int(result.n),
-        "p_for": _num(result.p_for), "p_against": _num(result.p_against),
-        "p_for_adjusted": _num(result.p_for_adjusted), "p_against_adjusted": _num(result.p_against_adjusted),
-        "family_size": result.family_size, "verdict": result.verdict, "reason": result.reason,
-        "note": test.note})
-  return rows
+  return [{**replication.claim_row(test.spec, result, replication.result_text(result, test.spec.scale)),
+           "note": test.note}
+          for test, result in zip(tests, stats.replication_family([t.result for t in tests]))]
 
 
 def verdict_text(row: Mapping[str, Any]) -> str:

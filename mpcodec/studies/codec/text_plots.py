@@ -10,20 +10,7 @@ from typing import Any
 import numpy as np
 
 from mpcodec.core import io
-
-
-def _pyplot():
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  return plt
-
-
-def _no_data(ax, reason: str) -> None:
-  ax.text(0.5, 0.5, f"no data: {reason}", ha="center", va="center", fontsize=8, wrap=True,
-          transform=ax.transAxes)
-  ax.set_xticks([])
-  ax.set_yticks([])
+from mpcodec.studies.codec.plots import _pyplot, no_data
 
 
 METHOD_ORDER = ("theme", "atom", "diffmean", "random")   # one colour per steering vector in every panel
@@ -94,7 +81,7 @@ def plot_snr(summary: Mapping[str, Any], path: str) -> None:
   ax.set_title("population steering: SNR against N" + (
       f"\n({dropped} non-positive SNR value(s) not drawn: no logarithm)" if dropped else ""), fontsize=9)
   if anchor is None:
-    _no_data(ax, "no positive SNR to draw on a log axis" if dropped else "no SNR measured")
+    no_data(ax, "no positive SNR to draw on a log axis" if dropped else "no SNR measured")
   else:
     reference = [n for n in atoms if n >= anchor[0]]
     ax.loglog(reference, [anchor[1] * math.sqrt(n / anchor[0]) for n in reference], "k:",
@@ -126,6 +113,6 @@ def plot_roc(roc: Mapping[str, Mapping[str, np.ndarray]], max_fpr: float, path: 
   if roc:
     ax.legend(fontsize=7, loc="lower right")
   else:
-    _no_data(ax, "no detector was evaluated")
+    no_data(ax, "no detector was evaluated")
   io.save_figure(fig, path)
 
