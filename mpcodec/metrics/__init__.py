@@ -19,7 +19,9 @@ Names load on first use, so importing the package does not import scikit-learn o
 
 **Effective dimensionality of a layer**: `participation_ratio`, `effective_rank`, `stable_rank`,
 `num_components_for_variance`, `twonn_dimension`, their shared spectrum `singular_values`, all five at once
-`all_measures`, and `layer_matrix` (dense, conv or token activations as a samples x features matrix).
+`all_measures`, every layer of a network at once `singular_values_many` and `all_measures_many` (on a CPU
+backend their decompositions run over the cores, bit-identical to one call per layer), and `layer_matrix`
+(dense, conv or token activations as a samples x features matrix).
 
 **Mechanisms at a checkpoint**: `attention_entropy`, `head_specialisation`, `activation_sparsity`,
 `hoyer_sparsity`.
@@ -83,7 +85,8 @@ _EXPORTS = {
     "selectivity": ("concept_responses", "concept_response_selectivity", "label_neurons"),
     "weights": ("weight_entropy", "weight_l2_norm", "pairwise_angles_degrees", "mean_pairwise_angle_degrees"),
     "dimensionality": ("singular_values", "participation_ratio", "effective_rank", "stable_rank",
-                       "num_components_for_variance", "twonn_dimension", "layer_matrix", "all_measures"),
+                       "num_components_for_variance", "twonn_dimension", "layer_matrix", "all_measures",
+                       "singular_values_many", "all_measures_many"),
     "mechanisms": ("attention_entropy", "head_specialisation", "filter_cosine_similarity", "activation_sparsity",
                    "hoyer_sparsity", "class_selectivity", "class_means"),
     "convergence": ("final_level", "stabilisation_band", "stabilisation_index", "is_constant_series",

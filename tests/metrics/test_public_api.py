@@ -103,6 +103,8 @@ CASES = {
     "twonn_dimension": Case((_normal(10, 4), KEY), {"row_mask": np.arange(10) < 8}),
     "layer_matrix": Case((_normal(4, 3, 2), "tokens"), {"token_mask": np.arange(3) < np.array([[1], [2], [3], [3]])}),
     "all_measures": Case((_normal(10, 4), KEY, None), {"row_mask": np.arange(10) < 8}),
+    "singular_values_many": Case(([_normal(10, 4), _normal(12, 3)],), {"row_masks": [np.arange(10) < 8, None]}),
+    "all_measures_many": Case(([_normal(10, 4), _normal(12, 3)], [KEY, KEY], None)),
     # mechanisms
     "attention_entropy": Case((PROBS_NxHxTxT, np.array([[True, True, False], [True, True, True]]))),
     "head_specialisation": Case((np.array([0.5, 1.0, 0.2], np.float32),)),
