@@ -115,6 +115,8 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
       raise ConfigError(f"{path}: expected a sequence, got {type(value).__name__} {value!r}")
     items = list(value)
     if len(args) == 2 and args[1] is Ellipsis:
+      if items == [""]:   # `--config.key=` on the command line: the empty sequence
+        items = []
       return tuple(_coerce(v, args[0], f"{path}[{i}]") for i, v in enumerate(items))
     if len(items) != len(args):
       raise ConfigError(f"{path}: expected {len(args)} items, got {len(items)}")

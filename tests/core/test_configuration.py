@@ -35,6 +35,14 @@ def test_parse_fills_defaults_and_coerces():
   hash(cfg)  # frozen and hashable: usable as static data under jit
 
 
+def test_an_empty_command_line_value_is_the_empty_sequence():
+  # `--config.sizes=` reaches the parser as ("",); "()" as ().
+  assert configuration.parse(Outer, {"sizes": ("",)}).sizes == ()
+  assert configuration.parse(Outer, {"sizes": ()}).sizes == ()
+  with pytest.raises(ConfigError, match=r"config\.sizes\[1\]: expected int, got str ''"):
+    configuration.parse(Outer, {"sizes": (1, "")})
+
+
 def test_partly_given_section_keeps_the_parents_defaults():
   cfg = configuration.parse(Outer, {"special": {"width": 9}})
   assert cfg.special == Inner(width=9, kind="b")
