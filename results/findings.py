@@ -171,7 +171,7 @@ ENTRIES = (
           "On the FFN of a real sentence encoder (all-MiniLM-L6-v2) over AG News: does the Validation "
           "Hypothesis hold, do OR-gates appear, do theme vectors steer and detect a news class as the "
           "earlier work reported?",
-          "python -m launch.codec --config=configs/codec_minilm.py --workdir=runs/codec_minilm "
+          "python -m launch.codec --config=configs/codec_minilm.py:reduced --workdir=runs/codec_minilm "
           "--data_dir=../shared/data", codec_text_section),
     Entry("codec_smollm2", "The neural codec on SmolLM2",
           "The same questions on a causal language model (SmolLM2-135M-Instruct, block 15's FFN neurons): the "

@@ -239,7 +239,8 @@ def codec_text_section(report: Mapping[str, Any], run: Mapping[str, Any], config
   text, sae = config["source"]["text"], config["sae"]
   lines = [
       f"{report['num_seeds']} SAE seeds on `{text['layer']}` of {text['model']} over {text['corpus']} "
-      f"({num(text['limit']) if text.get('limit') else 'every'} items of at most {text['max_length']} tokens); an "
+      f"({num(text['limit']) + ' items' if text.get('limit') else 'all its items'}, truncated to "
+      f"{text['max_length']} tokens); an "
       f"SAE of {num(sae['num_latents'])} latents (k = {sae['k']}), the Squeezer ("
       f"{'K grid ' + ', '.join(map(str, config['squeezer_k_grid'])) if config['squeezer_k_grid'] else 'K = ' + str(config['squeezer']['k'])}"
       f") back into the layer's width; stages: "
