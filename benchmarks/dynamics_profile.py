@@ -73,7 +73,8 @@ def _milliseconds(fn, *args) -> float:
 
 
 def _with_host_path(on: bool, build):
-  """`build()` traced with the host LAPACK path switched on or off (it is chosen at trace time)."""
+  """`build()` with the host LAPACK path switched on or off. The path is chosen at trace time, and jit
+  caches a function's trace across `jax.jit` wrappers, so `build` must trace a function of its own."""
   previous = os.environ.get(host_lapack.ENV_SWITCH)
   os.environ[host_lapack.ENV_SWITCH] = "1" if on else "0"
   try:
@@ -109,8 +110,8 @@ def profile_run(sweep, run: str, data_dir: str) -> dict:
 
   matrices_S = jax.block_until_ready(jax.jit(matrices_of)(params_S))
 
-  def spectra(mats_S):
-    return jax.lax.map(dimensionality.singular_values_many, mats_S)
+  def spectra():   # a new function each call: its own trace (see `_with_host_path`)
+    return lambda mats_S: jax.lax.map(dimensionality.singular_values_many, mats_S)
 
   keys = dynamics.measure_keys(cfg, len(matrices_S))
 
@@ -121,15 +122,16 @@ def profile_run(sweep, run: str, data_dir: str) -> dict:
   parts = {
       "steps": _milliseconds(jax.jit(steps), state),
       "forward": _milliseconds(jax.jit(forward), params_S),
-      "spectra_xla": _with_host_path(False, lambda: _milliseconds(jax.jit(spectra), matrices_S)),
-      "spectra_host": _with_host_path(True, lambda: _milliseconds(jax.jit(spectra), matrices_S)),
+      "spectra_xla": _with_host_path(False, lambda: _milliseconds(jax.jit(spectra()), matrices_S)),
+      "spectra_host": _with_host_path(True, lambda: _milliseconds(jax.jit(spectra()), matrices_S)),
       "twonn": _milliseconds(jax.jit(twonn), matrices_S),
   }
   layers = []
   for name, matrix_S in zip(probe.layer_names, matrices_S):
     shape = tuple(matrix_S.shape[1:])
     route = "direct SVD" if max(shape) < dimensionality.GRAM_ASPECT_RATIO * min(shape) else "Gram"
-    one = _with_host_path(False, lambda m=matrix_S[0]: _milliseconds(jax.jit(dimensionality.singular_values), m))
+    one = _with_host_path(False, lambda m=matrix_S[0]: _milliseconds(
+        jax.jit(lambda x: dimensionality.singular_values(x)), m))  # pylint: disable=unnecessary-lambda
     layers.append({"layer": name, "shape": shape, "route": route, "ms": one})
   return {"run": run, "num_seeds": cfg.num_seeds, "measure_every": cfg.measure_every, "parts": parts,
           "layers": layers}
