@@ -128,14 +128,20 @@ def singular_values_many(matrices: Sequence[jax.Array],
   direct = [i for i, c in enumerate(centred) if _is_near_square(c.shape)]
   gram = [i for i in range(len(centred)) if i not in direct]
   talls = {i: _tall(centred[i]) for i in gram}
-  grams = [_gram(talls[i]) for i in gram]
-  if host_lapack.enabled() and centred:
-    direct_sigmas, eigvecs = host_lapack.decompose([centred[i] for i in direct], grams)
-  else:
-    direct_sigmas = [jnp.linalg.svd(centred[i], compute_uv=False) for i in direct]
-    eigvecs = [jnp.linalg.eigh(g)[1] for g in grams]
-  sigmas = dict(zip(direct, direct_sigmas))
-  sigmas.update({i: _projected_singular_values(talls[i], v) for i, v in zip(gram, eigvecs)})
+  grams = {i: _gram(talls[i]) for i in gram}
+  # Decompositions large enough to gain from the cores go to the host; small ones cost less in XLA than
+  # a callback's round trip (host_lapack.MIN_SIZE).
+  on_host = [i for i, c in enumerate(centred) if host_lapack.enabled() and min(c.shape) >= host_lapack.MIN_SIZE]
+  host_direct, host_gram = [i for i in direct if i in on_host], [i for i in gram if i in on_host]
+  sigmas, eigvecs = {}, {}
+  if on_host:
+    host_sigmas, host_vectors = host_lapack.decompose([centred[i] for i in host_direct],
+                                                      [grams[i] for i in host_gram])
+    sigmas.update(zip(host_direct, host_sigmas))
+    eigvecs.update(zip(host_gram, host_vectors))
+  sigmas.update({i: jnp.linalg.svd(centred[i], compute_uv=False) for i in direct if i not in on_host})
+  eigvecs.update({i: jnp.linalg.eigh(grams[i])[1] for i in gram if i not in on_host})
+  sigmas.update({i: _projected_singular_values(talls[i], eigvecs[i]) for i in gram})
   return [jnp.where(_has_variance(x_NxD, centred[i], row_mask), sigmas[i], 0.0)
           for i, (x_NxD, row_mask) in enumerate(zip(matrices, row_masks))]
 

@@ -29,6 +29,12 @@ import numpy as np
 
 ENV_SWITCH = "MPCODEC_HOST_LAPACK"
 
+# Callers send a matrix to the host only when its decomposition is at least this wide (min(M, N) for an SVD,
+# D for a D x D eigendecomposition). Measured on a 2-core AMD EPYC (python -m benchmarks.dynamics_profile):
+# 4 layers of 512 x 512 and 512 x 256, 177 ms with XLA's kernels and 104 ms on the host for 5 seeds; 3-4
+# layers of width 32-128, 10-19 ms with XLA's kernels and 17-21 ms on the host (the callback's round trip).
+MIN_SIZE = 256
+
 
 def usable_cores() -> int:
   """Cores this process may run on."""

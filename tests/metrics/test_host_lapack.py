@@ -84,6 +84,7 @@ def _layers():
 
 def _measures(monkeypatch, switch):
   monkeypatch.setenv(host_lapack.ENV_SWITCH, switch)
+  monkeypatch.setattr(host_lapack, "MIN_SIZE", 1)   # every matrix to the host when the path is on
   layers = _layers()
   keys = [jax.random.PRNGKey(i) for i in range(len(layers))]
   many = jax.jit(lambda *m: dimensionality.all_measures_many(list(m), keys, 16))(*layers)
@@ -107,6 +108,24 @@ def test_measures_are_the_same_bits_with_the_host_path_on_and_off(monkeypatch):
     centred = layer - layer.mean(axis=0)
     np.testing.assert_allclose(np.asarray(sigma), np.linalg.svd(centred.astype(np.float64), compute_uv=False),
                                rtol=1e-4, atol=1e-4 * np.abs(centred).max())
+
+
+def test_only_decompositions_of_at_least_min_size_go_to_the_host(monkeypatch):
+  monkeypatch.setenv(host_lapack.ENV_SWITCH, "1")
+  monkeypatch.setattr(host_lapack, "enabled", lambda: True)
+  sent = []
+  real = host_lapack.decompose
+  monkeypatch.setattr(host_lapack, "decompose", lambda svd, eigh=(): sent.append(
+      ([m.shape for m in svd], [m.shape for m in eigh])) or real(svd, eigh))
+  monkeypatch.setattr(host_lapack, "MIN_SIZE", 40)
+  rng = np.random.default_rng(4)
+  layers = [rng.standard_normal(shape).astype(np.float32) for shape in [(64, 48), (64, 8), (200, 40), (30, 20)]]
+  sigmas = dimensionality.singular_values_many(layers)
+  # (64, 48) near-square with min 48 >= 40: its SVD; (200, 40) tall with a 40 x 40 Gram: its eigenvectors.
+  assert sent == [([(64, 48)], [(40, 40)])]
+  for layer, sigma in zip(layers, sigmas):
+    np.testing.assert_allclose(np.asarray(sigma), np.linalg.svd(layer - layer.mean(0), compute_uv=False),
+                               rtol=1e-4, atol=1e-4 * np.abs(layer).max())
 
 
 def test_many_checks_its_arguments():
