@@ -52,7 +52,7 @@ from mpcodec.core import configuration
 from mpcodec.core.errors import ConfigError
 from mpcodec.data import registry
 from mpcodec.models import zoo
-from mpcodec.metrics import dimensionality
+from mpcodec.metrics import dimensionality, host_lapack
 from mpcodec.studies.dynamics import program as dynamics
 from mpcodec.studies.dynamics.train import sweep as dynamics_sweep
 from mpcodec.studies.dynamics.train import shards as dynamics_shards
@@ -124,7 +124,7 @@ def _median(values):
 
 def jax_threads() -> int:
   """Cores XLA's CPU client runs on: one intra-op thread per core this process may use."""
-  return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  return host_lapack.usable_cores()
 
 
 def torch_tracker_for(cfg, prepared, dataset):

@@ -131,7 +131,8 @@ def singular_values_many(matrices: Sequence[jax.Array],
   grams = {i: _gram(talls[i]) for i in gram}
   # Decompositions large enough to gain from the cores go to the host; small ones cost less in XLA than
   # a callback's round trip (host_lapack.MIN_SIZE).
-  on_host = [i for i, c in enumerate(centred) if host_lapack.enabled() and min(c.shape) >= host_lapack.MIN_SIZE]
+  use_host = host_lapack.enabled()
+  on_host = [i for i, c in enumerate(centred) if use_host and min(c.shape) >= host_lapack.MIN_SIZE]
   host_direct, host_gram = [i for i in direct if i in on_host], [i for i in gram if i in on_host]
   sigmas, eigvecs = {}, {}
   if on_host:

@@ -191,10 +191,3 @@ def decompose(svd_inputs: Sequence[jax.Array], eigh_inputs: Sequence[jax.Array] 
   out = jax.pure_callback(host, tuple(shapes), *svd_inputs, *eigh_inputs, vmap_method="broadcast_all")
   return list(out[:num_svd]), list(out[num_svd:])
 
-
-def singular_values(matrices: Sequence[jax.Array]) -> list[jax.Array]:
-  """Values-only SVDs of float32 matrices (each (..., M, N)) in one host callback; jit- and vmap-safe.
-
-  Bit-identical to `jnp.linalg.svd(x, compute_uv=False)` on a CPU backend (see the module docstring).
-  """
-  return decompose(matrices)[0]
